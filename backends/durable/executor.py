@@ -1,0 +1,174 @@
+"""The step-journal executor shared by the SQL backends (and the in-memory reference engine).
+
+One executor runs inside each worker process: an asyncio loop that claims runs from the store's
+queue and keeps up to ``concurrency`` of them in flight (agent steps mostly wait, so one process
+can interleave many runs). For each run it walks the plan's groups in order, running a group's
+steps in parallel (fan-out). A step already in the run's journal is replayed, never executed
+again; otherwise its work runs with retries, then its result is checkpointed, and only then does
+the run move on. The final step's checkpoint also completes the run, in one transaction.
+
+Every invoke / ok / fail / info goes to the harness's history (``bench.history``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from backends.base import ExecutionSettings, StepSpec
+from backends.durable.crashpoints import CrashPoints
+from backends.durable.store import ClaimedRun, DurableStore
+from backends.errors import LeaseLost
+from backends.workflow import StepError, run_step
+from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
+
+CLAIM_BATCH = 32
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    step: StepSpec
+    error: str
+
+
+class Abandon(Exception):
+    """This worker must stop working on a run (fenced out, or the store failed mid-commit)."""
+
+
+class Executor:
+    def __init__(
+        self,
+        store: DurableStore,
+        settings: ExecutionSettings,
+        history: HistoryWriter,
+        worker: str,
+        crash: CrashPoints | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.h = history
+        self.worker = worker
+        self.crash = crash or CrashPoints("")
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self._slot_free = asyncio.Event()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Claim and execute runs until ``stop`` is set. The first claim recovers the runs this
+        worker id owned before a restart, without waiting for their leases to expire."""
+        renewer = asyncio.create_task(self._renew_leases(stop))
+        recover = True
+        try:
+            while not stop.is_set():
+                free = self.settings.concurrency - len(self.in_flight)
+                if free <= 0:
+                    self._slot_free.clear()
+                    await _wait_any(self._slot_free, stop)
+                    continue
+                claimed = await self.store.claim(
+                    self.worker, min(free, CLAIM_BATCH), self.settings.lease_s, recover
+                )
+                recover = False
+                for run in claimed:
+                    self.in_flight[run.run_id] = asyncio.create_task(self._execute(run))
+                if claimed:
+                    await asyncio.sleep(0)  # let the new runs start before claiming more
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
+        finally:
+            renewer.cancel()
+            for task in list(self.in_flight.values()):
+                task.cancel()
+            await asyncio.gather(renewer, *self.in_flight.values(), return_exceptions=True)
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.lease_s / 3)
+            if self.in_flight:
+                await self.store.renew(self.worker, list(self.in_flight), self.settings.lease_s)
+
+    async def _execute(self, run: ClaimedRun) -> None:
+        h = self.h
+        h.record(
+            INFO, "claim", run.run_id, value={"journal": len(run.journal), "claims": run.claims}
+        )
+        try:
+            groups = run.plan.groups
+            for gi, group in enumerate(groups):
+                final = gi == len(groups) - 1 and len(group) == 1
+                results = await asyncio.gather(*(self._step(run, s, final) for s in group))
+                failed = [r for r in results if isinstance(r, StepFailed)]
+                if failed:
+                    error = "; ".join(f.error for f in failed)
+                    await self.store.finish(self.worker, run.run_id, "failed", error)
+                    h.record(OK, "complete", run.run_id, value="failed")
+                    return
+                if final:
+                    h.record(OK, "complete", run.run_id, value="completed")
+                    return
+            # the last group fanned out, so completion is its own transaction
+            await self.store.finish(self.worker, run.run_id, "completed", None)
+            h.record(OK, "complete", run.run_id, value="completed")
+        except (Abandon, LeaseLost) as e:
+            h.record(INFO, "abandon", run.run_id, value=str(e))
+            with contextlib.suppress(Exception):
+                await self.store.release(self.worker, run.run_id)
+        finally:
+            self.in_flight.pop(run.run_id, None)
+            self._slot_free.set()
+
+    async def _step(self, run: ClaimedRun, step: StepSpec, final: bool) -> bytes | StepFailed:
+        h = self.h
+        sid = step.step_id
+        if sid in run.journal:
+            h.record(INFO, "replay", run.run_id, sid)
+            if final:  # journal has the last step but the run was not completed: finish it
+                await self.store.finish(self.worker, run.run_id, "completed", None)
+            return run.journal[sid]
+        retry = self.settings.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            h.record(INVOKE, "exec", run.run_id, sid, attempt)
+            try:
+                output = await run_step(
+                    step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
+                )
+            except StepError as e:
+                h.record(FAIL, "exec", run.run_id, sid, attempt, value=str(e))
+                if not e.retryable or attempt >= retry.max_attempts:
+                    return StepFailed(
+                        step, f"step {sid} ({step.name}) after {attempt} attempt(s): {e}"
+                    )
+                await asyncio.sleep(retry.backoff_s(attempt) * self.settings.time_scale)
+                continue
+            h.record(OK, "exec", run.run_id, sid, attempt, value=len(output))
+            break
+        self.crash.hit("before-commit")
+        h.record(INVOKE, "commit", run.run_id, sid, attempt)
+        try:
+            stored = await self.store.checkpoint(
+                self.worker, run.run_id, sid, output, attempt, final
+            )
+        except LeaseLost as e:
+            h.record(FAIL, "commit", run.run_id, sid, attempt, value=f"lease lost: {e}")
+            raise
+        except Exception as e:  # outcome unknown: the commit may or may not have happened
+            h.record(INFO, "commit", run.run_id, sid, attempt, value=f"indeterminate: {e!r}")
+            raise Abandon(f"commit of step {sid} indeterminate: {e!r}") from e
+        self.crash.hit("after-commit")
+        h.record(
+            OK, "commit", run.run_id, sid, attempt, value=None if stored == output else "kept-first"
+        )
+        self.crash.hit("after-ack")
+        return stored
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,72 @@
+"""The worker processes of a durable (SQL) deployment: start N of them, kill / restart one, stop
+them all. Shared by every backend that runs the durable executor in separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import backends
+from backends.base import RunContext
+from backends.common.process import ManagedProcess
+from backends.durable.worker import worker_config
+
+READY_TIMEOUT_S = 30.0
+
+
+class WorkerPool:
+    def __init__(self, ctx: RunContext, store_factory: str, store_args: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.store_factory = store_factory
+        self.store_args = store_args
+        self.procs: dict[str, ManagedProcess] = {}
+        self.ready_s: dict[str, float] = {}
+        root = str(Path(backends.__file__).resolve().parent.parent)
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        for i in range(ctx.settings.workers):
+            self._make(f"worker-{i}")
+
+    def _make(self, name: str) -> None:
+        cfg_dir = self.ctx.workdir / "workers"
+        cfg_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = cfg_dir / f"{name}.json"
+        cfg = worker_config(
+            name,
+            self.store_factory,
+            self.store_args,
+            self.ctx.settings,
+            self.ctx.history_dir / f"{name}.jsonl",
+            cfg_dir / f"{name}.ready",
+            self.ctx.epoch_ns,
+        )
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        self.procs[name] = ManagedProcess(
+            name,
+            [sys.executable, "-m", "backends.durable.worker", cfg_path],
+            self.ctx.logdir / f"{name}.log",
+            env=self.env,
+        )
+
+    def _ready_path(self, name: str) -> Path:
+        return self.ctx.workdir / "workers" / f"{name}.ready"
+
+    def start(self, name: str | None = None) -> None:
+        """Start one worker (or all) and wait until each has its store open."""
+        names = [name] if name else list(self.procs)
+        for n in names:
+            self._ready_path(n).unlink(missing_ok=True)
+            self.procs[n].start()
+        for n in names:
+            ready = self._ready_path(n)
+            self.ready_s[n] = self.procs[n].wait_ready(ready.exists, READY_TIMEOUT_S, "ready")
+
+    def kill(self, name: str) -> None:
+        self.procs[name].kill()
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.stop(timeout_s=10)

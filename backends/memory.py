@@ -1,0 +1,214 @@
+"""``memory``: the in-process reference engine. NOT durable.
+
+It runs the same durable executor over a store made of Python dicts, in a thread of the harness
+process. Two uses: testing the harness itself, and measuring the harness's own ceiling (how many
+runs/s the runner can drive when the backend costs nothing). If a real backend's figure comes
+close to this ceiling, the harness, not the backend, is what was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from backends.base import (
+    BackendInfo,
+    Client,
+    Deployment,
+    Plan,
+    RunContext,
+    RunSpec,
+    RunState,
+    StateView,
+    register,
+)
+from backends.durable.executor import Executor
+from backends.durable.store import ClaimedRun
+from backends.errors import LeaseLost
+from bench.history import HistoryWriter
+
+
+class _Run:
+    __slots__ = ("spec", "plan", "status", "owner", "lease_until", "claims", "error")
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.plan: Plan = spec.plan
+        self.status = "queued"
+        self.owner: str | None = None
+        self.lease_until = 0.0
+        self.claims = 0
+        self.error: str | None = None
+
+
+class MemoryStore:
+    """``DurableStore`` over dicts, guarded by one lock (the harness thread submits, the engine
+    thread executes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[str, _Run] = {}
+        self.queue: list[str] = []
+        self.steps: dict[tuple[str, int], bytes] = {}
+
+    def add(self, spec: RunSpec) -> None:
+        with self.lock:
+            if spec.run_id not in self.runs:
+                self.runs[spec.run_id] = _Run(spec)
+                self.queue.append(spec.run_id)
+
+    async def claim(
+        self, worker: str, limit: int, lease_s: float, recover: bool
+    ) -> list[ClaimedRun]:
+        with self.lock:
+            now = time.time()
+            take, self.queue = self.queue[:limit], self.queue[limit:]
+            out = []
+            for rid in take:
+                r = self.runs[rid]
+                r.status, r.owner, r.lease_until = "running", worker, now + lease_s
+                r.claims += 1
+                journal = {
+                    s.step_id: self.steps[(rid, s.step_id)]
+                    for s in r.plan.steps
+                    if (rid, s.step_id) in self.steps
+                }
+                out.append(ClaimedRun(rid, r.plan, journal, r.claims))
+            return out
+
+    async def renew(self, worker: str, run_ids: list[str], lease_s: float) -> None:
+        pass  # one engine, nobody to steal from
+
+    def _owned(self, worker: str, run_id: str) -> _Run:
+        r = self.runs[run_id]
+        if r.owner != worker or r.status != "running":
+            raise LeaseLost(f"memory: {worker} no longer owns run {run_id}")
+        return r
+
+    async def checkpoint(
+        self, worker: str, run_id: str, step_id: int, output: bytes, attempts: int, final: bool
+    ) -> bytes:
+        with self.lock:
+            r = self._owned(worker, run_id)
+            stored = self.steps.setdefault((run_id, step_id), output)
+            if final:
+                r.status = "completed"
+            return stored
+
+    async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:
+        with self.lock:
+            r = self._owned(worker, run_id)
+            r.status, r.error = status, error
+
+    async def release(self, worker: str, run_id: str) -> None:
+        with self.lock:
+            r = self.runs[run_id]
+            if r.owner == worker and r.status == "running":
+                r.status, r.owner = "queued", None
+                self.queue.append(run_id)
+
+    async def close(self) -> None:
+        pass
+
+
+class MemoryStateView(StateView):
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def runs(self) -> list[RunState]:
+        with self.store.lock:
+            done: dict[str, int] = {}
+            for rid, _ in self.store.steps:
+                done[rid] = done.get(rid, 0) + 1
+            return [
+                RunState(rid, r.status, done.get(rid, 0), r.error)
+                for rid, r in self.store.runs.items()
+            ]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        with self.store.lock:
+            return {s: o for (r, s), o in self.store.steps.items() if r == run_id}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        with self.store.lock:
+            return set(self.store.steps)
+
+
+class MemoryClient(Client):
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    async def submit(self, run: RunSpec) -> None:
+        self.store.add(run)
+
+    def state(self) -> StateView:
+        return MemoryStateView(self.store)
+
+
+class MemoryDeployment(Deployment):
+    backend = "memory"
+
+    def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.store = MemoryStore()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._engine, name="memory-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _engine(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            history = HistoryWriter(
+                Path(self.ctx.history_dir) / "worker-0.jsonl", "worker-0", self.ctx.epoch_ns
+            )
+            executor = Executor(self.store, self.ctx.settings, history, "worker-0")
+            self._ready.set()
+            try:
+                await executor.serve(self._stop)
+            finally:
+                history.close()
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+        self._thread = None
+
+    def client(self) -> Client:
+        return MemoryClient(self.store)
+
+    def processes(self) -> dict[str, Any]:
+        return {}
+
+    def topology(self) -> dict[str, Any]:
+        return {
+            "store": "Python dicts in the harness process (not durable)",
+            "workers": "1 executor thread inside the harness process",
+            "note": "reference engine: measures the harness's own ceiling",
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+
+register(
+    BackendInfo(
+        name="memory",
+        summary="in-process reference engine (not durable): harness self-test and ceiling",
+        durable=False,
+        options=(),
+        factory=MemoryDeployment,
+    )
+)

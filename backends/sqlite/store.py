@@ -1,0 +1,220 @@
+"""The durable store on one SQLite file (WAL mode), used from several processes at once: the
+harness submits runs, every worker claims and checkpoints, Litestream reads the WAL.
+
+Acks (what is on disk when a call returns): each operation is one ``BEGIN IMMEDIATE`` ...
+``COMMIT`` transaction. With ``synchronous=FULL`` the WAL is fsynced at every commit, so an ack
+survives a machine crash; with ``NORMAL`` it survives a process crash (SIGKILL) but the last
+transactions can be lost on power loss. Neither setting protects against losing the disk: that
+is what Litestream's replica is for, and it trails by up to its sync interval.
+
+Calls run inline on the worker's event loop (no await inside a transaction): SQLite serialises
+writers anyway, and a thread hop per commit would cost more than the commit itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from backends.base import Plan, RunSpec, RunState, StateView
+from backends.durable import sql
+from backends.durable.store import ClaimedRun
+from backends.errors import BackendError, LeaseLost
+
+D = sql.SQLITE
+SYNCHRONOUS = ("FULL", "NORMAL", "OFF", "EXTRA")
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+def create_schema(path: Path, synchronous: str) -> None:
+    conn = connect(path, synchronous)
+    try:
+        for stmt in sql.schema(D):
+            conn.execute(stmt)
+    finally:
+        conn.close()
+
+
+class _Tx:
+    """``with _Tx(conn):`` = BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error. IMMEDIATE takes the
+    write lock up front, so a transaction never fails half-way on a lock upgrade."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class SqliteStore:
+    """``DurableStore`` for one worker process."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.conn = connect(path, synchronous)
+
+    async def claim(
+        self, worker: str, limit: int, lease_s: float, recover: bool
+    ) -> list[ClaimedRun]:
+        now = time.time()
+        args = {"now": now, "recover_owner": worker if recover else None}
+        # a read first: an idle poll must not take the write lock
+        if self.conn.execute(sql.PENDING_EXISTS, args).fetchone() is None:
+            return []
+        with _Tx(self.conn) as c:
+            rows = c.execute(
+                sql.claim(D), {**args, "worker": worker, "lease": now + lease_s, "limit": limit}
+            ).fetchall()
+            claimed = []
+            for run_id, plan, steps_done, claims in rows:
+                journal = {}
+                if steps_done:
+                    journal = dict(c.execute(sql.JOURNAL, {"run_id": run_id}).fetchall())
+                claimed.append(ClaimedRun(run_id, Plan.from_json(plan), journal, claims))
+        return claimed
+
+    async def renew(self, worker: str, run_ids: list[str], lease_s: float) -> None:
+        with _Tx(self.conn) as c:
+            c.execute(
+                sql.renew(D),
+                {"lease": time.time() + lease_s, "worker": worker, "ids": json.dumps(run_ids)},
+            )
+
+    async def checkpoint(
+        self, worker: str, run_id: str, step_id: int, output: bytes, attempts: int, final: bool
+    ) -> bytes:
+        now = time.time()
+        with _Tx(self.conn) as c:
+            cur = c.execute(
+                sql.ADVANCE_FINAL if final else sql.ADVANCE,
+                {"run_id": run_id, "worker": worker, "now": now},
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"sqlite: {worker} no longer owns run {run_id}")
+            cur = c.execute(
+                sql.INSERT_STEP,
+                {
+                    "run_id": run_id,
+                    "step_id": step_id,
+                    "output": output,
+                    "attempts": attempts,
+                    "worker": worker,
+                    "now": now,
+                },
+            )
+            if cur.rowcount == 1:
+                return output
+            # committed before by an earlier owner: the first result wins
+            c.execute(sql.UNDO_ADVANCE, {"run_id": run_id})
+            row = c.execute(sql.STEP_OUTPUT, {"run_id": run_id, "step_id": step_id}).fetchone()
+            return bytes(row[0])
+
+    async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:
+        with _Tx(self.conn) as c:
+            cur = c.execute(
+                sql.FINISH,
+                {
+                    "status": status,
+                    "error": error,
+                    "now": time.time(),
+                    "run_id": run_id,
+                    "worker": worker,
+                },
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"sqlite: {worker} no longer owns run {run_id}")
+
+    async def release(self, worker: str, run_id: str) -> None:
+        with _Tx(self.conn) as c:
+            c.execute(sql.RELEASE, {"run_id": run_id, "worker": worker})
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
+async def open_store(path: str, synchronous: str) -> SqliteStore:
+    """Worker-side factory (named in the worker config as ``backends.sqlite.store:open_store``)."""
+    return SqliteStore(Path(path), synchronous)
+
+
+class SqliteStateView(StateView):
+    """Reads the database file through a read-only connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _conn(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise BackendError(f"sqlite: database {self.path} does not exist")
+        return connect(self.path, readonly=True)
+
+    def runs(self) -> list[RunState]:
+        with self._conn() as c:
+            return [RunState(r, s, n, e) for r, s, n, e in c.execute(sql.STATE_RUNS)]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        with self._conn() as c:
+            return {s: bytes(o) for s, o in c.execute(sql.STATE_RESULTS, {"run_id": run_id})}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        with self._conn() as c:
+            return {(r, s) for r, s in c.execute(sql.STATE_STEPS)}
+
+
+class SqliteSubmitter:
+    """Harness-side run submission: one connection per submitting thread."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self.synchronous)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def submit(self, run: RunSpec) -> None:
+        """The **run accepted** ack: the run row is committed when this returns."""
+        with _Tx(self._conn()) as c:
+            c.execute(
+                sql.INSERT_RUN,
+                {
+                    "run_id": run.run_id,
+                    "seq": run.seq,
+                    "tenant": run.tenant,
+                    "plan": run.plan.to_json(),
+                    "n_steps": len(run.plan.steps),
+                    "now": time.time(),
+                },
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()

@@ -1,0 +1,253 @@
+"""The ``bench`` command. The only place that prints errors and chooses exit codes:
+0 ok, 1 the run finished but a correctness check failed, 2 bad input or a backend could not
+start, 130 interrupted (partial results kept)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from backends.base import ExecutionSettings, RetryPolicy, get, registered
+from backends.errors import ConfigError, DurabenchError
+from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", required=True, help="backend to measure (see `bench backends`)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument(
+        "--concurrency", type=int, default=200, help="runs in flight per worker (default 200)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path("results"),
+        help="where results/<run-id>/ goes (default ./results)",
+    )
+    p.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the database / object store files under <run-id>/work",
+    )
+    for info in registered().values():
+        if not info.options:
+            continue
+        g = p.add_argument_group(f"{info.name} backend options")
+        for o in info.options:
+            g.add_argument(
+                o.flag,
+                dest=o.dest,
+                type=o.type,
+                choices=o.choices,
+                default=None,
+                help=f"{o.help} (default: {o.default})" if o.default is not None else o.help,
+            )
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="bench",
+        description="durabench: measure durable workflow backends under the same agent workload",
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="drive a workload against one backend and write results")
+    _add_common(run)
+    run.add_argument(
+        "--workload",
+        default=DEFAULT_WORKLOAD,
+        help=f"built-in name ({', '.join(BUILTIN)}) or a TOML file (default {DEFAULT_WORKLOAD})",
+    )
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="factor on every simulated wait; 0 = no waits, a pure storage stress test (default 1)",
+    )
+    run.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        help="factor on arrival rates: the same runs arrive N times faster (default 1)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait after the last arrival for accepted runs to finish",
+    )
+    run.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        help="seconds before another worker may take over a silent worker's run",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    run.add_argument("--json", action="store_true", help="print summary.json instead of tables")
+
+    sub.add_parser("backends", help="list registered backends")
+    sub.add_parser("workloads", help="list built-in workloads")
+
+    sch = sub.add_parser("schedule", help="print a workload's schedule summary and hash")
+    sch.add_argument("--workload", default=DEFAULT_WORKLOAD)
+    sch.add_argument("--seed", type=int, default=1)
+    sch.add_argument("--rate-scale", type=float, default=1.0)
+
+    base = sub.add_parser(
+        "baseline",
+        help="raw commit rate of a backend's store (one small "
+        "insert per transaction), with the same settings as `bench run`",
+    )
+    _add_common(base)
+    base.add_argument("--seconds", type=float, default=5.0)
+    return ap
+
+
+def _backend_options(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """The chosen backend's options (defaults filled in); another backend's option is refused."""
+    info = get(backend)
+    for other in registered().values():
+        if other.name == backend:
+            continue
+        for o in other.options:
+            if getattr(args, o.dest, None) is not None and o.dest not in {
+                x.dest for x in info.options
+            }:
+                raise ConfigError(
+                    f"{o.flag} is an option of backend {other.name!r}, not of {backend!r}"
+                )
+    out = {}
+    for o in info.options:
+        v = getattr(args, o.dest, None)
+        out[o.dest] = o.default if v is None else v
+    return out
+
+
+def _settings(args: argparse.Namespace, retry: Any, time_scale: float) -> ExecutionSettings:
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if time_scale < 0:
+        raise ConfigError("--time-scale must be >= 0")
+    return ExecutionSettings(
+        seed=args.seed,
+        time_scale=time_scale,
+        retry=retry,
+        workers=args.workers,
+        concurrency=args.concurrency,
+        lease_s=getattr(args, "lease", 10.0),
+    )
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench import experiment
+    from bench.report.table import render_summary
+    from bench.workload.loader import resolve_workload
+    from bench.workload.schedule import build_schedule
+
+    if args.rate_scale <= 0:
+        raise ConfigError("--rate-scale must be > 0")
+    options = _backend_options(args, args.backend)
+    spec = resolve_workload(args.workload)
+    schedule = build_schedule(spec, args.seed, args.rate_scale)
+    settings = _settings(args, spec.retry, args.time_scale)
+    console.print(
+        f"durabench: {args.backend}, workload {spec.name} ({len(schedule.runs)} runs "
+        f"over {schedule.duration_s:.1f}s, schedule {schedule.hash[:12]}), "
+        f"time-scale {args.time_scale:g}",
+        highlight=False,
+    )
+    req = experiment.Request(
+        backend=args.backend,
+        options=options,
+        schedule=schedule,
+        settings=settings,
+        results_root=args.results_dir,
+        drain_timeout_s=args.drain_timeout,
+        keep_data=args.keep_data,
+        show_progress=not args.no_progress and sys.stderr.isatty(),
+        command=tuple(sys.argv),
+    )
+    out = experiment.run(req)
+    if args.json:
+        print(json.dumps(out.summary, indent=2, default=str))
+    else:
+        render_summary(out.summary, out.manifest, console)
+    console.print(f"results: {out.run_dir}", highlight=False)
+    if out.manifest.get("partial"):
+        return EXIT_INTERRUPTED
+    return EXIT_CHECK_FAILED if out.summary.get("verdict") is False else EXIT_OK
+
+
+def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
+    import tempfile
+    import time
+
+    from backends.base import RunContext
+
+    options = _backend_options(args, args.backend)
+    settings = _settings(args, RetryPolicy(), 0.0)
+    with tempfile.TemporaryDirectory(prefix="durabench-baseline-") as tmp:
+        root = Path(tmp)
+        ctx = RunContext(
+            root / "work", root / "logs", root / "history", time.monotonic_ns(), settings
+        )
+        dep = get(args.backend).factory(options, ctx)
+        try:
+            dep.start()
+            result = dep.raw_commit_rate(args.seconds)
+        finally:
+            dep.stop()
+    result["backend"] = args.backend
+    result["topology"] = dep.topology()
+    print(json.dumps(result, indent=2, default=str))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=False)
+    try:
+        args = parser().parse_args(argv)
+        if args.cmd == "backends":
+            for info in registered().values():
+                kind = "durable" if info.durable else "not durable"
+                print(f"{info.name:10s} {kind:12s} {info.summary}")
+            return EXIT_OK
+        if args.cmd == "workloads":
+            for name, spec in BUILTIN.items():
+                print(f"{name:12s} {spec.description}")
+            return EXIT_OK
+        if args.cmd == "schedule":
+            from bench.workload.loader import resolve_workload
+            from bench.workload.schedule import build_schedule
+
+            s = build_schedule(resolve_workload(args.workload), args.seed, args.rate_scale)
+            print(json.dumps(s.summary(), indent=2))
+            return EXIT_OK
+        if args.cmd == "run":
+            return cmd_run(args, console)
+        if args.cmd == "baseline":
+            return cmd_baseline(args, console)
+    except DurabenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(
+            "interrupted: every process the harness started was stopped; partial results were kept",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""One measurement end to end: deploy, drive the schedule, collect, check, stop, write results.
+
+Whatever happens (error, Ctrl-C), every process the deployment started is stopped, and whatever
+was recorded is written, with ``partial: true`` and the reason when the run did not finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from backends.base import ExecutionSettings, RunContext, get
+from bench import checkers, metrics, results
+from bench.history import HistoryWriter, read_history
+from bench.runner import Driver, DriveResult, lag_warning
+from bench.sampler import ResourceSampler
+from bench.workload.schedule import Schedule
+
+
+@dataclass
+class Request:
+    backend: str
+    options: dict[str, Any]
+    schedule: Schedule
+    settings: ExecutionSettings
+    results_root: Path
+    drain_timeout_s: float = 120.0
+    keep_data: bool = False
+    show_progress: bool = True
+    command: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def run(req: Request) -> Outcome:
+    info = get(req.backend)
+    run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
+    ctx = RunContext(
+        workdir=run_dir / "work",
+        logdir=run_dir / "logs",
+        history_dir=run_dir / "history",
+        epoch_ns=time.monotonic_ns(),
+        settings=req.settings,
+    )
+    manifest: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "command": list(req.command) or sys.argv,
+        "backend": req.backend,
+        "backend_options": req.options,
+        "workload": req.schedule.spec.to_dict(),
+        "schedule": req.schedule.summary(),
+        "seed": req.schedule.seed,
+        "settings": asdict(req.settings),
+        "machine": results.machine(),
+        "packages": results.package_versions(),
+        "started_at": results.now_iso(),
+        "partial": True,
+        "partial_reason": "still running (or the harness died)",
+    }
+    results.write_json(run_dir / "manifest.json", manifest)
+    deployment = None
+    drive: DriveResult | None = None
+    history = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
+    backend_metrics: dict[str, Any] = {}
+    state_checks: dict[str, Any] = {}
+    sampler = None
+    error: BaseException | None = None
+    try:
+        deployment = info.factory(req.options, ctx)
+        sampler = ResourceSampler(deployment)
+        t0 = time.monotonic()
+        deployment.start()
+        manifest["deploy_ready_s"] = time.monotonic() - t0
+        manifest["topology"] = deployment.topology()
+        manifest["versions"] = deployment.versions()
+        client = deployment.client()
+        driver = Driver(
+            req.schedule,
+            client,
+            history,
+            ctx.history_dir,
+            sampler,
+            req.drain_timeout_s,
+            req.show_progress,
+        )
+        drive = asyncio.run(_drive(driver, client))
+        sampler.sample(history.now())
+        backend_metrics = deployment.collect_metrics()
+        manifest["backend_config"] = deployment.config()
+        if drive is not None:
+            state_checks = _check_state(req, client, ctx, drive)
+    except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
+        error = e
+    finally:
+        if deployment is not None:
+            try:
+                deployment.stop()
+            except Exception as e:  # noqa: BLE001
+                print(f"warning: stopping {req.backend} failed: {e}", file=sys.stderr)
+        history.close()
+    summary = _write(req, run_dir, manifest, drive, sampler, backend_metrics, state_checks, error)
+    if not req.keep_data:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    if error is not None:
+        raise error
+    return Outcome(run_dir, summary, manifest)
+
+
+async def _drive(driver: Driver, client: Any) -> DriveResult:
+    try:
+        return await driver.drive()
+    finally:
+        await client.close()
+
+
+def _check_state(req: Request, client: Any, ctx: RunContext, drive: DriveResult) -> dict[str, Any]:
+    events = read_history(ctx.history_dir)
+    runs = _runs_table(req, events, drive)
+    state = client.state()
+    out = {
+        "acked_runs_durable": checkers.check_acked_runs_durable(runs, state),
+        "step_payloads": checkers.check_step_payloads(
+            list(req.schedule.runs), state, req.schedule.seed
+        ),
+    }
+    out["valid"] = checkers.compose(out)
+    return out
+
+
+def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) -> pd.DataFrame:
+    df = metrics.run_table(events, req.schedule.runs, req.settings.retry, req.settings.time_scale)
+    df["scheduled_t"] = df["scheduled_t"] + drive.start_t  # into history time
+    df["latency_s"] = df["complete_t"] - df["scheduled_t"]
+    df["overhead_s"] = df["latency_s"] - df["simulated_s"]
+    return df
+
+
+def _write(
+    req: Request,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    drive: DriveResult | None,
+    sampler: ResourceSampler | None,
+    backend_metrics: dict[str, Any],
+    state_checks: dict[str, Any],
+    error: BaseException | None,
+) -> dict[str, Any]:
+    warnings: list[str] = []
+    summary: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "backend": req.backend,
+        "workload": req.schedule.spec.name,
+    }
+    if drive is not None:
+        events = read_history(run_dir / "history")
+        runs = _runs_table(req, events, drive)
+        steps = metrics.step_table(events)
+        warmup_end = drive.start_t + req.schedule.warmup_s
+        summary.update(metrics.summarize(runs, steps, warmup_end))
+        summary["offered_rate_per_s"] = req.schedule.offered_rate()
+        summary["schedule_start_t"] = drive.start_t
+        summary["dispatch_lag"] = metrics.latency_summary(drive.lags_s)
+        runs.to_csv(run_dir / "runs.csv", index=False)
+        steps.to_csv(run_dir / "steps.csv", index=False)
+        metrics.timeseries(runs, steps).to_csv(run_dir / "timeseries.csv", index=False)
+        if w := lag_warning(drive.lags_s):
+            warnings.append(w)
+        if drive.drain_timed_out:
+            warnings.append(
+                f"{summary['runs']['unfinished']} accepted run(s) had not finished "
+                f"{req.drain_timeout_s:.0f}s after the last arrival"
+            )
+        if summary["runs"]["completed"] == 0:
+            warnings.append("NO RUN COMPLETED: this measurement did no real work")
+        elif summary["throughput"]["runs_completed_in_window"] == 0:
+            warnings.append("no run completed inside the measured window (after warm-up)")
+        if summary["runs"]["submit_failed"] or summary["runs"]["submit_indeterminate"]:
+            warnings.append(
+                f"{summary['runs']['submit_failed']} submit(s) failed and "
+                f"{summary['runs']['submit_indeterminate']} were indeterminate"
+            )
+    if sampler is not None:
+        summary["resources"] = sampler.summary()
+        pd.DataFrame(sampler.rows).to_csv(run_dir / "resources.csv", index=False)
+    summary["backend_metrics"] = backend_metrics
+    summary["checks"] = state_checks
+    if state_checks and state_checks.get("valid") is False:
+        warnings.append("CORRECTNESS CHECK FAILED: see summary.json checks")
+    summary["warnings"] = warnings
+    partial_reason = None
+    if error is not None:
+        partial_reason = (
+            "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"error: {error}"
+        )
+        manifest["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    elif drive is not None and drive.interrupted:
+        partial_reason = "interrupted (Ctrl-C): the schedule did not finish"
+    manifest["partial"] = partial_reason is not None
+    manifest["partial_reason"] = partial_reason
+    manifest["ended_at"] = results.now_iso()
+    summary["partial"] = manifest["partial"]
+    summary["verdict"] = state_checks.get("valid", "unknown") if state_checks else "unknown"
+    results.write_json(run_dir / "manifest.json", manifest)
+    results.write_json(run_dir / "summary.json", summary)
+    return summary

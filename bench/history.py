@@ -1,0 +1,109 @@
+"""The harness's history: every operation's invoke / ok / fail / info, recorded outside the system
+under test (Jepsen's history). One JSON-lines file per process under ``history/``.
+
+Event fields:
+  t        seconds since the schedule's epoch (CLOCK_MONOTONIC, shared by all local processes)
+  proc     who recorded it: "harness", "worker-0", ...
+  type     invoke | ok | fail | info    (info = outcome unknown, or a note)
+  op       submit   harness -> store: run accepted (ok = the run-accepted ack)
+           claim    a worker took a run (info; value = steps already committed)
+           exec     one attempt of a step's work (ok = work done; fail = error raised)
+           commit   a step checkpoint (ok = the step-committed ack)
+           replay   a step's result was read from the journal instead of executed (info)
+           complete a run's final status became durable (ok = run-completed ack; value=status)
+  run, step, attempt, value   as they apply
+
+Writes are unbuffered ``os.write`` calls on an O_APPEND descriptor: an event written before a
+SIGKILL is in the file, so the history of a killed worker is complete up to its death.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
+
+
+class HistoryWriter:
+    def __init__(self, path: Path, proc: str, epoch_ns: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.proc = proc
+        self.epoch_ns = epoch_ns
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def now(self) -> float:
+        return (time.monotonic_ns() - self.epoch_ns) / 1e9
+
+    def record(
+        self,
+        type: str,
+        op: str,
+        run: str | None = None,
+        step: int | None = None,
+        attempt: int | None = None,
+        value: Any = None,
+        t: float | None = None,
+    ) -> float:
+        t = self.now() if t is None else t
+        ev: dict[str, Any] = {"t": round(t, 6), "proc": self.proc, "type": type, "op": op}
+        if run is not None:
+            ev["run"] = run
+        if step is not None:
+            ev["step"] = step
+        if attempt is not None:
+            ev["attempt"] = attempt
+        if value is not None:
+            ev["value"] = value
+        os.write(self._fd, (json.dumps(ev, separators=(",", ":")) + "\n").encode())
+        return t
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class HistoryTail:
+    """Reads new complete lines from one history file as it grows (for live progress)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pos = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._pos += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line]
+
+
+def read_history(history_dir: Path) -> list[dict[str, Any]]:
+    """Every event of every process, sorted by time. A torn last line (process killed mid-write)
+    is skipped."""
+    events: list[dict[str, Any]] = []
+    for path in sorted(history_dir.glob("*.jsonl")):
+        events.extend(_read_file(path))
+    events.sort(key=lambda e: e["t"])
+    return events
+
+
+def _read_file(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            yield json.loads(line)

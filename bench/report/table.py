@@ -1,0 +1,125 @@
+"""The summary table `bench run` prints at the end (from summary.json + manifest.json only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(x: Any) -> str:
+    return "-" if x is None else f"{x * 1000:,.1f}"
+
+
+def _num(x: Any, fmt: str = ",.1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _mib(x: Any) -> str:
+    return "-" if not x else f"{x / 2**20:,.1f}"
+
+
+def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: Console) -> None:
+    title = (
+        f"{summary['backend']} / {summary['workload']}  seed {manifest['seed']}  "
+        f"time-scale {manifest['settings']['time_scale']:g}  "
+        f"rate-scale {manifest['schedule']['rate_scale']:g}"
+    )
+    console.print(f"\n[bold]{title}[/bold]")
+    for k, v in (manifest.get("topology") or {}).items():
+        console.print(f"  {k}: {v}")
+    if manifest.get("partial"):
+        console.print(f"[bold red]PARTIAL RESULT: {manifest.get('partial_reason')}[/bold red]")
+
+    t = summary.get("throughput", {})
+    r = summary.get("runs", {})
+    s = summary.get("steps", {})
+    w = summary.get("window", {})
+    tab = Table(title="throughput (measured window, after warm-up)", title_justify="left")
+    for col in (
+        "runs/s",
+        "steps/s",
+        "offered runs/s",
+        "window s",
+        "accepted",
+        "completed",
+        "failed runs",
+        "unfinished",
+        "steps committed",
+        "duplicate execs",
+    ):
+        tab.add_column(col, justify="right")
+    tab.add_row(
+        _num(t.get("runs_per_s")),
+        _num(t.get("steps_per_s")),
+        _num(summary.get("offered_rate_per_s")),
+        _num(w.get("duration_s")),
+        _num(r.get("accepted"), ","),
+        _num(r.get("completed"), ","),
+        _num(r.get("failed"), ","),
+        _num(r.get("unfinished"), ","),
+        _num(s.get("committed"), ","),
+        _num(s.get("duplicate_executions"), ","),
+    )
+    console.print(tab)
+
+    lat = Table(
+        title="latency, ms (measured runs; HDR histograms in summary.json)", title_justify="left"
+    )
+    for col in ("what", "count", "p50", "p90", "p99", "p99.9", "max"):
+        lat.add_column(col, justify="right" if col != "what" else "left")
+    names = {
+        "run": "run (from scheduled arrival)",
+        "engine_overhead": "engine overhead",
+        "step_commit": "step commit",
+        "submit_ack": "submit ack",
+    }
+    for key, label in names.items():
+        h = summary.get("latency", {}).get(key, {})
+        lat.add_row(
+            label,
+            _num(h.get("count"), ","),
+            _ms(h.get("p50_s")),
+            _ms(h.get("p90_s")),
+            _ms(h.get("p99_s")),
+            _ms(h.get("p99.9_s")),
+            _ms(h.get("max_s")),
+        )
+    console.print(lat)
+
+    res = Table(title="resources", title_justify="left")
+    for col in ("process", "cpu s", "peak RSS MiB", "restarts"):
+        res.add_column(col, justify="right" if col != "process" else "left")
+    for role, u in (summary.get("resources") or {}).items():
+        res.add_row(
+            role,
+            _num(u.get("cpu_s"), ",.2f"),
+            _mib(u.get("peak_rss_bytes")),
+            str(u.get("restarts", 0)),
+        )
+    console.print(res)
+
+    bm = summary.get("backend_metrics") or {}
+    extra = []
+    if "db_bytes" in bm:
+        extra.append(f"db {_mib(bm['db_bytes'])} MiB, wal {_mib(bm.get('wal_bytes'))} MiB")
+    ls = bm.get("litestream") or {}
+    if ls:
+        ops = ls.get("replica_operation_total") or {}
+        extra.append(
+            "litestream: "
+            + ", ".join(f"{k} {int(v)}" for k, v in sorted(ops.items()))
+            + f", syncs {int(ls.get('sync_count', 0) or 0)}"
+        )
+    if extra:
+        console.print("  " + "; ".join(extra))
+    checks = summary.get("checks") or {}
+    verdict = summary.get("verdict")
+    color = "green" if verdict is True else "red" if verdict is False else "yellow"
+    console.print(
+        f"correctness: [{color}]{verdict}[/{color}]  "
+        + "  ".join(f"{k}={v.get('valid')}" for k, v in checks.items() if isinstance(v, dict))
+    )
+    for warn in summary.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/bold yellow] {warn}")

