@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from backends.errors import ConfigError
 
@@ -114,6 +114,7 @@ class ExecutionSettings:
     concurrency: int = 200  # runs in flight per worker process
     lease_s: float = 10.0  # a claimed run is another worker's after this long without renewal
     poll_interval_s: float = 0.005  # idle worker's wait between queue polls
+    group_commit: bool = True  # commit the checkpoints ready together in one transaction
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +204,12 @@ class Deployment(abc.ABC):
     def topology(self) -> dict[str, Any]:
         """What was actually deployed, in words a report can print."""
 
+    def inline_engine(self) -> Any:
+        """For in-process engines only: a coroutine the harness runs on its own event loop for
+        the duration of the measurement (cancelled at the end). Real backends return None: their
+        engines run in their own processes."""
+        return None
+
     def versions(self) -> dict[str, str]:
         return {}
 
@@ -219,6 +226,21 @@ class Deployment(abc.ABC):
         """Baseline: commits/s of one small insert per transaction on the same store and
         settings, for comparison with the engine's step checkpoints."""
         raise ConfigError(f"{self.backend}: no raw commit-rate baseline for this backend")
+
+
+@runtime_checkable
+class KillableWorkers(Protocol):
+    """Capability: the deployment's workers are OS processes the harness can SIGKILL and
+    restart by name (a restarted worker keeps its name and recovers its own runs)."""
+
+    def worker_names(self) -> list[str]: ...
+
+    def kill_worker(self, name: str) -> None: ...
+
+    def start_worker(self, name: str, crash_at: str | None = None) -> None:
+        """Start (or restart) a worker. ``crash_at`` = "<point>:<n>" arms a named crash point
+        (``backends.durable.crashpoints``) in this incarnation only."""
+        ...
 
 
 # ---------------------------------------------------------------------------------------------

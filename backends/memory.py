@@ -1,7 +1,7 @@
 """``memory``: the in-process reference engine. NOT durable.
 
-It runs the same durable executor over a store made of Python dicts, in a thread of the harness
-process. Two uses: testing the harness itself, and measuring the harness's own ceiling (how many
+It runs the same durable executor over a store made of Python dicts, on the harness's own event
+loop. Two uses: testing the harness itself, and measuring the harness's own ceiling (how many
 runs/s the runner can drive when the backend costs nothing). If a real backend's figure comes
 close to this ceiling, the harness, not the backend, is what was measured.
 """
@@ -26,6 +26,7 @@ from backends.base import (
     register,
 )
 from backends.durable.executor import Executor
+from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import LeaseLost
 from bench.history import HistoryWriter
@@ -88,15 +89,21 @@ class MemoryStore:
             raise LeaseLost(f"memory: {worker} no longer owns run {run_id}")
         return r
 
-    async def checkpoint(
-        self, worker: str, run_id: str, step_id: int, output: bytes, attempts: int, final: bool
-    ) -> bytes:
+    async def checkpoint_batch(
+        self, worker: str, items: list[Checkpoint]
+    ) -> list[bytes | LeaseLost]:
+        out: list[bytes | LeaseLost] = []
         with self.lock:
-            r = self._owned(worker, run_id)
-            stored = self.steps.setdefault((run_id, step_id), output)
-            if final:
-                r.status = "completed"
-            return stored
+            for it in items:
+                try:
+                    r = self._owned(worker, it.run_id)
+                except LeaseLost as e:
+                    out.append(e)
+                    continue
+                out.append(self.steps.setdefault((it.run_id, it.step_id), it.output))
+                if it.final:
+                    r.status = "completed"
+        return out
 
     async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:
         with self.lock:
@@ -130,7 +137,15 @@ class MemoryStateView(StateView):
 
     def step_results(self, run_id: str) -> dict[int, bytes]:
         with self.store.lock:
-            return {s: o for (r, s), o in self.store.steps.items() if r == run_id}
+            run = self.store.runs.get(run_id)
+            if run is None:
+                return {}
+            steps = self.store.steps
+            return {
+                s.step_id: steps[(run_id, s.step_id)]
+                for s in run.plan.steps
+                if (run_id, s.step_id) in steps
+            }
 
     def all_step_ids(self) -> set[tuple[str, int]]:
         with self.store.lock:
@@ -154,37 +169,26 @@ class MemoryDeployment(Deployment):
     def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:
         self.ctx = ctx
         self.store = MemoryStore()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._engine, name="memory-engine", daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
+        pass
 
-    def _engine(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            history = HistoryWriter(
-                Path(self.ctx.history_dir) / "worker-0.jsonl", "worker-0", self.ctx.epoch_ns
-            )
-            executor = Executor(self.store, self.ctx.settings, history, "worker-0")
-            self._ready.set()
-            try:
-                await executor.serve(self._stop)
-            finally:
-                history.close()
+    async def _engine(self) -> None:
+        history = HistoryWriter(
+            Path(self.ctx.history_dir) / "worker-0.jsonl", "worker-0", self.ctx.epoch_ns
+        )
+        executor = Executor(self.store, self.ctx.settings, history, "worker-0")
+        try:
+            await executor.serve(asyncio.Event())  # runs until the harness cancels it
+        finally:
+            history.close()
 
-        asyncio.run(main())
+    def inline_engine(self) -> Any:
+        # on the harness's own loop: a thread would fight the runner for the GIL
+        return self._engine()
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
-        self._thread = None
+        pass
 
     def client(self) -> Client:
         return MemoryClient(self.store)
@@ -195,7 +199,7 @@ class MemoryDeployment(Deployment):
     def topology(self) -> dict[str, Any]:
         return {
             "store": "Python dicts in the harness process (not durable)",
-            "workers": "1 executor thread inside the harness process",
+            "workers": "1 executor on the harness's own event loop",
             "note": "reference engine: measures the harness's own ceiling",
         }
 

@@ -160,7 +160,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     spec = resolve_workload(args.workload)
     schedule = build_schedule(spec, args.seed, args.rate_scale)
     settings = _settings(args, spec.retry, args.time_scale)
-    console.print(
+    log = Console(stderr=True)
+    log.print(
         f"durabench: {args.backend}, workload {spec.name} ({len(schedule.runs)} runs "
         f"over {schedule.duration_s:.1f}s, schedule {schedule.hash[:12]}), "
         f"time-scale {args.time_scale:g}",
@@ -182,7 +183,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(out.summary, indent=2, default=str))
     else:
         render_summary(out.summary, out.manifest, console)
-    console.print(f"results: {out.run_dir}", highlight=False)
+    log.print(f"results: {out.run_dir}", highlight=False)
     if out.manifest.get("partial"):
         return EXIT_INTERRUPTED
     return EXIT_CHECK_FAILED if out.summary.get("verdict") is False else EXIT_OK

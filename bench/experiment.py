@@ -95,6 +95,7 @@ def run(req: Request) -> Outcome:
             sampler,
             req.drain_timeout_s,
             req.show_progress,
+            deployment.inline_engine(),
         )
         drive = asyncio.run(_drive(driver, client))
         sampler.sample(history.now())

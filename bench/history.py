@@ -78,6 +78,11 @@ class HistoryTail:
         self._partial = b""
 
     def read_new(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.read_new_lines()]
+
+    def read_new_lines(self) -> list[bytes]:
+        """New complete lines, unparsed (parsing every event costs the harness CPU it needs for
+        driving the load; callers parse only the lines they need)."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._pos)
@@ -88,7 +93,7 @@ class HistoryTail:
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        return [json.loads(line) for line in lines if line]
+        return [line for line in lines if line]
 
 
 def read_history(history_dir: Path) -> list[dict[str, Any]]:

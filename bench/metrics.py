@@ -50,8 +50,9 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, Any]:
         "mean_s": h.get_mean_value() / 1e6,
         "min_s": h.get_min_value() / 1e6,
     }
+    values = h.get_percentile_to_value_dict(list(PERCENTILES))  # one pass over the buckets
     for p in PERCENTILES:
-        out[f"p{p:g}_s"] = h.get_value_at_percentile(p) / 1e6
+        out[f"p{p:g}_s"] = values[p] / 1e6
     out["max_s"] = h.get_max_value() / 1e6
     out["hdr"] = h.encode().decode()
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 import time
@@ -61,7 +62,9 @@ class Driver:
         sampler: ResourceSampler,
         drain_timeout_s: float,
         show_progress: bool,
+        inline_engine: Any = None,
     ) -> None:
+        self.inline_engine = inline_engine
         self.schedule = schedule
         self.client = client
         self.h = history
@@ -88,6 +91,8 @@ class Driver:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         ticker = asyncio.create_task(self._tick())
+        engine_coro = self.inline_engine
+        engine = asyncio.create_task(engine_coro) if engine_coro is not None else None
         start_t = self.h.now()
         lags: list[float] = []
         submits: set[asyncio.Task[None]] = set()
@@ -118,9 +123,11 @@ class Driver:
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in (ticker, engine):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             self._read_tails()
@@ -153,16 +160,18 @@ class Driver:
             if path.name == "harness.jsonl":
                 continue
             tail = self._tails.setdefault(path, HistoryTail(path))
-            for e in tail.read_new():
-                op = e["op"]
-                if op == "commit" and e["type"] == "ok":
-                    self.p.steps += 1
-                elif op == "complete" and e["type"] == "ok" and e["run"] not in self.p.finished_ids:
-                    self.p.finished_ids.add(e["run"])
-                    if e.get("value") == "completed":
-                        self.p.completed += 1
-                    else:
-                        self.p.failed += 1
+            for line in tail.read_new_lines():
+                if b'"op":"commit"' in line:
+                    if b'"type":"ok"' in line:
+                        self.p.steps += 1
+                elif b'"op":"complete"' in line:
+                    e = json.loads(line)
+                    if e["type"] == "ok" and e["run"] not in self.p.finished_ids:
+                        self.p.finished_ids.add(e["run"])
+                        if e.get("value") == "completed":
+                            self.p.completed += 1
+                        else:
+                            self.p.failed += 1
 
     async def _tick(self) -> None:
         last_line = 0.0

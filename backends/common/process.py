@@ -104,16 +104,16 @@ class ManagedProcess:
         log if the process exits or the timeout passes."""
         t0 = time.monotonic()
         while True:
+            try:
+                if check():  # before the liveness check: ready, then died, is still "was ready"
+                    return time.monotonic() - t0
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
             if not self.alive:
                 raise BackendError(
                     f"{self.role} exited with code {self.popen.returncode if self.popen else '?'}"
                     f" before {what}; last log lines:\n{self.log_tail()}"
                 )
-            try:
-                if check():
-                    return time.monotonic() - t0
-            except Exception:  # noqa: BLE001 - not ready yet
-                pass
             if time.monotonic() - t0 > timeout_s:
                 raise BackendError(
                     f"{self.role}: not {what} after {timeout_s:.0f}s; last log lines:\n"

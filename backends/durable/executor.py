@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from backends.base import ExecutionSettings, StepSpec
 from backends.durable.crashpoints import CrashPoints
+from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
 from backends.errors import LeaseLost
 from backends.workflow import StepError, run_step
@@ -51,6 +52,7 @@ class Executor:
         self.worker = worker
         self.crash = crash or CrashPoints("")
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.committer = GroupCommitter(store, worker, settings.group_commit)
         self._slot_free = asyncio.Event()
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -78,6 +80,7 @@ class Executor:
                         await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
         finally:
             renewer.cancel()
+            await self.committer.close()
             for task in list(self.in_flight.values()):
                 task.cancel()
             await asyncio.gather(renewer, *self.in_flight.values(), return_exceptions=True)
@@ -148,8 +151,8 @@ class Executor:
         self.crash.hit("before-commit")
         h.record(INVOKE, "commit", run.run_id, sid, attempt)
         try:
-            stored = await self.store.checkpoint(
-                self.worker, run.run_id, sid, output, attempt, final
+            stored = await self.committer.commit(
+                Checkpoint(run.run_id, sid, output, attempt, final)
             )
         except LeaseLost as e:
             h.record(FAIL, "commit", run.run_id, sid, attempt, value=f"lease lost: {e}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backends.base import Plan
+from backends.durable.groupcommit import Checkpoint
+from backends.errors import LeaseLost
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,15 @@ class DurableStore(Protocol):
         """Extend the leases of runs this worker is executing."""
         ...
 
-    async def checkpoint(
-        self, worker: str, run_id: str, step_id: int, output: bytes, attempts: int, final: bool
-    ) -> bytes:
-        """Commit one step result: the **step committed** ack happens when this returns. With
-        ``final`` the run becomes ``completed`` in the same transaction (the **run completed**
-        ack). Returns the stored output: ours, or the first writer's if the step was already
-        committed (then the caller must use that). Raises ``LeaseLost`` if fenced out."""
+    async def checkpoint_batch(
+        self, worker: str, items: list[Checkpoint]
+    ) -> list[bytes | LeaseLost]:
+        """Commit step results in ONE transaction: each step's **step committed** ack happens
+        when this returns. An item with ``final`` also makes its run ``completed`` in the same
+        transaction (the **run completed** ack). For each item, returns the stored output (ours,
+        or the first writer's if the step was already committed: the caller must use that), or
+        ``LeaseLost`` if this worker no longer owns the run (that item alone is not written).
+        Raises if the transaction itself failed (outcome unknown for every item)."""
         ...
 
     async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:

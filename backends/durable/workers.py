@@ -12,6 +12,7 @@ from typing import Any
 import backends
 from backends.base import RunContext
 from backends.common.process import ManagedProcess
+from backends.durable.crashpoints import ENV as CRASH_ENV
 from backends.durable.worker import worker_config
 
 READY_TIMEOUT_S = 30.0
@@ -27,6 +28,7 @@ class WorkerPool:
         root = str(Path(backends.__file__).resolve().parent.parent)
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        self.env.pop(CRASH_ENV, None)  # crash points are set per start, never inherited
         for i in range(ctx.settings.workers):
             self._make(f"worker-{i}")
 
@@ -54,11 +56,16 @@ class WorkerPool:
     def _ready_path(self, name: str) -> Path:
         return self.ctx.workdir / "workers" / f"{name}.ready"
 
-    def start(self, name: str | None = None) -> None:
-        """Start one worker (or all) and wait until each has its store open."""
+    def start(self, name: str | None = None, crash_at: str | None = None) -> None:
+        """Start one worker (or all) and wait until each has its store open. ``crash_at``
+        ("<point>:<n>", see ``crashpoints``) makes this incarnation SIGKILL itself there."""
         names = [name] if name else list(self.procs)
         for n in names:
             self._ready_path(n).unlink(missing_ok=True)
+            env = self.procs[n].env
+            env.pop(CRASH_ENV, None)
+            if crash_at:
+                env[CRASH_ENV] = crash_at
             self.procs[n].start()
         for n in names:
             ready = self._ready_path(n)
@@ -70,3 +77,19 @@ class WorkerPool:
     def stop(self) -> None:
         for p in self.procs.values():
             p.stop(timeout_s=10)
+
+
+class PooledWorkers:
+    """Mixin giving a deployment with a ``self.workers: WorkerPool`` the ``KillableWorkers``
+    capability."""
+
+    workers: WorkerPool
+
+    def worker_names(self) -> list[str]:
+        return list(self.workers.procs)
+
+    def kill_worker(self, name: str) -> None:
+        self.workers.kill(name)
+
+    def start_worker(self, name: str, crash_at: str | None = None) -> None:
+        self.workers.start(name, crash_at)

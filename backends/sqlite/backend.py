@@ -32,7 +32,7 @@ from backends.base import (
     StateView,
     register,
 )
-from backends.durable.workers import WorkerPool
+from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import ConfigError
 from backends.sqlite.litestream import Litestream
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage
@@ -92,9 +92,9 @@ OPTIONS = (
 
 
 class SqliteClient(Client):
-    def __init__(self, db_path: Path, synchronous: str) -> None:
+    def __init__(self, db_path: Path, synchronous: str, autocheckpoint: bool) -> None:
         self.db_path = db_path
-        self.submitter = SqliteSubmitter(db_path, synchronous)
+        self.submitter = SqliteSubmitter(db_path, synchronous, autocheckpoint)
         # submits run in threads so a slow commit never delays the next scheduled arrival
         self.pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
 
@@ -109,7 +109,7 @@ class SqliteClient(Client):
         self.submitter.close()
 
 
-class SqliteDeployment(Deployment):
+class SqliteDeployment(PooledWorkers, Deployment):
     backend = "sqlite"
 
     def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:
@@ -130,7 +130,12 @@ class SqliteDeployment(Deployment):
         self.workers = WorkerPool(
             ctx,
             "backends.sqlite.store:open_store",
-            {"path": str(self.db_path), "synchronous": self.synchronous},
+            # with Litestream running, only Litestream checkpoints the WAL
+            {
+                "path": str(self.db_path),
+                "synchronous": self.synchronous,
+                "autocheckpoint": self.replica == "none",
+            },
         )
         self._client: SqliteClient | None = None
         self.ready_s: dict[str, float] = {}
@@ -201,7 +206,7 @@ class SqliteDeployment(Deployment):
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = SqliteClient(self.db_path, self.synchronous)
+            self._client = SqliteClient(self.db_path, self.synchronous, self.replica == "none")
         return self._client
 
     def processes(self) -> dict[str, Any]:
@@ -276,7 +281,7 @@ class SqliteDeployment(Deployment):
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """One small insert per transaction on the same file, pragmas and replication."""
-        conn = connect(self.db_path, self.synchronous)
+        conn = connect(self.db_path, self.synchronous, autocheckpoint=self.replica == "none")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS raw_commits (id INTEGER PRIMARY KEY, v BLOB)")
             n = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from backends.base import Plan, RunSpec, RunState, StateView
 from backends.durable import sql
+from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import BackendError, LeaseLost
 
@@ -29,7 +30,12 @@ SYNCHRONOUS = ("FULL", "NORMAL", "OFF", "EXTRA")
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, synchronous: str = "FULL", readonly: bool = False, autocheckpoint: bool = True
+) -> sqlite3.Connection:
+    """Open the database. With Litestream running, ``autocheckpoint=False``: only Litestream
+    should checkpoint the WAL (an application checkpoint racing it makes it miss frames and fall
+    back to a full snapshot)."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     else:
@@ -38,6 +44,8 @@ def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sq
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
@@ -68,8 +76,8 @@ class _Tx:
 class SqliteStore:
     """``DurableStore`` for one worker process."""
 
-    def __init__(self, path: Path, synchronous: str) -> None:
-        self.conn = connect(path, synchronous)
+    def __init__(self, path: Path, synchronous: str, autocheckpoint: bool) -> None:
+        self.conn = connect(path, synchronous, autocheckpoint=autocheckpoint)
 
     async def claim(
         self, worker: str, limit: int, lease_s: float, recover: bool
@@ -98,34 +106,28 @@ class SqliteStore:
                 {"lease": time.time() + lease_s, "worker": worker, "ids": json.dumps(run_ids)},
             )
 
-    async def checkpoint(
-        self, worker: str, run_id: str, step_id: int, output: bytes, attempts: int, final: bool
-    ) -> bytes:
+    async def checkpoint_batch(
+        self, worker: str, items: list[Checkpoint]
+    ) -> list[bytes | LeaseLost]:
         now = time.time()
+        out: list[bytes | LeaseLost] = []
         with _Tx(self.conn) as c:
-            cur = c.execute(
-                sql.ADVANCE_FINAL if final else sql.ADVANCE,
-                {"run_id": run_id, "worker": worker, "now": now},
-            )
-            if cur.rowcount != 1:
-                raise LeaseLost(f"sqlite: {worker} no longer owns run {run_id}")
-            cur = c.execute(
-                sql.INSERT_STEP,
-                {
-                    "run_id": run_id,
-                    "step_id": step_id,
-                    "output": output,
-                    "attempts": attempts,
-                    "worker": worker,
-                    "now": now,
-                },
-            )
-            if cur.rowcount == 1:
-                return output
-            # committed before by an earlier owner: the first result wins
-            c.execute(sql.UNDO_ADVANCE, {"run_id": run_id})
-            row = c.execute(sql.STEP_OUTPUT, {"run_id": run_id, "step_id": step_id}).fetchone()
-            return bytes(row[0])
+            for it in items:
+                args = {"run_id": it.run_id, "step_id": it.step_id, "worker": worker, "now": now}
+                cur = c.execute(sql.ADVANCE_FINAL if it.final else sql.ADVANCE, args)
+                if cur.rowcount != 1:
+                    out.append(LeaseLost(f"sqlite: {worker} no longer owns run {it.run_id}"))
+                    continue
+                cur = c.execute(
+                    sql.INSERT_STEP, {**args, "output": it.output, "attempts": it.attempts}
+                )
+                if cur.rowcount == 1:
+                    out.append(it.output)
+                    continue
+                # committed before by an earlier owner: the first result wins
+                c.execute(sql.UNDO_ADVANCE, args)
+                out.append(bytes(c.execute(sql.STEP_OUTPUT, args).fetchone()[0]))
+        return out
 
     async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:
         with _Tx(self.conn) as c:
@@ -150,9 +152,9 @@ class SqliteStore:
         self.conn.close()
 
 
-async def open_store(path: str, synchronous: str) -> SqliteStore:
+async def open_store(path: str, synchronous: str, autocheckpoint: bool = True) -> SqliteStore:
     """Worker-side factory (named in the worker config as ``backends.sqlite.store:open_store``)."""
-    return SqliteStore(Path(path), synchronous)
+    return SqliteStore(Path(path), synchronous, autocheckpoint)
 
 
 class SqliteStateView(StateView):
@@ -182,9 +184,10 @@ class SqliteStateView(StateView):
 class SqliteSubmitter:
     """Harness-side run submission: one connection per submitting thread."""
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+    def __init__(self, path: Path, synchronous: str, autocheckpoint: bool = True) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.autocheckpoint = autocheckpoint
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -192,7 +195,7 @@ class SqliteSubmitter:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path, self.synchronous)
+            conn = connect(self.path, self.synchronous, autocheckpoint=self.autocheckpoint)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

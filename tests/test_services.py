@@ -1,0 +1,257 @@
+"""The SQLite backend's two services with real processes: SeaweedFS (`weed mini`) and the
+Litestream sidecar. No mocks: what these tests pass is what a benchmark run will rely on.
+Every process is stopped by a fixture or a finally block, also when an assertion fails."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backends.errors import BackendError
+from backends.sqlite.litestream import Litestream
+from backends.sqlite.objectstore import SeaweedFS, object_store_usage, parse_prometheus
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    base = tmp_path_factory.mktemp("sw")
+    sw = SeaweedFS(base / "work", base / "logs")
+    try:
+        sw.start()
+        yield sw
+    finally:
+        sw.stop()
+
+
+@pytest.fixture
+def sidecars() -> Iterator[list[Litestream]]:
+    """Collects Litestream instances a test starts; stops them all afterwards."""
+    started: list[Litestream] = []
+    yield started
+    for ls in started:
+        ls.close()
+
+
+def make_db(path: Path) -> sqlite3.Connection:
+    """A WAL-mode database set up as the SQLite backend should (see litestream.py)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    return conn
+
+
+def write_rows(conn: sqlite3.Connection, start: int, transactions: int, per_tx: int = 5) -> None:
+    for tx in range(transactions):
+        conn.execute("BEGIN")
+        for i in range(per_tx):
+            n = start + tx * per_tx + i
+            conn.execute("INSERT INTO t (id, v) VALUES (?, ?)", (n, f"row-{n}-" + "x" * (n % 37)))
+        conn.execute("COMMIT")
+
+
+def rows(path: Path) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return conn.execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def listening_ports(pid: int) -> set[int]:
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return {
+        c.laddr.port
+        for p in procs
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+# -- SeaweedFS ----------------------------------------------------------------------------------
+
+
+def test_seaweedfs_uses_only_our_ports_and_stops(tmp_path: Path) -> None:
+    sw = SeaweedFS(tmp_path / "work", tmp_path / "logs", bucket="ports-check")
+    try:
+        ready = sw.start()
+        assert ready > 0 and sw.ready_s == ready
+        pid = sw.process.pid
+        assert pid is not None
+        assert object_store_usage(sw.target()) == {"objects": 0, "bytes": 0}
+        ports = listening_ports(pid)
+        assert sw.s3_port in ports and sw.metrics_port in ports
+        assert ports <= set(sw.ports.values()), f"unexpected ports {ports - set(sw.ports.values())}"
+        assert all(p < 55000 for p in sw.ports.values())
+        remote = {c.raddr.ip for c in psutil.Process(pid).net_connections(kind="inet") if c.raddr}
+        assert remote <= {"127.0.0.1"}, f"talks to {remote}"  # no telemetry, loopback only
+        log = (tmp_path / "logs" / "seaweedfs.log").read_text()
+        assert "Error while dialing" not in log  # the maintenance worker found the admin server
+        assert sw.version().startswith("4.")
+    finally:
+        sw.stop()
+    assert not sw.process.alive
+    assert not psutil.pid_exists(pid)
+
+
+def test_seaweedfs_enforces_credentials(seaweed: SeaweedFS) -> None:
+    target = seaweed.target()
+    target.secret_key = "wrong"
+    assert "error" in object_store_usage(target)
+    assert object_store_usage(seaweed.target()).get("error") is None
+
+
+def test_seaweedfs_s3_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(BackendError) as e:
+            SeaweedFS(tmp_path / "work", tmp_path / "logs", s3_port=port)
+    assert str(port) in str(e.value) and "--s3-port" in str(e.value)
+
+
+def test_missing_binaries_name_their_option(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="--weed-bin"):
+        SeaweedFS(tmp_path / "w", tmp_path / "l", binary="/nonexistent/weed")
+    with pytest.raises(BackendError, match="--litestream-bin"):
+        Litestream(
+            tmp_path / "app.db",
+            tmp_path / "ls",
+            tmp_path / "l",
+            "file",
+            file_dir=tmp_path / "replica",
+            binary="/nonexistent/litestream",
+        )
+
+
+# -- Litestream ---------------------------------------------------------------------------------
+
+
+def test_litestream_replicates_to_seaweedfs(
+    seaweed: SeaweedFS,
+    tmp_path: Path,
+    sidecars: list[Litestream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The trap: with AWS_CA_BUNDLE set, Litestream's S3 client refuses to start.
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "no-such-ca.pem"))
+    db = tmp_path / "app.db"
+    conn = make_db(db)
+    ls = Litestream(
+        db,
+        tmp_path / "ls",
+        tmp_path / "logs",
+        "s3",
+        s3=seaweed.target(),
+        sync_interval_s=0.2,
+        s3_path="s3-roundtrip",
+    )
+    sidecars.append(ls)
+    assert ls.start() > 0
+    write_rows(conn, 0, transactions=8)
+    caught = ls.wait_caught_up(timeout_s=20)
+    assert caught["replicated_txid"] >= caught["txid"] > 0
+    write_rows(conn, 1000, transactions=3)  # a second batch, also waited for
+    ls.wait_caught_up(timeout_s=20)
+    expected = rows(db)
+    assert len(expected) == 55
+
+    restored = tmp_path / "restored.db"
+    assert ls.restore(restored) > 0
+    assert rows(restored) == expected
+
+    m = ls.metrics()
+    assert m["sync_count"] > 0 and m["sync_error_count"] == 0  # type: ignore[operator]
+    assert m["replica_operation_total"]["PUT"] > 0  # type: ignore[index]
+    assert m["replica_operation_bytes"]["PUT"] > 0  # type: ignore[index]
+    usage = object_store_usage(seaweed.target(), prefix="s3-roundtrip/")
+    assert usage["objects"] > 0 and usage["bytes"] > 0  # type: ignore[operator]
+    counts = seaweed.request_counts()
+    assert counts["requests"]["PUT"] > 0 and counts["bytes_received"] > 0  # type: ignore[index,operator]
+    conn.close()
+
+
+def test_litestream_file_replica_restore_while_stopped(
+    tmp_path: Path, sidecars: list[Litestream]
+) -> None:
+    db = tmp_path / "app.db"
+    conn = make_db(db)
+    ls = Litestream(
+        db,
+        tmp_path / "ls",
+        tmp_path / "logs",
+        "file",
+        file_dir=tmp_path / "replica",
+        sync_interval_s=0.2,
+    )
+    sidecars.append(ls)
+    ls.start()
+    write_rows(conn, 0, transactions=6)
+    ls.wait_caught_up(timeout_s=20)
+    expected = rows(db)
+    ls.stop()
+    restored = tmp_path / "restored.db"
+    ls.restore(restored)
+    assert rows(restored) == expected
+    conn.close()
+
+
+def test_litestream_resumes_after_kill(tmp_path: Path, sidecars: list[Litestream]) -> None:
+    """A SIGKILLed sidecar, restarted, ships what was written while it was down."""
+    db = tmp_path / "app.db"
+    conn = make_db(db)
+    ls = Litestream(
+        db,
+        tmp_path / "ls",
+        tmp_path / "logs",
+        "file",
+        file_dir=tmp_path / "replica",
+        sync_interval_s=0.2,
+    )
+    sidecars.append(ls)
+    ls.start()
+    write_rows(conn, 0, transactions=3)
+    ls.wait_caught_up(timeout_s=20)
+    ls.kill()
+    write_rows(conn, 100, transactions=3)  # only in the local WAL now
+    ls.start()
+    ls.wait_caught_up(timeout_s=20)
+    assert ls.process.usage.restarts == 1
+    restored = tmp_path / "restored.db"
+    ls.restore(restored)
+    assert rows(restored) == rows(db)
+    conn.close()
+
+
+def test_litestream_restore_without_replica_fails(tmp_path: Path) -> None:
+    ls = Litestream(
+        tmp_path / "app.db",
+        tmp_path / "ls",
+        tmp_path / "logs",
+        "file",
+        file_dir=tmp_path / "empty-replica",
+    )
+    with pytest.raises(BackendError, match="restore"):
+        ls.restore(tmp_path / "restored.db", timeout_s=30)
+
+
+def test_parse_prometheus_tolerates_label_sets() -> None:
+    text = (
+        "# HELP x a counter\n# TYPE x counter\n"
+        'x{a="1",b="with, comma and \\"quote\\""} 3\n'
+        "y 4.5 1700000000000\n"
+        "z{} 1e3\n"
+        "garbage line\n"
+    )
+    samples = parse_prometheus(text)
+    assert [(s.name, s.value) for s in samples] == [("x", 3.0), ("y", 4.5), ("z", 1000.0)]
+    assert samples[0].labels == {"a": "1", "b": 'with, comma and "quote"'}
