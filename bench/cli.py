@@ -183,7 +183,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(out.summary, indent=2, default=str))
     else:
         render_summary(out.summary, out.manifest, console)
-    log.print(f"results: {out.run_dir}", highlight=False)
+    print(f"results: {out.run_dir}", file=sys.stderr)
     if out.manifest.get("partial"):
         return EXIT_INTERRUPTED
     return EXIT_CHECK_FAILED if out.summary.get("verdict") is False else EXIT_OK

@@ -27,7 +27,9 @@ from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule
 
 LAG_WARN_S = 0.010  # an arrival dispatched later than this is "late"
-LAG_WARN_FRACTION = 0.01  # warn when more than this share of arrivals was late
+LAG_WARN_FRACTION = 0.01  # warn when more than this share of arrivals was late ...
+LAG_WARN_MIN_COUNT = 3  # ... and at least this many (one hiccup in a 30-run smoke is noise)
+LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
 
 
 @dataclass
@@ -206,7 +208,8 @@ def lag_warning(lags: list[float]) -> str | None:
     if not lags:
         return None
     late = sum(1 for x in lags if x > LAG_WARN_S)
-    if late > LAG_WARN_FRACTION * len(lags):
+    many = late > LAG_WARN_FRACTION * len(lags) and late >= LAG_WARN_MIN_COUNT
+    if many or max(lags) > LAG_WARN_MAX_S:
         return (
             f"the load generator fell behind its schedule: {late} of {len(lags)} arrivals "
             f"were dispatched more than {LAG_WARN_S * 1000:.0f} ms late (max "

@@ -212,10 +212,8 @@ def _vm_hwm(pid: int) -> int:
 def stop_all_live() -> None:
     """Last-resort cleanup at interpreter exit: stop whatever is still running."""
     for p in list(_LIVE):
-        try:
+        with contextlib.suppress(Exception):
             p.stop(timeout_s=3)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 atexit.register(stop_all_live)

@@ -37,31 +37,24 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     s = summary.get("steps", {})
     w = summary.get("window", {})
     tab = Table(title="throughput (measured window, after warm-up)", title_justify="left")
-    for col in (
-        "runs/s",
-        "steps/s",
-        "offered runs/s",
-        "window s",
-        "accepted",
-        "completed",
-        "failed runs",
-        "unfinished",
-        "steps committed",
-        "duplicate execs",
-    ):
-        tab.add_column(col, justify="right")
-    tab.add_row(
-        _num(t.get("runs_per_s")),
-        _num(t.get("steps_per_s")),
-        _num(summary.get("offered_rate_per_s")),
-        _num(w.get("duration_s")),
-        _num(r.get("accepted"), ","),
-        _num(r.get("completed"), ","),
-        _num(r.get("failed"), ","),
-        _num(r.get("unfinished"), ","),
-        _num(s.get("committed"), ","),
-        _num(s.get("duplicate_executions"), ","),
-    )
+    tab.add_column("figure")
+    tab.add_column("value", justify="right")
+    rows = [
+        ("runs/s", _num(t.get("runs_per_s"))),
+        ("steps/s", _num(t.get("steps_per_s"))),
+        ("offered runs/s (schedule)", _num(summary.get("offered_rate_per_s"))),
+        ("measured window s", _num(w.get("duration_s"))),
+        (
+            "runs accepted / completed / failed",
+            f"{_num(r.get('accepted'), ',')} / "
+            f"{_num(r.get('completed'), ',')} / {_num(r.get('failed'), ',')}",
+        ),
+        ("runs unfinished at the end", _num(r.get("unfinished"), ",")),
+        ("steps committed", _num(s.get("committed"), ",")),
+        ("duplicate step executions", _num(s.get("duplicate_executions"), ",")),
+    ]
+    for k, v in rows:
+        tab.add_row(k, v)
     console.print(tab)
 
     lat = Table(

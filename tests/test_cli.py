@@ -1,0 +1,225 @@
+"""The `bench` command as a user runs it: real processes, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.results import SCHEMA_VERSION
+
+
+def bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = [d for d in root.iterdir() if d.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_lists_registered_backends_and_workloads() -> None:
+    out = bench("backends")
+    assert out.returncode == 0
+    names = {line.split()[0] for line in out.stdout.splitlines()}
+    assert {"memory", "sqlite"} <= names
+    out = bench("workloads")
+    assert out.returncode == 0 and "agent-burst" in out.stdout and "smoke" in out.stdout
+
+
+def test_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
+    out = bench("run", "--backend", "nope", "--results-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "error: unknown backend 'nope'" in out.stderr and "sqlite" in out.stderr
+    assert not list(tmp_path.iterdir()), "nothing is written for a run that never started"
+
+
+def test_malformed_workload_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n[arrivals\nprofile = 'burst'\n")
+    out = bench(
+        "run", "--backend", "memory", "--workload", str(bad), "--results-dir", str(tmp_path / "r")
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("error:") and "bad.toml" in out.stderr
+
+
+def test_invalid_workload_field_names_field_and_allowed_values(tmp_path: Path) -> None:
+    bad = tmp_path / "w.toml"
+    bad.write_text("[arrivals]\nprofile = 'lumpy'\n")
+    out = bench(
+        "run", "--backend", "memory", "--workload", str(bad), "--results-dir", str(tmp_path / "r")
+    )
+    assert out.returncode == 2
+    assert "arrivals.profile" in out.stderr and "poisson" in out.stderr
+
+
+def test_option_of_another_backend_is_refused(tmp_path: Path) -> None:
+    out = bench(
+        "run", "--backend", "memory", "--synchronous", "NORMAL", "--results-dir", str(tmp_path)
+    )
+    assert out.returncode == 2 and "--synchronous" in out.stderr and "sqlite" in out.stderr
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = bench(
+            "run",
+            "--backend",
+            "sqlite",
+            "--workload",
+            "smoke",
+            "--s3-port",
+            str(port),
+            "--results-dir",
+            str(tmp_path),
+        )
+    assert out.returncode == 2
+    assert f"port {port}" in out.stderr and "--s3-port" in out.stderr
+    manifest = json.loads((only_run_dir(tmp_path) / "manifest.json").read_text())
+    assert manifest["partial"] is True and "port" in manifest["partial_reason"]
+
+
+def test_missing_binary(tmp_path: Path) -> None:
+    out = bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--workload",
+        "smoke",
+        "--litestream-bin",
+        str(tmp_path / "no-such-litestream"),
+        "--results-dir",
+        str(tmp_path / "r"),
+    )
+    assert out.returncode == 2
+    assert "litestream binary not found" in out.stderr and "--litestream-bin" in out.stderr
+
+
+def test_same_seed_same_schedule() -> None:
+    a = json.loads(bench("schedule", "--workload", "agent-burst", "--seed", "3").stdout)
+    b = json.loads(bench("schedule", "--workload", "agent-burst", "--seed", "3").stdout)
+    c = json.loads(bench("schedule", "--workload", "agent-burst", "--seed", "4").stdout)
+    assert a == b
+    assert a["hash"] != c["hash"]
+
+
+def test_sqlite_run_writes_complete_results(tmp_path: Path) -> None:
+    out = bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--workload",
+        "smoke",
+        "--seed",
+        "5",
+        "--results-dir",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert out.returncode == 0, out.stderr
+    run_dir = only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert manifest["schema_version"] == summary["schema_version"] == SCHEMA_VERSION
+    assert manifest["partial"] is False and manifest["seed"] == 5
+    sched = json.loads(bench("schedule", "--workload", "smoke", "--seed", "5").stdout)
+    assert manifest["schedule"]["hash"] == sched["hash"]
+    assert {"litestream", "seaweedfs", "sqlite"} <= set(manifest["versions"])
+    assert manifest["backend_config"]["synchronous"] == "FULL"
+    assert manifest["machine"]["cpu_count"] and manifest["packages"]["litestream-bin"]
+    assert summary["verdict"] is True
+    # a lag warning can happen on a loaded 2-core CI machine; nothing else may
+    assert not [w for w in summary["warnings"] if "fell behind" not in w], summary["warnings"]
+    runs = pd.read_csv(run_dir / "runs.csv")
+    assert len(runs) == sched["runs"]
+    assert (runs["status"] == "completed").all()
+    assert (runs["latency_s"] > 0).all()
+    steps = pd.read_csv(run_dir / "steps.csv")
+    assert (steps["outcome"] == "ok").all() and len(steps) == sched["steps"]
+    assert summary["steps"]["committed"] == sched["steps"]
+    for f in (
+        "timeseries.csv",
+        "resources.csv",
+        "history/harness.jsonl",
+        "history/worker-0.jsonl",
+        "logs/litestream.log",
+        "logs/seaweedfs.log",
+    ):
+        assert (run_dir / f).exists(), f
+    assert summary["latency"]["run"]["p99_s"] >= summary["latency"]["run"]["p50_s"] > 0
+    assert summary["backend_metrics"]["litestream"]["sync_count"] > 0
+    roles = set(summary["resources"])
+    assert {"worker-0", "worker-1", "litestream", "seaweedfs", "harness"} <= roles
+    assert "results:" in out.stderr
+    assert "runs/s" in out.stdout  # the summary table
+
+
+def test_ctrl_c_stops_everything_and_keeps_partial_results(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            "--backend",
+            "sqlite",
+            "--results-dir",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until runs are being executed
+            dirs = list(tmp_path.glob("*/history/worker-0.jsonl"))
+            if dirs and dirs[0].stat().st_size > 2000:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "run never started"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    run_dir = only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["partial"] is True and "interrupted" in manifest["partial_reason"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["partial"] is True and summary["runs"]["accepted"] > 0
+    assert (run_dir / "runs.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--workers", "0"],
+        ["--time-scale", "-1"],
+        ["--rate-scale", "0"],
+        ["--synchronous", "SOMETIMES"],
+    ],
+)
+def test_bad_option_values(bad: list[str], tmp_path: Path) -> None:
+    out = bench(
+        "run", "--backend", "sqlite", "--workload", "smoke", *bad, "--results-dir", str(tmp_path)
+    )
+    assert out.returncode == 2 and "error" in out.stderr
