@@ -96,6 +96,7 @@ class Driver:
         engine_coro = self.inline_engine
         engine = asyncio.create_task(engine_coro) if engine_coro is not None else None
         start_t = self.h.now()
+        self.sampler.sample(start_t)  # CPU "during the drive" is counted from here
         lags: list[float] = []
         submits: set[asyncio.Task[None]] = set()
         drain_timed_out = False

@@ -18,11 +18,14 @@ class ResourceSampler:
         self.rows: list[dict[str, Any]] = []
         self._me = psutil.Process()
         self._seen: dict[str, ManagedProcess] = {}
+        self._first: dict[str, tuple[float, float]] = {}  # role -> (t, cpu_s) at first sample
+        self._last: dict[str, tuple[float, float]] = {}
 
     def sample(self, t: float) -> None:
         for role, proc in self.deployment.processes().items():
             self._seen[role] = proc
             u = proc.sample()
+            self._mark(role, t, u.cpu_s)
             self.rows.append(
                 {
                     "t": round(t, 3),
@@ -33,6 +36,7 @@ class ResourceSampler:
                 }
             )
         ct = self._me.cpu_times()
+        self._mark("harness", t, ct.user + ct.system)
         self.rows.append(
             {
                 "t": round(t, 3),
@@ -43,8 +47,24 @@ class ResourceSampler:
             }
         )
 
+    def _mark(self, role: str, t: float, cpu_s: float) -> None:
+        self._first.setdefault(role, (t, cpu_s))
+        self._last[role] = (t, cpu_s)
+
+    def _during(self, role: str) -> dict[str, Any]:
+        """CPU used between the first and the last sample (the drive, without start-up and
+        without the analysis afterwards), and as a share of one core."""
+        if role not in self._first:
+            return {}
+        (t0, c0), (t1, c1) = self._first[role], self._last[role]
+        span = t1 - t0
+        return {
+            "cpu_s_during_drive": c1 - c0,
+            "cpu_util_during_drive": (c1 - c0) / span if span > 0 else None,
+        }
+
     def summary(self) -> dict[str, Any]:
-        """CPU seconds, peak RSS and restarts by role, over the whole measurement."""
+        """CPU seconds (whole life, and during the drive), peak RSS and restarts by role."""
         out: dict[str, Any] = {}
         for role, proc in sorted(self._seen.items()):
             u = proc.usage
@@ -53,6 +73,7 @@ class ResourceSampler:
                 "peak_rss_bytes": u.peak_rss_bytes,
                 "restarts": u.restarts,
                 "pid": proc.pid,
+                **self._during(role),
             }
         ct = self._me.cpu_times()
         out["harness"] = {
@@ -60,5 +81,6 @@ class ResourceSampler:
             "peak_rss_bytes": _vm_hwm(os.getpid()),
             "restarts": 0,
             "pid": os.getpid(),
+            **self._during("harness"),
         }
         return out

@@ -58,12 +58,12 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     console.print(tab)
 
     lat = Table(
-        title="latency, ms (measured runs; HDR histograms in summary.json)", title_justify="left"
+        title="latency, ms (run: from its scheduled arrival; measured runs only)", title_justify="left"
     )
     for col in ("what", "count", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="right" if col != "what" else "left")
     names = {
-        "run": "run (from scheduled arrival)",
+        "run": "run",
         "engine_overhead": "engine overhead",
         "step_commit": "step commit",
         "submit_ack": "submit ack",
@@ -82,12 +82,14 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     console.print(lat)
 
     res = Table(title="resources", title_justify="left")
-    for col in ("process", "cpu s", "peak RSS MiB", "restarts"):
+    for col in ("process", "cpu s (total)", "core % in drive", "peak RSS MiB", "restarts"):
         res.add_column(col, justify="right" if col != "process" else "left")
     for role, u in (summary.get("resources") or {}).items():
+        util = u.get("cpu_util_during_drive")
         res.add_row(
             role,
             _num(u.get("cpu_s"), ",.2f"),
+            "-" if util is None else f"{util * 100:.0f}%",
             _mib(u.get("peak_rss_bytes")),
             str(u.get("restarts", 0)),
         )
@@ -104,6 +106,11 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
             "litestream: "
             + ", ".join(f"{k} {int(v)}" for k, v in sorted(ops.items()))
             + f", syncs {int(ls.get('sync_count', 0) or 0)}"
+        )
+    reqs = (bm.get("object_store_requests") or {}).get("requests") or {}
+    if reqs:
+        extra.append(
+            "object store requests: " + ", ".join(f"{k} {int(v)}" for k, v in sorted(reqs.items()))
         )
     if extra:
         console.print("  " + "; ".join(extra))
