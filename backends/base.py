@@ -243,6 +243,43 @@ class KillableWorkers(Protocol):
         ...
 
 
+@runtime_checkable
+class KillableStore(Protocol):
+    """Capability: SIGKILL the store process(es) and start them again. What "the store" is, is
+    the backend's to say in ``store_processes`` (the Postgres postmaster; the Temporal server;
+    for SQLite, which has no server, the processes holding the database file)."""
+
+    def store_processes(self) -> list[str]: ...
+
+    def kill_store(self) -> None: ...
+
+    def start_store(self) -> None:
+        """Restart after ``kill_store``; returns when the store accepts requests again."""
+        ...
+
+
+@runtime_checkable
+class PausableStore(Protocol):
+    """Capability: SIGSTOP the store process(es), later SIGCONT."""
+
+    def pause_store(self) -> None: ...
+
+    def resume_store(self) -> None: ...
+
+
+@runtime_checkable
+class LosableNode(Protocol):
+    """Capability: lose the node (SIGKILL everything on it and delete its local data), then
+    rebuild from whatever survives elsewhere (an object-store replica, a standby)."""
+
+    def lose_node(self) -> None: ...
+
+    def rebuild_node(self) -> dict[str, Any]:
+        """Rebuild and restart; returns what was done (``{"restored_from": ...}``), with
+        ``"total_loss": True`` when nothing survived (a row to report, never to hide)."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry.
 # ---------------------------------------------------------------------------------------------

@@ -69,3 +69,177 @@ def compose(results: dict[str, dict[str, Any]]) -> bool | str:
     if any(v == "unknown" for v in vals):
         return "unknown"
     return True
+
+
+# --- after a fault ------------------------------------------------------------------------------
+#
+# An acknowledged write is LOST if, after recovery, its effect is missing from the durable state,
+# or if the system behaved as if it were missing: a step acked before the fault executed again
+# after it (its journal entry was gone when the run was resumed), or a run whose completion was
+# acked was claimed again. Re-execution can heal the final state, so looking at the final state
+# alone would hide such losses; the history shows them.
+
+
+def check_write_loss(
+    events: list[dict[str, Any]], state: StateView, fault_t: float
+) -> dict[str, Any]:
+    stored_runs = {r.run_id: r for r in state.runs()}
+    stored_steps = state.all_step_ids()
+    acked_run: dict[str, float] = {}
+    acked_step: dict[tuple[str, int], float] = {}
+    acked_done: dict[str, tuple[float, str]] = {}
+    redone_steps: set[tuple[str, int]] = set()
+    reclaimed: set[str] = set()
+    for e in events:
+        t, op, typ = e["t"], e["op"], e["type"]
+        if op == "submit" and typ == "ok" and t < fault_t:
+            acked_run[e["run"]] = t
+        elif op == "commit" and typ == "ok" and t < fault_t:
+            acked_step.setdefault((e["run"], e["step"]), t)
+        elif op == "complete" and typ == "ok" and t < fault_t:
+            acked_done.setdefault(e["run"], (t, e.get("value")))
+        elif op == "exec" and typ == "invoke" and t > fault_t:
+            redone_steps.add((e["run"], e["step"]))
+        elif op == "claim" and t > fault_t:
+            reclaimed.add(e["run"])
+    lost: list[dict[str, Any]] = []
+    for rid, t in acked_run.items():
+        if rid not in stored_runs:
+            lost.append({"kind": "run-accepted", "id": rid, "ack_t": t, "how": "missing"})
+    for (rid, sid), t in acked_step.items():
+        if (rid, sid) not in stored_steps:
+            lost.append(
+                {"kind": "step-committed", "id": f"{rid}/{sid}", "ack_t": t, "how": "missing"}
+            )
+        elif (rid, sid) in redone_steps:
+            lost.append(
+                {
+                    "kind": "step-committed",
+                    "id": f"{rid}/{sid}",
+                    "ack_t": t,
+                    "how": "executed again after the fault",
+                }
+            )
+    for rid, (t, status) in acked_done.items():
+        now = stored_runs.get(rid)
+        if now is None or now.status != status:
+            lost.append(
+                {
+                    "kind": "run-completed",
+                    "id": rid,
+                    "ack_t": t,
+                    "how": f"status now {now.status if now else 'missing'}",
+                }
+            )
+        elif rid in reclaimed:
+            lost.append(
+                {
+                    "kind": "run-completed",
+                    "id": rid,
+                    "ack_t": t,
+                    "how": "claimed again after the fault",
+                }
+            )
+    for item in lost:
+        item["age_at_fault_s"] = fault_t - item["ack_t"]
+    ages = [x["age_at_fault_s"] for x in lost]
+    by_kind: dict[str, int] = {}
+    for x in lost:
+        by_kind[x["kind"]] = by_kind.get(x["kind"], 0) + 1
+    lost.sort(key=lambda x: x["ack_t"])
+    return {
+        "valid": not lost,
+        "acks_before_fault": {
+            "run-accepted": len(acked_run),
+            "step-committed": len(acked_step),
+            "run-completed": len(acked_done),
+        },
+        "lost_count": len(lost),
+        "lost_by_kind": by_kind,
+        "rpo_s": max(ages) if ages else 0.0,  # the oldest lost ack's age at the fault
+        "lost_window_s": [min(ages), max(ages)] if ages else None,
+        "lost": lost[:200],
+    }
+
+
+def check_duplicates(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steps whose work ran to completion more than once (at-least-once execution: a repeated
+    LLM call costs money, a repeated tool call may repeat a side effect). Reported, not judged:
+    the durable contract allows it; lost acks are judged by ``check_write_loss``."""
+    execs: dict[tuple[str, int], int] = {}
+    for e in events:
+        if e["op"] == "exec" and e["type"] == "ok":
+            key = (e["run"], e["step"])
+            execs[key] = execs.get(key, 0) + 1
+    dups = {f"{r}/{s}": n for (r, s), n in execs.items() if n > 1}
+    return {
+        "valid": True,
+        "duplicate_steps": len(dups),
+        "extra_executions": sum(n - 1 for n in dups.values()),
+        "examples": dict(list(dups.items())[:20]),
+    }
+
+
+def check_exactly_once(
+    events: list[dict[str, Any]], state: StateView, lost_runs: set[str]
+) -> dict[str, Any]:
+    """Every accepted run that was not lost finished exactly once: one final status in the
+    store, and never two different completion acks. Unfinished ones are stuck."""
+    acked = {e["run"] for e in events if e["op"] == "submit" and e["type"] == "ok"}
+    done: dict[str, set[str]] = {}
+    for e in events:
+        if e["op"] == "complete" and e["type"] == "ok":
+            done.setdefault(e["run"], set()).add(e.get("value"))
+    stored = {r.run_id: r for r in state.runs()}
+    conflicting = sorted(r for r, vals in done.items() if len(vals) > 1)
+    stuck = sorted(
+        r for r in acked - lost_runs if r not in stored or stored[r].status in ("queued", "running")
+    )
+    return {
+        "valid": not conflicting and not stuck,
+        "conflicting_completions": conflicting[:50],
+        "stuck_runs": stuck[:50],
+        "stuck_count": len(stuck),
+    }
+
+
+def recovery_times(
+    events: list[dict[str, Any]], timeline: dict[str, Any], lost_runs: set[str] | None = None
+) -> dict[str, Any]:
+    """Fault -> store accepting again -> first step of an interrupted run committed -> every
+    interrupted run completed. Interrupted = claimed before the fault, not completed before it,
+    and not lost by it (a lost run never resumes: write loss reports it)."""
+    fault_t = timeline["start_t"]
+    claimed_before = {e["run"] for e in events if e["op"] == "claim" and e["t"] < fault_t}
+    done_before = {
+        e["run"] for e in events if e["op"] == "complete" and e["type"] == "ok" and e["t"] < fault_t
+    }
+    interrupted = claimed_before - done_before - (lost_runs or set())
+    first_step = min(
+        (
+            e["t"]
+            for e in events
+            if e["op"] == "commit"
+            and e["type"] == "ok"
+            and e["t"] > fault_t
+            and e["run"] in interrupted
+        ),
+        default=None,
+    )
+    finished = {}
+    for e in events:
+        if e["op"] == "complete" and e["type"] == "ok" and e["run"] in interrupted:
+            finished.setdefault(e["run"], e["t"])
+    all_done = max(finished.values()) if len(finished) == len(interrupted) and finished else None
+
+    def since(t: float | None) -> float | None:
+        return None if t is None or t != t else t - fault_t
+
+    return {
+        "valid": True if len(finished) == len(interrupted) else "unknown",
+        "interrupted_runs": len(interrupted),
+        "interrupted_finished": len(finished),
+        "store_accepting_s": since(timeline.get("store_accepting_t")),
+        "first_resumed_step_s": since(first_step),
+        "all_interrupted_done_s": since(all_done),
+    }

@@ -52,6 +52,40 @@ def _add_common(p: argparse.ArgumentParser) -> None:
             )
 
 
+def _add_measurement(p: argparse.ArgumentParser, default_workload: str | None) -> None:
+    p.add_argument(
+        "--workload",
+        default=default_workload,
+        help=f"built-in name ({', '.join(BUILTIN)}) or a TOML file "
+        f"(default {default_workload or 'smoke'})",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="factor on every simulated wait; 0 = no waits, a pure storage stress test (default 1)",
+    )
+    p.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        help="factor on arrival rates: the same runs arrive N times faster (default 1)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait after the last arrival for accepted runs to finish",
+    )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        help="seconds before another worker may take over a silent worker's run",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no live progress line")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="bench",
@@ -61,37 +95,49 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="drive a workload against one backend and write results")
     _add_common(run)
-    run.add_argument(
-        "--workload",
-        default=DEFAULT_WORKLOAD,
-        help=f"built-in name ({', '.join(BUILTIN)}) or a TOML file (default {DEFAULT_WORKLOAD})",
-    )
-    run.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="factor on every simulated wait; 0 = no waits, a pure storage stress test (default 1)",
-    )
-    run.add_argument(
-        "--rate-scale",
-        type=float,
-        default=1.0,
-        help="factor on arrival rates: the same runs arrive N times faster (default 1)",
-    )
-    run.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=120.0,
-        help="seconds to wait after the last arrival for accepted runs to finish",
-    )
-    run.add_argument(
-        "--lease",
-        type=float,
-        default=10.0,
-        help="seconds before another worker may take over a silent worker's run",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no live progress line")
+    _add_measurement(run, DEFAULT_WORKLOAD)
     run.add_argument("--json", action="store_true", help="print summary.json instead of tables")
+
+    for name, helptext in (
+        ("crash", "inject faults into trials of a measurement and check what each lost"),
+        ("sweep", "one fault across values of a backend setting"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        _add_common(c)
+        _add_measurement(c, default_workload=None)
+        c.add_argument(
+            "--fault",
+            required=True,
+            help="kill-worker, kill-store, lose-node, pause-store"
+            + (" (comma-separated for several)" if name == "crash" else ""),
+        )
+        c.add_argument("--trials", type=int, default=1, help="trials per fault (default 1)")
+        c.add_argument(
+            "--at",
+            type=float,
+            default=None,
+            help="fault time, seconds after the schedule starts (default: random, "
+            "seeded, inside the measured window)",
+        )
+        c.add_argument(
+            "--restart-delay",
+            type=float,
+            default=1.0,
+            help="seconds between the fault and the start of recovery (default 1)",
+        )
+        c.add_argument(
+            "--pause",
+            type=float,
+            default=3.0,
+            help="pause-store: seconds the store stays stopped (default 3)",
+        )
+        if name == "sweep":
+            c.add_argument(
+                "--set",
+                required=True,
+                help="NAME=V1,V2,...: a backend option and the values to sweep, "
+                "e.g. sync-interval=0.1,1,5,10",
+            )
 
     sub.add_parser("backends", help="list registered backends")
     sub.add_parser("workloads", help="list built-in workloads")
@@ -148,26 +194,25 @@ def _settings(args: argparse.Namespace, retry: Any, time_scale: float) -> Execut
     )
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
+def _request(args: argparse.Namespace, default_workload: str = DEFAULT_WORKLOAD) -> Any:
+    """The measurement the common options describe (shared by run, crash and sweep)."""
     from bench import experiment
-    from bench.report.table import render_summary
     from bench.workload.loader import resolve_workload
     from bench.workload.schedule import build_schedule
 
     if args.rate_scale <= 0:
         raise ConfigError("--rate-scale must be > 0")
     options = _backend_options(args, args.backend)
-    spec = resolve_workload(args.workload)
+    spec = resolve_workload(args.workload or default_workload)
     schedule = build_schedule(spec, args.seed, args.rate_scale)
     settings = _settings(args, spec.retry, args.time_scale)
-    log = Console(stderr=True)
-    log.print(
+    Console(stderr=True).print(
         f"durabench: {args.backend}, workload {spec.name} ({len(schedule.runs)} runs "
         f"over {schedule.duration_s:.1f}s, schedule {schedule.hash[:12]}), "
         f"time-scale {args.time_scale:g}",
         highlight=False,
     )
-    req = experiment.Request(
+    return experiment.Request(
         backend=args.backend,
         options=options,
         schedule=schedule,
@@ -178,6 +223,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         show_progress=not args.no_progress and sys.stderr.isatty(),
         command=tuple(sys.argv),
     )
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench import experiment
+    from bench.report.table import render_summary
+
+    req = _request(args)
     out = experiment.run(req)
     if args.json:
         print(json.dumps(out.summary, indent=2, default=str))
@@ -187,6 +239,82 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if out.manifest.get("partial"):
         return EXIT_INTERRUPTED
     return EXIT_CHECK_FAILED if out.summary.get("verdict") is False else EXIT_OK
+
+
+def _fault(args: argparse.Namespace, fault: str) -> Any:
+    from bench.nemesis import FaultSpec
+
+    if args.trials < 1:
+        raise ConfigError("--trials must be at least 1")
+    return FaultSpec(fault, args.at, args.restart_delay, args.pause)
+
+
+def cmd_crash(args: argparse.Namespace, console: Console) -> int:
+    from bench import crash
+    from bench.nemesis import check_supported
+
+    faults = [f.strip() for f in args.fault.split(",") if f.strip()]
+    specs = [_fault(args, f) for f in faults]
+    for spec in specs:  # refuse every unsupported fault before running any trial
+        check_supported(spec.fault, get(args.backend).factory, args.backend)
+    base = _request(args, "smoke")
+    rows = {spec.fault: crash.run_trials(base, spec, args.trials) for spec in specs}
+    crash.render(
+        rows,
+        f"{args.backend}: faults ({args.trials} trial(s) each, workload {base.schedule.spec.name})",
+        console,
+    )
+    group = crash.write_group(
+        args.results_dir,
+        "crash",
+        {"backend": args.backend, "workload": base.schedule.spec.name, "seed": args.seed},
+        rows,
+    )
+    print(f"results: {group}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
+    from bench import crash
+    from bench.nemesis import check_supported
+
+    info = get(args.backend)
+    key, _, raw = args.set.partition("=")
+    opt = next((o for o in info.options if key in (o.dest, o.flag.lstrip("-"), o.flag)), None)
+    if opt is None or not raw:
+        names = ", ".join(o.flag.lstrip("-") for o in info.options)
+        raise ConfigError(
+            f"--set takes NAME=V1,V2,... with NAME one of {args.backend}'s options: {names}"
+        )
+    values = []
+    for v in (v.strip() for v in raw.split(",") if v.strip()):
+        try:
+            values.append((v, opt.type(v)))
+        except ValueError as e:
+            raise ConfigError(f"--set {key}: {v!r} is not a valid {opt.type.__name__}") from e
+    spec = _fault(args, args.fault)
+    check_supported(spec.fault, info.factory, args.backend)
+    base = _request(args, "smoke")
+    rows = {}
+    for text, value in values:
+        req = dataclasses.replace(base, options={**base.options, opt.dest: value})
+        rows[f"{opt.flag.lstrip('-')}={text}"] = crash.run_trials(req, spec, args.trials)
+    crash.render(
+        rows,
+        f"{args.backend}: {spec.fault} across {opt.flag} ({args.trials} trial(s) each)",
+        console,
+        key_label="setting",
+    )
+    group = crash.write_group(
+        args.results_dir,
+        "sweep",
+        {"backend": args.backend, "fault": spec.fault, "setting": opt.dest},
+        rows,
+    )
+    print(f"results: {group}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
@@ -215,7 +343,8 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console(stderr=False)
+    # tables stay readable in logs and pipes, where rich would otherwise assume 80 columns
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     try:
         args = parser().parse_args(argv)
         if args.cmd == "backends":
@@ -238,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.cmd == "baseline":
             return cmd_baseline(args, console)
+        if args.cmd == "crash":
+            return cmd_crash(args, console)
+        if args.cmd == "sweep":
+            return cmd_sweep(args, console)
     except DurabenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

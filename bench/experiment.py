@@ -19,7 +19,9 @@ import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
 from bench import checkers, metrics, results
+from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
+from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule
@@ -36,6 +38,8 @@ class Request:
     keep_data: bool = False
     show_progress: bool = True
     command: tuple[str, ...] = ()
+    fault: FaultSpec | None = None
+    trial: int = 0
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Outcome:
 
 def run(req: Request) -> Outcome:
     info = get(req.backend)
+    if req.fault is not None:  # refuse before anything starts
+        nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
     run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     ctx = RunContext(
         workdir=run_dir / "work",
@@ -87,6 +93,16 @@ def run(req: Request) -> Outcome:
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
         client = deployment.client()
+        nemesis = None
+        if req.fault is not None:
+            at_s = nemesis_mod.pick_fault_time(
+                req.fault,
+                req.schedule.warmup_s,
+                req.schedule.duration_s,
+                f"{req.schedule.seed}:{req.trial}",
+            )
+            nemesis = nemesis_mod.Nemesis(req.fault, at_s, deployment, history)
+            manifest["fault"] = {**asdict(req.fault), "at_s": at_s, "trial": req.trial}
         driver = Driver(
             req.schedule,
             client,
@@ -96,13 +112,17 @@ def run(req: Request) -> Outcome:
             req.drain_timeout_s,
             req.show_progress,
             deployment.inline_engine(),
+            nemesis,
         )
         drive = asyncio.run(_drive(driver, client))
+        if nemesis is not None:
+            manifest["fault"]["timeline"] = nemesis.timeline.to_dict()
         sampler.sample(history.now())
         backend_metrics = deployment.collect_metrics()
         manifest["backend_config"] = deployment.config()
         if drive is not None:
-            state_checks = _check_state(req, client, ctx, drive)
+            timeline = nemesis.timeline.to_dict() if nemesis is not None else None
+            state_checks = _check_state(req, client, ctx, drive, timeline, deployment)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
@@ -127,15 +147,36 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
-def _check_state(req: Request, client: Any, ctx: RunContext, drive: DriveResult) -> dict[str, Any]:
+def _check_state(
+    req: Request,
+    client: Any,
+    ctx: RunContext,
+    drive: DriveResult,
+    timeline: dict[str, Any] | None,
+    deployment: Any,
+) -> dict[str, Any]:
     events = read_history(ctx.history_dir)
     runs = _runs_table(req, events, drive)
     state = client.state()
-    out = {
-        "acked_runs_durable": checkers.check_acked_runs_durable(runs, state),
-        "step_payloads": checkers.check_step_payloads(
-            list(req.schedule.runs), state, req.schedule.seed
-        ),
+    out: dict[str, Any] = {}
+    if timeline is None or timeline["start_t"] != timeline["start_t"]:  # no fault happened
+        out["acked_runs_durable"] = checkers.check_acked_runs_durable(runs, state)
+    else:
+        loss = checkers.check_write_loss(events, state, timeline["start_t"])
+        lost_runs = {x["id"] for x in loss["lost"] if x["kind"] == "run-accepted"}
+        out["write_loss"] = loss
+        out["exactly_once"] = checkers.check_exactly_once(events, state, lost_runs)
+        out["recovery"] = checkers.recovery_times(events, timeline, lost_runs)
+    out["duplicates"] = checkers.check_duplicates(events)
+    out["step_payloads"] = checkers.check_step_payloads(
+        list(req.schedule.runs), state, req.schedule.seed
+    )
+    if hasattr(deployment, "integrity_check"):
+        out["integrity"] = deployment.integrity_check()
+    out["indeterminate"] = {
+        "valid": True,
+        "count": sum(1 for e in events if e["type"] == "info" and e["op"] in ("submit", "commit")),
+        "note": "operations whose outcome the caller never learned: neither success nor loss",
     }
     out["valid"] = checkers.compose(out)
     return out

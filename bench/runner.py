@@ -10,6 +10,7 @@ is flagged, because then the figures describe the harness, not the backend.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import signal
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Client, RunSpec
+from backends.common.process import set_main_thread_runner
 from backends.errors import Indeterminate
 from bench.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
+from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule
 
@@ -42,6 +45,7 @@ class Progress:
     failed: int = 0
     steps: int = 0
     finished_ids: set[str] = field(default_factory=set)
+    acked_ids: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -65,8 +69,11 @@ class Driver:
         drain_timeout_s: float,
         show_progress: bool,
         inline_engine: Any = None,
+        nemesis: Nemesis | None = None,
     ) -> None:
         self.inline_engine = inline_engine
+        self.nemesis = nemesis
+        self.lost_ids: set[str] = set()  # accepted runs the store no longer has (after a fault)
         self.schedule = schedule
         self.client = client
         self.h = history
@@ -92,11 +99,13 @@ class Driver:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        set_main_thread_runner(_main_thread_runner(loop))
         ticker = asyncio.create_task(self._tick())
         engine_coro = self.inline_engine
         engine = asyncio.create_task(engine_coro) if engine_coro is not None else None
         start_t = self.h.now()
         self.sampler.sample(start_t)  # CPU "during the drive" is counted from here
+        fault = asyncio.create_task(self.nemesis.run(start_t)) if self.nemesis else None
         lags: list[float] = []
         submits: set[asyncio.Task[None]] = set()
         drain_timed_out = False
@@ -117,7 +126,10 @@ class Driver:
                 task.add_done_callback(submits.discard)
             if submits:
                 await asyncio.wait(set(submits))
+            if fault is not None:  # recovery must be over before "done" means anything
+                await _wait_any(fault, self.stop)
             deadline = time.monotonic() + self.drain_timeout_s
+            next_probe = time.monotonic() + 2.0
             while not self.stop.is_set() and self._outstanding() > 0:
                 if time.monotonic() > deadline:
                     drain_timed_out = True
@@ -125,8 +137,12 @@ class Driver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
+                if fault is not None and time.monotonic() > next_probe:
+                    next_probe = time.monotonic() + 2.0
+                    await self._probe_lost_runs()
         finally:
-            for task in (ticker, engine):
+            set_main_thread_runner(None)
+            for task in (ticker, engine, fault):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -138,7 +154,16 @@ class Driver:
         return DriveResult(start_t, self.h.now(), lags, self.p, self.stop.is_set(), drain_timed_out)
 
     def _outstanding(self) -> int:
-        return self.p.acked - len(self.p.finished_ids)
+        return len(self.p.acked_ids - self.p.finished_ids - self.lost_ids)
+
+    async def _probe_lost_runs(self) -> None:
+        """After a fault, accepted runs may be gone from the store for good: stop waiting for
+        them (the write-loss checker reports them)."""
+        try:
+            stored = await asyncio.to_thread(lambda: {r.run_id for r in self.client.state().runs()})
+        except Exception:  # noqa: BLE001 - the store may still be recovering
+            return
+        self.lost_ids = self.p.acked_ids - stored
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1
@@ -155,6 +180,7 @@ class Driver:
             return
         self.h.record(OK, "submit", run.run_id)
         self.p.acked += 1
+        self.p.acked_ids.add(run.run_id)
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -203,6 +229,33 @@ class Driver:
             return
         end = "\n" if final else "\r"
         print("\x1b[2K" + self._line(), end=end, file=sys.stderr, flush=True)
+
+
+async def _wait_any(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+
+
+def _main_thread_runner(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], Any]], Any]:
+    """Runs a callable on the loop's (main) thread and waits for its result: used by
+    ``ManagedProcess`` so children restarted from a fault thread fork on the main thread."""
+
+    def run(fn: Callable[[], Any]) -> Any:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                fut.set_exception(e)
+
+        loop.call_soon_threadsafe(call)
+        return fut.result()
+
+    return run
 
 
 def lag_warning(lags: list[float]) -> str | None:

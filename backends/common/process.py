@@ -14,10 +14,12 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -25,6 +27,21 @@ from backends.errors import BackendError
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[ManagedProcess] = set()
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process. A
+# restart done from a short-lived thread (a fault injected off the event loop) must therefore
+# fork on the main thread; the harness installs a runner that does that while its loop runs.
+_main_runner: Callable[[Callable[[], Any]], Any] | None = None
+
+
+def set_main_thread_runner(runner: Callable[[Callable[[], Any]], Any] | None) -> None:
+    global _main_runner
+    _main_runner = runner
+
+
+def _on_main_thread(fn: Callable[[], Any]) -> Any:
+    if threading.current_thread() is threading.main_thread() or _main_runner is None:
+        return fn()
+    return _main_runner(fn)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -72,15 +89,17 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+            self.popen = _on_main_thread(
+                lambda: subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
             )
         except FileNotFoundError as e:
             raise BackendError(f"{self.role}: cannot execute {self.argv[0]}: {e}") from e

@@ -19,8 +19,20 @@ READY_TIMEOUT_S = 30.0
 
 
 class WorkerPool:
-    def __init__(self, ctx: RunContext, store_factory: str, store_args: dict[str, Any]) -> None:
+    """``entry`` is the module a worker process runs (``python -m ENTRY CONFIG.json``): the
+    durable executor by default; another engine (Temporal) brings its own. The config always
+    holds worker, store_factory, store_args, settings, history_path, ready_path, epoch_ns; the
+    worker must write ``ready_path`` once it can take work."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        store_factory: str,
+        store_args: dict[str, Any],
+        entry: str = "backends.durable.worker",
+    ) -> None:
         self.ctx = ctx
+        self.entry = entry
         self.store_factory = store_factory
         self.store_args = store_args
         self.procs: dict[str, ManagedProcess] = {}
@@ -48,7 +60,7 @@ class WorkerPool:
         cfg_path.write_text(json.dumps(cfg, indent=1))
         self.procs[name] = ManagedProcess(
             name,
-            [sys.executable, "-m", "backends.durable.worker", cfg_path],
+            [sys.executable, "-m", self.entry, cfg_path],
             self.ctx.logdir / f"{name}.log",
             env=self.env,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -216,6 +217,69 @@ class SqliteDeployment(PooledWorkers, Deployment):
         if self.seaweed is not None:
             procs["seaweedfs"] = self.seaweed.process
         return procs
+
+    # -- faults (capabilities used by the nemesis) ---------------------------------------------
+
+    def store_processes(self) -> list[str]:
+        """SQLite has no server: the processes holding the database are the workers (each
+        embeds SQLite) and the Litestream sidecar."""
+        return [*self.workers.procs, *(["litestream"] if self.litestream else [])]
+
+    def kill_store(self) -> None:
+        for p in self.workers.procs.values():
+            p.kill()
+        if self.litestream is not None:
+            self.litestream.kill()
+
+    def start_store(self) -> None:
+        if self.litestream is not None:
+            self.litestream.start()
+        self.workers.start()
+
+    def pause_store(self) -> None:
+        for p in [*self.workers.procs.values(), *self._litestream_proc()]:
+            p.pause()
+
+    def resume_store(self) -> None:
+        for p in [*self.workers.procs.values(), *self._litestream_proc()]:
+            p.resume()
+
+    def _litestream_proc(self) -> list[Any]:
+        return [self.litestream.process] if self.litestream is not None else []
+
+    def lose_node(self) -> None:
+        """The node is gone: its processes die and its disk (database, WAL, Litestream's local
+        state) is deleted. The object store is elsewhere and survives."""
+        if self._client is not None:
+            self._client.submitter.node_up = False
+        self.kill_store()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def rebuild_node(self) -> dict[str, Any]:
+        """A new node: restore the database from the replica (``litestream restore``), then
+        start Litestream and the workers on it. Without a replica nothing survives."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Any]
+        if self.litestream is None:
+            create_schema(self.db_path, self.synchronous)
+            out = {"restored_from": None, "total_loss": True}
+        else:
+            restore_s = self.litestream.restore(self.db_path)
+            out = {"restored_from": f"litestream {self.replica} replica", "restore_s": restore_s,
+                   "total_loss": False}
+        if self._client is not None:
+            self._client.submitter.reopen()
+            self._client.submitter.node_up = True
+        self.start_store()
+        return out
+
+    def integrity_check(self) -> dict[str, Any]:
+        conn = connect(self.db_path, readonly=True)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        finally:
+            conn.close()
+        return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
     # -- description -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ writers anyway, and a thread hop per commit would cost more than the commit itse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -191,18 +192,30 @@ class SqliteSubmitter:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.node_up = True  # False while the node is lost: nothing can reach its file
+        self._generation = 0  # bumped when the file is replaced: connections must reopen
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            conn.close()  # the file it has open was deleted and restored
+            conn = None
         if conn is None:
             conn = connect(self.path, self.synchronous, autocheckpoint=self.autocheckpoint)
             self._local.conn = conn
+            self._local.generation = self._generation
             with self._lock:
                 self._all.append(conn)
         return conn
 
+    def reopen(self) -> None:
+        """The database file was replaced (node rebuilt): every thread reopens it."""
+        self._generation += 1
+
     def submit(self, run: RunSpec) -> None:
         """The **run accepted** ack: the run row is committed when this returns."""
+        if not self.node_up:
+            raise BackendError("sqlite: the node holding the database is down")
         with _Tx(self._conn()) as c:
             c.execute(
                 sql.INSERT_RUN,
@@ -219,5 +232,6 @@ class SqliteSubmitter:
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
-                conn.close()
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
             self._all.clear()

@@ -58,7 +58,8 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     console.print(tab)
 
     lat = Table(
-        title="latency, ms (run: from its scheduled arrival; measured runs only)", title_justify="left"
+        title="latency, ms (run: from its scheduled arrival; measured runs only)",
+        title_justify="left",
     )
     for col in ("what", "count", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="right" if col != "what" else "left")
