@@ -19,8 +19,15 @@ from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", required=True, help="backend to measure (see `bench backends`)")
+def _add_common(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument(
+            "--backends",
+            required=True,
+            help="comma-separated backends to compare (see `bench backends`)",
+        )
+    else:
+        p.add_argument("--backend", required=True, help="backend to measure (see `bench backends`)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument(
         "--concurrency", type=int, default=200, help="runs in flight per worker (default 200)"
@@ -139,6 +146,30 @@ def parser() -> argparse.ArgumentParser:
                 "e.g. sync-interval=0.1,1,5,10",
             )
 
+    cmp = sub.add_parser(
+        "compare",
+        help="the same workload on several backends (with repeats "
+        "and optionally a fault), then one report",
+    )
+    _add_common(cmp, several=True)
+    _add_measurement(cmp, DEFAULT_WORKLOAD)
+    cmp.add_argument("--repeats", type=int, default=1, help="runs per backend (default 1)")
+    cmp.add_argument("--fault", default=None, help="inject this fault into every run")
+    cmp.add_argument("--at", type=float, default=None, help="fault time (see `bench crash`)")
+    cmp.add_argument("--restart-delay", type=float, default=1.0)
+    cmp.add_argument("--pause", type=float, default=3.0)
+    cmp.add_argument(
+        "--out", type=Path, default=None, help="report directory (default: results/<stamp>-report)"
+    )
+    cmp.add_argument("--prices", type=Path, default=None, help="price table (TOML)")
+    cmp.add_argument(
+        "--target-runs-per-s",
+        type=float,
+        default=10.0,
+        help="load for the monthly cost figures (default 10 runs/s)",
+    )
+    cmp.set_defaults(trials=1)
+
     sub.add_parser("backends", help="list registered backends")
     sub.add_parser("workloads", help="list built-in workloads")
 
@@ -157,11 +188,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _backend_options(args: argparse.Namespace, backend: str) -> dict[str, Any]:
-    """The chosen backend's options (defaults filled in); another backend's option is refused."""
+def _backend_options(
+    args: argparse.Namespace, backend: str, allowed: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The chosen backend's options (defaults filled in); an option of a backend that is not
+    being measured is refused (``allowed``: the other backends of a comparison)."""
     info = get(backend)
     for other in registered().values():
-        if other.name == backend:
+        if other.name == backend or other.name in allowed:
             continue
         for o in other.options:
             if getattr(args, o.dest, None) is not None and o.dest not in {
@@ -317,6 +351,55 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from bench import compare
+
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError("--backends takes a comma-separated list of distinct backends")
+    options = {b: _backend_options(args, b, tuple(names)) for b in names}
+    args.backend = names[0]
+    base = _request(args)
+    fault = _fault(args, args.fault) if args.fault else None
+    records = compare.run_compare(base, names, options, args.repeats, fault)
+    group = crash_write_group(
+        args.results_dir,
+        "compare",
+        {
+            "backends": names,
+            "workload": base.schedule.spec.name,
+            "seed": args.seed,
+            "schedule_hash": base.schedule.hash,
+            "repeats": args.repeats,
+            "fault": args.fault,
+        },
+        {"runs": records},
+    )
+    print(f"runs: {group}", file=sys.stderr)
+    return _report(args, compare.run_dirs(records), console)
+
+
+def _report(args: argparse.Namespace, dirs: list[Path], console: Console) -> int:
+    try:
+        from bench.report import build
+    except ImportError:  # the report builder is optional until it lands
+        console.print("report builder not available; result directories:")
+        for d in dirs:
+            console.print(f"  {d}")
+        return EXIT_OK
+    out = build.build_report(
+        dirs, args.out, prices=args.prices, target_runs_per_s=args.target_runs_per_s
+    )
+    print(f"report: {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def crash_write_group(*a: Any, **kw: Any) -> Path:
+    from bench import crash
+
+    return crash.write_group(*a, **kw)
+
+
 def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     import tempfile
     import time
@@ -371,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_crash(args, console)
         if args.cmd == "sweep":
             return cmd_sweep(args, console)
+        if args.cmd == "compare":
+            return cmd_compare(args, console)
     except DurabenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
