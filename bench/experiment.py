@@ -7,6 +7,8 @@ was recorded is written, with ``partial: true`` and the reason when the run did 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import shutil
 import sys
 import time
@@ -49,6 +51,27 @@ class Outcome:
     manifest: dict[str, Any]
 
 
+def redact(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as written to the manifest: passwords in connection strings masked."""
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, str):
+            v = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", v)
+            v = re.sub(r"(password=)\S+", r"\1***", v)
+        out[k] = v
+    return out
+
+
+def _log_to_file(logdir: Path) -> logging.Handler:
+    """Library warnings (a connection pool retrying while the store is down) go to
+    logs/harness.log instead of the terminal, where they would garble the progress line."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logdir / "harness.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
 def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
@@ -65,7 +88,7 @@ def run(req: Request) -> Outcome:
         "run_id": run_dir.name,
         "command": list(req.command) or sys.argv,
         "backend": req.backend,
-        "backend_options": req.options,
+        "backend_options": redact(req.options),
         "workload": req.schedule.spec.to_dict(),
         "schedule": req.schedule.summary(),
         "seed": req.schedule.seed,
@@ -77,6 +100,7 @@ def run(req: Request) -> Outcome:
         "partial_reason": "still running (or the harness died)",
     }
     results.write_json(run_dir / "manifest.json", manifest)
+    log_handler = _log_to_file(ctx.logdir)
     deployment = None
     drive: DriveResult | None = None
     history = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
@@ -132,6 +156,8 @@ def run(req: Request) -> Outcome:
             except Exception as e:  # noqa: BLE001
                 print(f"warning: stopping {req.backend} failed: {e}", file=sys.stderr)
         history.close()
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
     summary = _write(req, run_dir, manifest, drive, sampler, backend_metrics, state_checks, error)
     if not req.keep_data:
         shutil.rmtree(ctx.workdir, ignore_errors=True)

