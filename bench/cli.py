@@ -14,6 +14,7 @@ from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
 from backends.errors import ConfigError, DurabenchError
+from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -169,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
         help="load for the monthly cost figures (default 10 runs/s)",
     )
     cmp.set_defaults(trials=1)
+
+    report_commands.add_parsers(sub)
 
     sub.add_parser("backends", help="list registered backends")
     sub.add_parser("workloads", help="list built-in workloads")
@@ -380,17 +383,13 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, dirs: list[Path], console: Console) -> int:
-    try:
-        from bench.report import build
-    except ImportError:  # the report builder is optional until it lands
-        console.print("report builder not available; result directories:")
-        for d in dirs:
-            console.print(f"  {d}")
-        return EXIT_OK
-    out = build.build_report(
-        dirs, args.out, prices=args.prices, target_runs_per_s=args.target_runs_per_s
-    )
-    print(f"report: {out}", file=sys.stderr)
+    import time
+
+    from bench.report.build import build
+
+    out_dir = args.out or args.results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-report"
+    out = build(dirs, out_dir, args.prices, args.target_runs_per_s)
+    console.print(f"report: {out['markdown']}  {out['html']}", highlight=False)
     return EXIT_OK
 
 
@@ -456,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args, console)
         if args.cmd == "compare":
             return cmd_compare(args, console)
+        rc = report_commands.dispatch(args, console)
+        if rc is not None:
+            return rc
     except DurabenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

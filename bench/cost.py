@@ -1,0 +1,350 @@
+"""Price table and cost model: measured resource use of one result directory -> money.
+
+Why a model and not a bill: a benchmark measures minutes on one machine; a design review wants
+"what does this cost per million runs, and per month at our load?". The model extrapolates, so
+every line carries the assumption that turns the measurement into the figure, and separates
+  - per-run costs, which scale with the number of runs (CPU, state kept on disk / in the object
+    store, Temporal Cloud Actions), from
+  - per-time costs, which are paid whether or not runs arrive (memory held by long-lived
+    processes, Litestream's uploads: one per sync-interval while the database changes, not one
+    per run).
+Prices come from a TOML file (``prices/default.toml``) in which every price names its source
+and the date it was read; a price nobody could find is ``"unknown"`` and its line says so
+instead of inventing a number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.errors import ConfigError
+
+DEFAULT_PRICES = Path(__file__).resolve().parents[1] / "prices" / "default.toml"
+GB = 2**30  # providers bill "GB" as 2^30 bytes
+_COMPUTE = ("vcpu_hour", "memory_gb_hour", "block_storage_gb_month", "object_storage_gb_month")
+_MANAGED = ("managed_postgres_hour", "managed_postgres_storage_gb_month")
+_TEMPORAL = ("temporal_cloud_per_million_actions", "temporal_cloud_plan_fee_fraction")
+REQUIRED = _COMPUTE + ("object_put_per_1000", "object_get_per_1000") + _MANAGED + _TEMPORAL
+TIER1_OPS = ("PUT", "COPY", "POST", "LIST")  # S3's expensive request class
+TIER2_OPS = ("GET", "HEAD", "SELECT")
+
+
+@dataclass(frozen=True)
+class Price:
+    key: str
+    value: float | None  # None = unknown: nobody found a public price
+    unit: str
+    what: str
+    source: str
+    read: str
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    path: Path
+    prices: dict[str, Price]
+    currency: str
+    region: str
+    hours_per_month: float
+
+    def value(self, key: str) -> float | None:
+        return self.prices[key].value
+
+
+def load_prices(path: Path | None = None) -> PriceTable:
+    """Read and validate a price file; every problem is a ConfigError naming the file and key."""
+    path = Path(path) if path is not None else DEFAULT_PRICES
+    where = f"prices file {path}"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{where}: not found (pass --prices FILE)") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{where}: cannot be read: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from e
+    table = data.get("prices")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: no [prices.<name>] tables (see prices/default.toml)")
+    missing = [k for k in REQUIRED if k not in table]
+    if missing:
+        raise ConfigError(f"{where}: missing price(s): {', '.join(missing)}")
+    prices = {k: _price(where, k, table[k]) for k in REQUIRED}
+    hours = data.get("hours_per_month", 730)
+    if not _is_number(hours) or hours <= 0:
+        raise ConfigError(f"{where}: hours_per_month must be a number > 0, got {hours!r}")
+    return PriceTable(
+        path, prices, str(data.get("currency", "USD")), str(data.get("region", "")), float(hours)
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _price(where: str, key: str, entry: Any) -> Price:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: [prices.{key}] must be a table with value, source, read")
+    value = entry.get("value")
+    if value == "unknown":
+        value = None
+    elif not _is_number(value) or value < 0:
+        raise ConfigError(
+            f'{where}: [prices.{key}] value must be a number >= 0 or "unknown", got {value!r}'
+        )
+    for k in ("source", "read"):
+        if not isinstance(entry.get(k), str) or not entry[k].strip():
+            raise ConfigError(
+                f"{where}: [prices.{key}] needs a non-empty {k!r} "
+                "(where the price came from, and the date it was read)"
+            )
+    try:
+        dt.date.fromisoformat(entry["read"])
+    except ValueError as e:
+        raise ConfigError(
+            f"{where}: [prices.{key}] read must be a date YYYY-MM-DD, got {entry['read']!r}"
+        ) from e
+    return Price(
+        key,
+        None if value is None else float(value),
+        str(entry.get("unit", "")),
+        str(entry.get("what", "")),
+        entry["source"],
+        entry["read"],
+    )
+
+
+# --- measured usage ----------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """What one result directory measured, in the units the model needs (read from the
+    result files by ``bench.report.usage.usage_of``)."""
+
+    runs_finished: int
+    runs_accepted: int
+    drive_s: float  # span of the resource samples: the drive, without start-up and analysis
+    cpu_s: dict[str, float]  # role -> CPU seconds during the drive (harness excluded)
+    peak_rss: dict[str, int]  # role -> peak RSS bytes (harness excluded)
+    state_bytes: float | None  # database bytes on local disk
+    object_bytes: float | None  # bytes in the object store at the end
+    tier1_requests: float | None
+    tier2_requests: float | None
+    request_source: str
+    exec_attempts_per_run: float | None
+    uses_temporal: bool
+    uses_postgres: bool
+
+    @property
+    def has_processes(self) -> bool:
+        return bool(self.cpu_s)
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def _is_worker(role: str) -> bool:
+    return role.startswith("worker")
+
+
+SELF, MANAGED_PG, TEMPORAL_CLOUD = "self-hosted", "managed Postgres", "Temporal Cloud"
+
+
+@dataclass(frozen=True)
+class CostLine:
+    component: str
+    kind: str  # "per-run" (scales with runs) or "per-time" (paid per month whatever the load)
+    per_million_runs: float | None  # None for per-time lines and for unknown prices
+    per_month: float | None  # at the target load; None when a price is unknown
+    assumption: str
+    deployments: tuple[str, ...]  # which totals this line belongs to
+    price_keys: tuple[str, ...] = ()
+
+
+@dataclass
+class Estimate:
+    target_runs_per_s: float
+    runs_per_month: float
+    lines: list[CostLine]
+    notes: list[str]
+
+    def deployments(self) -> list[str]:
+        out: list[str] = []
+        for line in self.lines:
+            out += [d for d in line.deployments if d not in out]
+        return out
+
+    def total(self, deployment: str, kind: str | None = None) -> float | None:
+        """$ per month of a deployment's lines (of one kind, or all); None if a price is
+        unknown."""
+        return self._sum(deployment, kind, "per_month")
+
+    def per_million_runs(self, deployment: str) -> float | None:
+        """$ per million runs of the deployment's per-run lines (per-time lines excluded)."""
+        return self._sum(deployment, "per-run", "per_million_runs")
+
+    def _sum(self, deployment: str, kind: str | None, attr: str) -> float | None:
+        lines = [x for x in self.lines if deployment in x.deployments]
+        vals = [getattr(x, attr) for x in lines if kind is None or x.kind == kind]
+        return None if any(v is None for v in vals) else float(sum(vals))
+
+
+def _x(price: float | None, factor: float) -> float | None:
+    """price x quantity, unknown stays unknown."""
+    return None if price is None else price * factor
+
+
+def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Estimate:
+    """Cost lines for one measurement at ``target_runs_per_s``; see the module docstring."""
+    if not math.isfinite(target_runs_per_s) or target_runs_per_s <= 0:
+        raise ConfigError(f"--target-runs-per-s must be > 0, got {target_runs_per_s}")
+    hours = prices.hours_per_month
+    runs_month = target_runs_per_s * hours * 3600
+    est = Estimate(target_runs_per_s, runs_month, [], [])
+    if not usage.has_processes:
+        est.notes.append(
+            "no backend process was measured (the engine ran inside the harness): nothing to price"
+        )
+        return est
+    if usage.runs_finished <= 0:
+        est.notes.append("no run finished: per-run costs cannot be derived from this measurement")
+        return est
+    p = prices.value
+    n = usage.runs_finished
+
+    def per_run(name: str, each: float | None, why: str, deps: tuple[str, ...], *keys):
+        m, month = _x(each, 1e6), _x(each, runs_month)
+        est.lines.append(CostLine(name, "per-run", m, month, why, deps, keys))
+
+    def per_time(name: str, month: float | None, why: str, deps: tuple[str, ...], *keys):
+        est.lines.append(CostLine(name, "per-time", None, month, why, deps, keys))
+
+    worker_roles = sorted(r for r in usage.cpu_s if _is_worker(r))
+    store_roles = sorted(r for r in usage.cpu_s if not _is_worker(r))
+    alt = [MANAGED_PG] if usage.uses_postgres else []
+    alt += [TEMPORAL_CLOUD] if usage.uses_temporal else []
+    for label, roles, deps in (
+        ("workers", worker_roles, (SELF, *alt)),
+        ("store / server processes", store_roles, (SELF,)),
+    ):
+        if not roles:
+            continue
+        cpu = sum(usage.cpu_s[r] for r in roles)
+        per_run(
+            f"CPU: {label}",
+            _x(p("vcpu_hour"), cpu / n / 3600),
+            f"CPU scales linearly with runs: {cpu:.2f} CPU-s during the drive over {n} finished "
+            f"runs = {cpu / n * 1000:.1f} ms/run ({', '.join(roles)}); at "
+            f"{target_runs_per_s:g} runs/s that keeps {cpu / n * target_runs_per_s:.3f} vCPU "
+            "busy, billed per vCPU-hour with no idle headroom",
+            deps,
+            "vcpu_hour",
+        )
+        rss = sum(usage.peak_rss[r] for r in roles)
+        per_time(
+            f"memory: {label}",
+            _x(p("memory_gb_hour"), rss / GB * hours),
+            f"memory = peak RSS held all month: {rss / 2**20:.0f} MiB ({', '.join(roles)}), "
+            "as measured at the benchmark's load (not scaled to the target load)",
+            deps,
+            "memory_gb_hour",
+        )
+    accepted = max(usage.runs_accepted, 1)
+    if usage.state_bytes:
+        b = usage.state_bytes / accepted
+        per_run(
+            "block storage: database",
+            _x(p("block_storage_gb_month"), b / GB),
+            f"each run's state kept one month on block storage, billed on bytes used: "
+            f"{b / 1024:.1f} KiB/run (database size at the end / {accepted} accepted runs; "
+            "fixed overhead counted as if per run, provisioned headroom not included)",
+            (SELF,),
+            "block_storage_gb_month",
+        )
+        if usage.uses_postgres:
+            per_run(
+                "managed Postgres storage",
+                _x(p("managed_postgres_storage_gb_month"), b / GB),
+                f"the same {b / 1024:.1f} KiB/run on RDS gp3 storage, kept one month",
+                (MANAGED_PG,),
+                "managed_postgres_storage_gb_month",
+            )
+    if usage.object_bytes:
+        b = usage.object_bytes / accepted
+        per_run(
+            "object storage: replica bytes",
+            _x(p("object_storage_gb_month"), b / GB),
+            f"replica bytes grow with runs and are kept one month: {b / 1024:.1f} KiB/run "
+            "(bytes in the bucket at the end / accepted runs; compaction and retention would "
+            "cap this in practice)",
+            (SELF,),
+            "object_storage_gb_month",
+        )
+    if usage.tier1_requests is not None and usage.drive_s > 0:
+        for kind, count, key in (
+            ("PUT/LIST", usage.tier1_requests, "object_put_per_1000"),
+            ("GET/HEAD", usage.tier2_requests or 0.0, "object_get_per_1000"),
+        ):
+            rate = count / usage.drive_s
+            per_time(
+                f"object-store {kind} requests",
+                _x(p(key), rate * hours * 3600 / 1000),
+                f"object-store requests scale with time, not runs: {rate * 60:.1f} {kind}/min "
+                f"measured ({count:.0f} over the {usage.drive_s:.0f} s drive; "
+                f"{usage.request_source}) at this sync-interval and this workload's duty cycle, "
+                "paid all month; the initial snapshot upload is included, so short runs "
+                "overstate the rate",
+                (SELF,),
+                key,
+            )
+    actions = 1.0 + (usage.exec_attempts_per_run or 0.0)
+    if usage.uses_temporal:
+        per_run(
+            "Temporal Cloud Actions",
+            _x(p("temporal_cloud_per_million_actions"), actions / 1e6),
+            f"Temporal actions per run estimated as 1 workflow start + "
+            f"{usage.exec_attempts_per_run or 0:.2f} activity starts incl. retries "
+            f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
+            "signals, queries and heartbeats not counted",
+            (TEMPORAL_CLOUD,),
+            "temporal_cloud_per_million_actions",
+        )
+        act, fee = _x(p("temporal_cloud_per_million_actions"), actions / 1e6), None
+        if act is not None and p("temporal_cloud_plan_fee_fraction") is not None:
+            fee = act * p("temporal_cloud_plan_fee_fraction")
+        per_run(
+            "Temporal Cloud plan fee",
+            fee,
+            "Developer plan: a share of Actions spend (storage not estimated)",
+            (TEMPORAL_CLOUD,),
+            "temporal_cloud_plan_fee_fraction",
+        )
+    else:
+        per_run(
+            "Temporal Cloud Actions",
+            0.0,
+            f"not a Temporal deployment: 0 (the same runs on Temporal would need about "
+            f"{actions:.1f} Actions each: 1 workflow start + activity attempts)",
+            (SELF,),
+        )
+    if usage.uses_postgres:
+        per_time(
+            "managed Postgres instance",
+            _x(p("managed_postgres_hour"), hours),
+            "managed Postgres instance price used only for the postgres backend as an "
+            "alternative line: one small instance all month instead of the measured server "
+            "process (its CPU and memory lines drop out of this total)",
+            (MANAGED_PG,),
+            "managed_postgres_hour",
+        )
+    for line in est.lines:
+        unknown = [k for k in line.price_keys if p(k) is None]
+        if unknown:
+            est.notes.append(f"{line.component}: price unknown ({', '.join(unknown)})")
+    return est

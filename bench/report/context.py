@@ -1,0 +1,86 @@
+"""What every report section needs: the runs, how they are grouped for comparison, a color per
+group, and how to cite a file relative to the report (so links keep working when the results
+folder and the report move together).
+
+Grouping: runs of the same backend are repeats of one configuration unless a backend option or
+an execution setting differs between them; then that difference becomes part of the label
+("sqlite sync_interval_s=3"), so a median never mixes two configurations."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.report.charts import colors
+from bench.report.load import Group, Run
+
+SETTING_KEYS = ("time_scale", "workers", "concurrency", "group_commit")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def group_labels(runs: list[Run]) -> dict[str, str]:
+    """run_id -> "backend" or "backend k=v ..." (only the options that differ)."""
+    out: dict[str, str] = {}
+    by_backend: dict[str, list[Run]] = {}
+    for r in runs:
+        by_backend.setdefault(r.backend, []).append(r)
+    for backend, rs in by_backend.items():
+        opts = [
+            {
+                **(r.manifest.get("backend_options") or {}),
+                **{k: (r.manifest.get("settings") or {}).get(k) for k in SETTING_KEYS},
+            }
+            for r in rs
+        ]
+        keys = sorted({k for o in opts for k in o})
+        varying = [k for k in keys if len({repr(o.get(k)) for o in opts}) > 1]
+        for r, o in zip(rs, opts, strict=True):
+            extra = " ".join(f"{k}={_fmt(o.get(k))}" for k in varying)
+            out[r.run_id] = f"{backend} {extra}".strip()
+    return out
+
+
+@dataclass
+class Context:
+    out_dir: Path
+    runs: list[Run]
+    groups: list[Group]
+    labels: dict[str, str] = field(default_factory=dict)
+    color: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = self.labels or group_labels(self.runs)
+        # fault-free groups first: they share the comparison charts, so they get the clearest
+        # colors
+        order = [self.labels[r.run_id] for r in self.runs if r.steady]
+        order += list(self.labels.values())
+        self.color = self.color or colors(list(dict.fromkeys(order)))
+
+    def label(self, run: Run) -> str:
+        return self.labels[run.run_id]
+
+    def rel(self, path: Path) -> str:
+        return os.path.relpath(Path(path).resolve(), self.out_dir.resolve())
+
+    def src(self, runs: list[Run], *names: str) -> list[str]:
+        return [self.rel(r.file(n)) for r in runs for n in names if r.file(n).exists()]
+
+    def steady(self) -> dict[str, list[Run]]:
+        """Backend group -> complete, valid, fault-free runs (the aggregate tables' input)."""
+        out: dict[str, list[Run]] = {}
+        for r in self.runs:
+            if r.steady:
+                out.setdefault(self.label(r), []).append(r)
+        return out
+
+    def excluded_steady(self) -> list[Run]:
+        """Fault-free runs left out of the aggregates (partial or failed)."""
+        return [r for r in self.runs if r.fault is None and not r.steady]
+
+    def trials(self) -> list[Run]:
+        return [r for r in self.runs if r.usable_trial]

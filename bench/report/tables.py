@@ -1,0 +1,273 @@
+"""Report sections about the runs themselves: which runs went in (and what is wrong with any of
+them), the topology each backend was measured on, what it takes to operate, and the
+throughput / latency / resource tables with their spread over repeats.
+
+Aggregates use only complete, valid, fault-free runs; every other run is named in a banner with
+the reason it was left out, so a reader never mistakes a partial measurement for a result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import parts
+from bench.report.context import Context
+from bench.report.doc import Banner, Block, Heading, Para, Spread, Table, fmt, fmt_spread
+from bench.report.load import Run
+
+
+def role_of(r: Run) -> str:
+    if r.group is not None:
+        return f"{r.group.kind}: {r.group_key}"
+    if r.fault:
+        return f"fault: {r.fault_name}"
+    return "steady (no fault)"
+
+
+def _usage(r: Run) -> str:
+    if r.steady:
+        return "throughput, latency, resources, cost"
+    if r.usable_trial:
+        return "fault tables and charts"
+    return "nothing (excluded)"
+
+
+def banners(ctx: Context) -> list[Block]:
+    """One banner per run with a problem, saying what it means for the report."""
+    out: list[Block] = []
+    for r in ctx.runs:
+        if not r.problems:
+            continue
+        what = "; ".join(r.problems)
+        if r.partial:
+            out.append(Banner(f"{r.run_id}: {what}. Excluded from every table and chart.", "error"))
+        elif r.fault is not None:
+            out.append(
+                Banner(
+                    f"{r.run_id} (fault trial, {r.fault_name}): {what}. For a fault trial a "
+                    "false verdict is the measured loss: it is reported in the fault tables, "
+                    "never in throughput or latency.",
+                    "warn",
+                )
+            )
+        elif r.verdict is not True:
+            out.append(Banner(f"{r.run_id}: {what}. Excluded from the aggregate tables.", "error"))
+        else:
+            out.append(
+                Banner(f"{r.run_id}: {what}. Included in the aggregates, marked with ⚠.", "warn")
+            )
+    return out
+
+
+def inventory(ctx: Context) -> Table:
+    rows, sources = [], []
+    for r in ctx.runs:
+        rows.append(
+            [
+                r.run_id,
+                ctx.label(r),
+                role_of(r),
+                str(r.verdict),
+                "PARTIAL" if r.partial else "no",
+                str(len(r.warnings)),
+                _usage(r),
+            ]
+        )
+        sources.append(ctx.src([r], "manifest.json", "summary.json"))
+    return Table(
+        ["run", "backend group", "kind", "verdict", "partial", "warnings", "used in"],
+        rows,
+        sources,
+    )
+
+
+def topology(ctx: Context) -> list[Block]:
+    """The deployment each backend was measured on, straight from manifest.json."""
+    rows: list[list[str]] = []
+    sources: list[list[str]] = []
+    by_backend: dict[str, list[Run]] = {}
+    for r in ctx.runs:
+        by_backend.setdefault(r.backend, []).append(r)
+    for backend, rs in by_backend.items():
+        seen: dict[tuple[str, str], list[Run]] = {}
+        for r in rs:
+            items = dict(r.manifest.get("topology") or {})
+            items["versions"] = parts.versions(r)
+            for k, v in items.items():
+                seen.setdefault((k, str(v)), []).append(r)
+        aspects = list(dict.fromkeys(k for k, _ in seen))
+        for (k, v), where in sorted(seen.items(), key=lambda kv: aspects.index(kv[0][0])):
+            n = len(where)
+            note = "" if n == len(rs) else f" ({n} of {len(rs)} runs)"
+            rows.append([backend, k, v + note])
+            sources.append([ctx.rel(where[0].file("manifest.json"))])
+    m = ctx.runs[0].manifest.get("machine") or {}
+    mem = m.get("memory_bytes")
+    machine = (
+        f"Machine (from {ctx.rel(ctx.runs[0].file('manifest.json'))}): {m.get('cpu_model', '?')}, "
+        f"{m.get('cpu_count', '?')} cores, {fmt(mem, '.1f', 2**-30)} GiB RAM, {m.get('os', '?')}, "
+        f"Python {m.get('python', '?')}. All processes of a measurement share this machine."
+    )
+    return [
+        Table(
+            ["backend", "aspect", "as measured"],
+            rows,
+            sources,
+            notes=[
+                "Where runs of one backend differ (e.g. swept settings), each variant is listed "
+                "with how many runs used it; the cited manifest is the first run with that value."
+            ],
+        ),
+        Para(machine),
+    ]
+
+
+def moving_parts(ctx: Context) -> Table:
+    first: dict[str, Run] = {}
+    for r in ctx.runs:
+        if not r.partial and r.summary:
+            first.setdefault(r.backend, r)
+    return parts.table(first, ctx.rel)
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def _mark(label: str, rs: list[Run]) -> str:
+    return label + (" ⚠" if any(r.warnings for r in rs) else "")
+
+
+def throughput(ctx: Context) -> Table:
+    rows, sources = [], []
+    for label, rs in ctx.steady().items():
+        s = [r.summary for r in rs]
+
+        def sp(*path: str, src: list = s) -> Spread | None:
+            return Spread.of([_get(x, *path) for x in src])
+
+        rows.append(
+            [
+                _mark(label, rs),
+                str(len(rs)),
+                fmt_spread(sp("throughput", "runs_per_s")),
+                fmt_spread(sp("throughput", "steps_per_s")),
+                fmt_spread(sp("offered_rate_per_s")),
+                fmt_spread(sp("runs", "completed"), ".0f")
+                + " / "
+                + fmt_spread(sp("runs", "accepted"), ".0f"),
+                fmt_spread(sp("runs", "unfinished"), ".0f"),
+                fmt_spread(sp("window", "duration_s"), ".1f"),
+                fmt_spread(sp("dispatch_lag", "p99_s"), ".3g", 1e3),
+            ]
+        )
+        sources.append(ctx.src(rs, "summary.json"))
+    return Table(
+        [
+            "backend group",
+            "repeats",
+            "runs/s",
+            "steps/s",
+            "offered runs/s",
+            "completed / accepted",
+            "unfinished",
+            "window s",
+            "dispatch lag p99 ms",
+        ],
+        rows,
+        sources,
+        notes=[
+            "median [min..max] over repeats; measured window = end of warm-up to the last "
+            "completion. Runs/s well below the offered rate means the backend was saturated."
+        ],
+    )
+
+
+LATENCY = (
+    ("run", "run (scheduled -> completed)"),
+    ("engine_overhead", "engine overhead"),
+    ("step_commit", "step commit"),
+    ("submit_ack", "submit ack"),
+)
+
+
+def latency(ctx: Context) -> Table:
+    rows, sources = [], []
+    for label, rs in ctx.steady().items():
+        for key, name in LATENCY:
+            hs = [_get(r.summary, "latency", key) or {} for r in rs]
+            rows.append(
+                [
+                    _mark(label, rs),
+                    name,
+                    fmt_spread(Spread.of([h.get("count") for h in hs]), ".0f"),
+                ]
+                + [
+                    fmt_spread(Spread.of([h.get(p) for h in hs]), ".3g", 1e3)
+                    for p in ("p50_s", "p90_s", "p99_s", "p99.9_s", "max_s")
+                ]
+            )
+            sources.append(ctx.src(rs, "summary.json"))
+    return Table(
+        ["backend group", "latency", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"],
+        rows,
+        sources,
+        notes=[
+            "median [min..max] over repeats of each run's own percentile (HDR histograms, "
+            "warm-up runs excluded)."
+        ],
+    )
+
+
+def resources(ctx: Context) -> Table:
+    rows, sources = [], []
+    for label, rs in ctx.steady().items():
+        roles = list(dict.fromkeys(k for r in rs for k in (r.summary.get("resources") or {})))
+        for role in roles:
+            us = [_get(r.summary, "resources", role) or {} for r in rs]
+            rows.append(
+                [
+                    _mark(label, rs),
+                    role + (" (load generator, not priced)" if role == "harness" else ""),
+                    fmt_spread(Spread.of([u.get("cpu_s_during_drive") for u in us]), ".3g"),
+                    fmt_spread(Spread.of([u.get("cpu_util_during_drive") for u in us]), ".0f", 100),
+                    fmt_spread(Spread.of([u.get("peak_rss_bytes") for u in us]), ".1f", 2**-20),
+                    fmt_spread(Spread.of([u.get("restarts") for u in us]), ".0f"),
+                ]
+            )
+            sources.append(ctx.src(rs, "summary.json"))
+    return Table(
+        [
+            "backend group",
+            "process",
+            "CPU s in drive",
+            "core % in drive",
+            "peak RSS MiB",
+            "restarts",
+        ],
+        rows,
+        sources,
+    )
+
+
+def section(ctx: Context) -> list[Block]:
+    excluded = ctx.excluded_steady()
+    out: list[Block] = [Heading("Throughput and latency (fault-free runs)")]
+    if excluded:
+        out.append(
+            Banner(
+                "Left out of these tables: "
+                + ", ".join(
+                    f"{r.run_id} ({'; '.join(r.problems) or 'not steady'})" for r in excluded
+                ),
+                "error",
+            )
+        )
+    if not ctx.steady():
+        out.append(
+            Para("No complete, valid, fault-free run among the inputs: nothing to aggregate.")
+        )
+        return out
+    out += [throughput(ctx), latency(ctx)]
+    return out

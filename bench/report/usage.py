@@ -1,0 +1,75 @@
+"""What one result directory measured, as the cost model's input (``bench.cost.Usage``).
+
+Kept apart from the model so ``bench.cost`` stays a pure function of numbers and prices, and the
+knowledge of result files (which summary.json keys, which CSV) stays with the report's loader."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench.cost import TIER1_OPS, TIER2_OPS, Usage
+
+
+def usage_of(
+    manifest: dict[str, Any],
+    summary: dict[str, Any],
+    runs: pd.DataFrame,
+    resources: pd.DataFrame,
+) -> Usage:
+    """Collect the model's inputs from manifest.json, summary.json, runs.csv, resources.csv.
+    The harness (load generator, checkers) is not part of any backend and is left out."""
+    res = {r: u for r, u in (summary.get("resources") or {}).items() if r != "harness"}
+    cpu = {r: float(u.get("cpu_s_during_drive") or 0.0) for r, u in res.items()}
+    rss = {r: int(u.get("peak_rss_bytes") or 0) for r, u in res.items()}
+    drive_s = math.nan
+    if len(resources) and "t" in resources:
+        drive_s = float(resources["t"].max() - resources["t"].min())
+    counts = summary.get("runs") or {}
+    finished = int((counts.get("completed") or 0) + (counts.get("failed") or 0))
+    bm = summary.get("backend_metrics") or {}
+    state = bm.get("schema_bytes") or bm.get("db_bytes")  # schema_bytes: the tables alone
+    obj = (bm.get("object_store_usage") or {}).get("bytes")
+    t1, t2, src = _requests(bm)
+    attempts = None
+    if len(runs) and "exec_attempts" in runs and "complete_t" in runs:
+        done = runs[runs["complete_t"].notna()]
+        if len(done):
+            attempts = float(done["exec_attempts"].mean())
+    versions = " ".join((manifest.get("versions") or {}).keys()).lower()
+    return Usage(
+        runs_finished=finished,
+        runs_accepted=int(counts.get("accepted") or finished),
+        drive_s=drive_s,
+        cpu_s=cpu,
+        peak_rss=rss,
+        state_bytes=float(state) if state else None,
+        object_bytes=float(obj) if obj else None,
+        tier1_requests=t1,
+        tier2_requests=t2,
+        request_source=src,
+        exec_attempts_per_run=attempts,
+        uses_temporal="temporal" in versions,
+        uses_postgres="postgresql" in versions,
+    )
+
+
+def _requests(bm: dict[str, Any]) -> tuple[float | None, float | None, str]:
+    """Object-store requests by price class. Litestream's own counter is preferred: it is what
+    production would send to S3, while the local object store also counts the harness's
+    readiness probes and usage listings. (For fault trials, where Litestream restarts and its
+    counter with it, ``bench.report.faults`` uses the object store's PUT count instead.)"""
+    client = (bm.get("litestream") or {}).get("replica_operation_total") or {}
+    server = (bm.get("object_store_requests") or {}).get("requests") or {}
+    ops = client or server
+    if not ops:
+        return None, None, "no object store"
+    t1 = sum(float(v) for k, v in ops.items() if k.upper() in TIER1_OPS)
+    t2 = sum(float(v) for k, v in ops.items() if k.upper() in TIER2_OPS)
+    src = "Litestream's replica_operation_total" if client else "the object store's counters"
+    if client and server:
+        seen = ", ".join(f"{k} {int(v)}" for k, v in sorted(server.items()))
+        src += f"; the object store saw {seen}, incl. the harness's probes"
+    return t1, t2, src

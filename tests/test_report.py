@@ -1,0 +1,216 @@
+"""`bench report` and the analysis notebook, on real results made here: a smoke run on sqlite and
+on memory, a one-trial lose-node crash and a tiny sync-interval sweep. The notebook is executed
+end to end so it cannot rot; the report must be self-contained, cite its sources, refuse mixed
+workloads, flag partial runs and price with the given price file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from backends.errors import DurabenchError
+from bench import cost
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    smoke = ["--workload", "smoke", "--results-dir", str(root), "--no-progress"]
+    fault = ["--fault", "lose-node", "--trials", "1", "--restart-delay", "0.5", "--at", "1.5"]
+    for args in (
+        ["run", "--backend", "sqlite"],
+        ["run", "--backend", "memory"],
+        ["crash", "--backend", "sqlite", *fault],
+        ["sweep", "--backend", "sqlite", *fault, "--set", "sync-interval=0.5,2"],
+    ):
+        out = bench(*args, *smoke)
+        assert out.returncode == 0, f"{args}: {out.stderr[-2000:]}"
+    return root
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def steady_dir(results: Path, backend: str) -> Path:
+    """The fault-free `bench run` directory of a backend (crash and sweep trials have a fault)."""
+    for p in sorted(results.iterdir()):
+        if p.is_dir() and f"-{backend}-" in p.name and "fault" not in _manifest(p):
+            return p
+    raise AssertionError(f"no fault-free {backend} run in {results}")
+
+
+def inputs(results: Path) -> list[str]:
+    return [str(p) for p in sorted(results.iterdir()) if p.is_dir() or p.suffix == ".json"]
+
+
+def report(argv: list[str], capsys) -> tuple[int, str]:
+    """`bench report ...` through bench.cli when it is wired in, else through the same
+    parse -> dispatch -> DurabenchError-to-exit-2 path the CLI uses."""
+    from bench import cli
+    from bench.report import commands
+
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if "report" in sub.choices:
+        rc = cli.main(["report", *argv])
+    else:
+        ap = argparse.ArgumentParser(prog="bench")
+        commands.add_parsers(ap.add_subparsers(dest="cmd", required=True))
+        try:
+            rc = commands.dispatch(ap.parse_args(["report", *argv]), cli.Console())
+        except DurabenchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            rc = 2
+    return rc, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def full_report(results, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    from bench.report.build import build
+
+    build([Path(p) for p in inputs(results)], out)
+    return out
+
+
+def test_report_files_exist_and_html_embeds_every_image(full_report: Path) -> None:
+    pngs = sorted(p.name for p in full_report.glob("*.png"))
+    for name in ("latency-cdf-run.png", "recovery-times.png", "sweep-sync-interval.png"):
+        assert name in pngs
+    assert any(n.startswith("throughput-") for n in pngs)
+    assert any(n.startswith("fault-") for n in pngs), "the fault trial gets a shaded chart"
+    html = (full_report / "report.html").read_text()
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert len(srcs) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<link" not in html and "<script" not in html and "url(" not in html
+    md = (full_report / "report.md").read_text()
+    assert all(f"]({p})" in md for p in pngs), "every chart is in the Markdown too"
+    assert md.count("*How to read:*") == len(pngs)
+
+
+def test_every_table_cites_existing_source_files(full_report: Path) -> None:
+    md = (full_report / "report.md").read_text()
+    blocks = re.split(r"\n(?=\| .* \|\n\|---)", md)[1:]  # each starts with a table
+    assert len(blocks) >= 8
+    for block in blocks:
+        table_end = block.find("\n\n")
+        after = block[table_end : table_end + 4000]
+        assert "Sources" in after.split("\n#")[0], f"table without sources: {block[:200]}"
+    cited = set(re.findall(r"`([^`]+\.(?:json|csv|toml))`", md))
+    assert any(c.endswith("summary.json") for c in cited)
+    assert any(c.endswith("-sweep.json") for c in cited)
+    for c in cited:
+        assert (full_report / c).exists(), f"cited file does not exist: {c}"
+
+
+def test_mixing_workloads_is_refused(results: Path, tmp_path: Path, capsys) -> None:
+    run = steady_dir(results, "sqlite")
+    other = tmp_path / f"{run.name}-faster"
+    shutil.copytree(run, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["schedule"]["rate_scale"], m["schedule"]["hash"] = 2.0, "f" * 64
+    (other / "manifest.json").write_text(json.dumps(m))
+    rc, err = report([str(run), str(other), "--out", str(tmp_path / "r")], capsys)
+    assert rc == 2
+    assert "ffffffffffff" in err and m["schedule"]["hash"][:12] in err
+    assert json.loads((run / "manifest.json").read_text())["schedule"]["hash"][:12] in err
+    assert "rate-scale" in err and not (tmp_path / "r" / "report.md").exists()
+
+
+def test_partial_run_is_flagged_and_left_out(results: Path, tmp_path: Path, capsys) -> None:
+    mem, sql = steady_dir(results, "memory"), steady_dir(results, "sqlite")
+    part = tmp_path / f"{mem.name}-partial"
+    shutil.copytree(mem, part)
+    m = json.loads((part / "manifest.json").read_text())
+    m.update(partial=True, partial_reason="interrupted (Ctrl-C)", run_id=part.name)
+    (part / "manifest.json").write_text(json.dumps(m))
+    rc, _ = report([str(sql), str(part), "--out", str(tmp_path / "r")], capsys)
+    assert rc == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert f"{part.name}: PARTIAL result: interrupted (Ctrl-C)" in md
+    assert "Excluded from every table and chart" in md
+    tput = md.split("| backend group | repeats |")[1].split("\n\n")[0]
+    assert "memory" not in tput, "a partial run never feeds the aggregates"
+    assert not list((tmp_path / "r").glob("*memory*.png"))
+
+
+def _cost_summary(md: str) -> str:
+    return md.split("**Cost summary**")[1].split("\n\n")[1]
+
+
+def test_costs_follow_the_price_file(results: Path, tmp_path: Path, capsys) -> None:
+    sql = steady_dir(results, "sqlite")
+    data = tomllib.loads(cost.DEFAULT_PRICES.read_text())
+    text = cost.DEFAULT_PRICES.read_text().replace(
+        f"value = {data['prices']['vcpu_hour']['value']}", "value = 4.048"
+    )
+    dearer = tmp_path / "dear.toml"
+    dearer.write_text(text)
+    rc1, _ = report([str(sql), "--out", str(tmp_path / "a")], capsys)
+    rc2, _ = report([str(sql), "--out", str(tmp_path / "b"), "--prices", str(dearer)], capsys)
+    assert rc1 == rc2 == 0
+    a, b = ((tmp_path / d / "report.md").read_text() for d in "ab")
+    assert _cost_summary(a) != _cost_summary(b)
+    assert "4.048" in b and "dear.toml" in b, "the report shows which prices it used"
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(text.replace("value = 4.048", 'value = "cheap"'))
+    rc, err = report([str(sql), "--out", str(tmp_path / "c"), "--prices", str(broken)], capsys)
+    assert rc == 2 and "vcpu_hour" in err and "must be a number" in err
+    rc, err = report([str(sql), "--out", str(tmp_path / "c"), "--prices", str(tmp_path)], capsys)
+    assert rc == 2 and "prices file" in err
+
+
+def test_per_run_and_per_time_costs_scale_differently(results: Path) -> None:
+    from bench.report.load import load_run
+    from bench.report.usage import usage_of
+
+    r = load_run(steady_dir(results, "sqlite"))
+    usage = usage_of(r.manifest, r.summary, r.csv("runs.csv"), r.csv("resources.csv"))
+    prices = cost.load_prices()
+    low, high = cost.estimate(usage, prices, 10), cost.estimate(usage, prices, 20)
+    assert low.lines and all(line.assumption for line in low.lines)
+    for a, b in zip(low.lines, high.lines, strict=True):
+        if a.kind == "per-run":
+            assert b.per_month == pytest.approx(2 * a.per_month)
+            assert b.per_million_runs == pytest.approx(a.per_million_runs)
+        else:
+            assert a.per_million_runs is None and b.per_month == pytest.approx(a.per_month)
+    assert any("scale with time, not runs" in x.assumption for x in low.lines)
+
+
+def test_notebook_runs_end_to_end(results: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DURABENCH_RESULTS", str(results))
+    nb = nbformat.read(ROOT / "notebooks" / "analysis.ipynb", as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4, "latency CDF, throughput (steady + fault), RPO sweep"
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    assert any("image/png" in o.get("data", {}) for o in last.outputs), "the sweep is charted"
