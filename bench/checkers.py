@@ -83,82 +83,82 @@ def compose(results: dict[str, dict[str, Any]]) -> bool | str:
 def check_write_loss(
     events: list[dict[str, Any]], state: StateView, fault_t: float
 ) -> dict[str, Any]:
+    """Every ack of the trial, checked against the final state and the history after it.
+
+    An ack made *after* the fault began can be lost too (a submit blocked on the dying store
+    that committed into a deleted file): it is reported apart, and the RPO (the age at the fault
+    of the oldest lost ack) is computed from the acks made before the fault."""
     stored_runs = {r.run_id: r for r in state.runs()}
     stored_steps = state.all_step_ids()
     acked_run: dict[str, float] = {}
     acked_step: dict[tuple[str, int], float] = {}
     acked_done: dict[str, tuple[float, str]] = {}
-    redone_steps: set[tuple[str, int]] = set()
-    reclaimed: set[str] = set()
+    execs: dict[tuple[str, int], list[float]] = {}  # exec invokes after the fault
+    claims: dict[str, list[float]] = {}  # claims after the fault
     for e in events:
         t, op, typ = e["t"], e["op"], e["type"]
-        if op == "submit" and typ == "ok" and t < fault_t:
-            acked_run[e["run"]] = t
-        elif op == "commit" and typ == "ok" and t < fault_t:
+        if op == "submit" and typ == "ok":
+            acked_run.setdefault(e["run"], t)
+        elif op == "commit" and typ == "ok":
             acked_step.setdefault((e["run"], e["step"]), t)
-        elif op == "complete" and typ == "ok" and t < fault_t:
+        elif op == "complete" and typ == "ok":
             acked_done.setdefault(e["run"], (t, e.get("value")))
         elif op == "exec" and typ == "invoke" and t > fault_t:
-            redone_steps.add((e["run"], e["step"]))
+            execs.setdefault((e["run"], e["step"]), []).append(t)
         elif op == "claim" and t > fault_t:
-            reclaimed.add(e["run"])
+            claims.setdefault(e["run"], []).append(t)
+
+    def again(times: list[float] | None, ack_t: float) -> bool:
+        """Redone after both the ack and the fault: the journal had lost it."""
+        return any(x > max(ack_t, fault_t) for x in times or ())
+
     lost: list[dict[str, Any]] = []
+
+    def add(kind: str, key: str, t: float, how: str) -> None:
+        lost.append(
+            {
+                "kind": kind,
+                "id": key,
+                "ack_t": t,
+                "how": how,
+                "age_at_fault_s": fault_t - t,
+                "after_fault": t >= fault_t,
+            }
+        )
+
     for rid, t in acked_run.items():
         if rid not in stored_runs:
-            lost.append({"kind": "run-accepted", "id": rid, "ack_t": t, "how": "missing"})
+            add("run-accepted", rid, t, "missing")
     for (rid, sid), t in acked_step.items():
         if (rid, sid) not in stored_steps:
-            lost.append(
-                {"kind": "step-committed", "id": f"{rid}/{sid}", "ack_t": t, "how": "missing"}
-            )
-        elif (rid, sid) in redone_steps:
-            lost.append(
-                {
-                    "kind": "step-committed",
-                    "id": f"{rid}/{sid}",
-                    "ack_t": t,
-                    "how": "executed again after the fault",
-                }
-            )
+            add("step-committed", f"{rid}/{sid}", t, "missing")
+        elif again(execs.get((rid, sid)), t):
+            add("step-committed", f"{rid}/{sid}", t, "executed again after the fault")
     for rid, (t, status) in acked_done.items():
         now = stored_runs.get(rid)
         if now is None or now.status != status:
-            lost.append(
-                {
-                    "kind": "run-completed",
-                    "id": rid,
-                    "ack_t": t,
-                    "how": f"status now {now.status if now else 'missing'}",
-                }
-            )
-        elif rid in reclaimed:
-            lost.append(
-                {
-                    "kind": "run-completed",
-                    "id": rid,
-                    "ack_t": t,
-                    "how": "claimed again after the fault",
-                }
-            )
-    for item in lost:
-        item["age_at_fault_s"] = fault_t - item["ack_t"]
-    ages = [x["age_at_fault_s"] for x in lost]
+            add("run-completed", rid, t, f"status now {now.status if now else 'missing'}")
+        elif again(claims.get(rid), t):
+            add("run-completed", rid, t, "claimed again after the fault")
+    lost.sort(key=lambda x: x["ack_t"])
+    before = [x for x in lost if not x["after_fault"]]
+    ages = [x["age_at_fault_s"] for x in before]
     by_kind: dict[str, int] = {}
     for x in lost:
         by_kind[x["kind"]] = by_kind.get(x["kind"], 0) + 1
-    lost.sort(key=lambda x: x["ack_t"])
     return {
         "valid": not lost,
-        "acks_before_fault": {
+        "acks": {
             "run-accepted": len(acked_run),
             "step-committed": len(acked_step),
             "run-completed": len(acked_done),
         },
         "lost_count": len(lost),
+        "lost_after_fault_began": len(lost) - len(before),
         "lost_by_kind": by_kind,
         "rpo_s": max(ages) if ages else 0.0,  # the oldest lost ack's age at the fault
         "lost_window_s": [min(ages), max(ages)] if ages else None,
-        "lost": lost[:200],
+        "lost": lost,  # every lost ack, with its id, kind, ack time and age at the fault
     }
 
 

@@ -32,6 +32,7 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
         "fault_at_s": fault.get("at_s"),
         "lost_acks": loss.get("lost_count"),
         "lost_by_kind": loss.get("lost_by_kind"),
+        "lost_after_fault_began": loss.get("lost_after_fault_began"),
         "rpo_s": loss.get("rpo_s"),
         "store_accepting_s": rec.get("store_accepting_s"),
         "first_resumed_step_s": rec.get("first_resumed_step_s"),

@@ -74,6 +74,7 @@ class Driver:
         self.inline_engine = inline_engine
         self.nemesis = nemesis
         self.lost_ids: set[str] = set()  # accepted runs the store no longer has (after a fault)
+        self.store_unfinished = False  # after a fault: accepted runs still queued/running
         self.schedule = schedule
         self.client = client
         self.h = history
@@ -129,8 +130,10 @@ class Driver:
             if fault is not None:  # recovery must be over before "done" means anything
                 await _wait_any(fault, self.stop)
             deadline = time.monotonic() + self.drain_timeout_s
-            next_probe = time.monotonic() + 2.0
-            while not self.stop.is_set() and self._outstanding() > 0:
+            next_probe = time.monotonic()
+            if fault is not None:
+                await self._probe_store()
+            while not self.stop.is_set() and (self._outstanding() > 0 or self.store_unfinished):
                 if time.monotonic() > deadline:
                     drain_timed_out = True
                     break
@@ -138,8 +141,8 @@ class Driver:
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
                 if fault is not None and time.monotonic() > next_probe:
-                    next_probe = time.monotonic() + 2.0
-                    await self._probe_lost_runs()
+                    next_probe = time.monotonic() + 1.0
+                    await self._probe_store()
         finally:
             set_main_thread_runner(None)
             for task in (ticker, engine, fault):
@@ -156,14 +159,23 @@ class Driver:
     def _outstanding(self) -> int:
         return len(self.p.acked_ids - self.p.finished_ids - self.lost_ids)
 
-    async def _probe_lost_runs(self) -> None:
-        """After a fault, accepted runs may be gone from the store for good: stop waiting for
-        them (the write-loss checker reports them)."""
+    async def _probe_store(self) -> None:
+        """After a fault the history alone cannot say when the work is over: accepted runs may
+        be gone from the store for good (stop waiting for them: the write-loss checker reports
+        them), and runs whose completion was acked may have been rolled back to queued/running
+        by the recovery (wait for them to run again)."""
         try:
-            stored = await asyncio.to_thread(lambda: {r.run_id for r in self.client.state().runs()})
+            stored = await asyncio.to_thread(
+                lambda: {r.run_id: r.status for r in self.client.state().runs()}
+            )
         except Exception:  # noqa: BLE001 - the store may still be recovering
+            self.store_unfinished = True
             return
-        self.lost_ids = self.p.acked_ids - stored
+        self.lost_ids = self.p.acked_ids - set(stored)
+        unfinished = [r for r in self.p.acked_ids if stored.get(r) in ("queued", "running")]
+        self.store_unfinished = bool(unfinished)
+        self.h.record(INFO, "probe", value={"lost": len(self.lost_ids),
+                                            "unfinished_in_store": len(unfinished)})
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1

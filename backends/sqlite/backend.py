@@ -322,6 +322,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "journal_mode": "WAL",
             "replica": self.replica,
             "sync_interval_s": self.sync_interval_s if self.replica != "none" else None,
+            "monitor_interval_s": self.litestream.monitor_interval_s if self.litestream else None,
             "s3_endpoint": self.target.endpoint if self.target else None,
             "s3_bucket": self.target.bucket if self.target else None,
             "object_store": "seaweedfs (started by the harness)"

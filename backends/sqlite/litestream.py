@@ -106,6 +106,7 @@ class Litestream:
         self.file_dir = Path(file_dir).absolute() if file_dir is not None else None
         self.s3_path = s3_path or self.db_path.stem
         self.sync_interval_s = sync_interval_s
+        self.monitor_interval_s = min(sync_interval_s, 1.0)
         self.metrics_port = free_port()
         self.config_path = self.workdir / "litestream.yml"
         self.socket_path = self.workdir / "litestream.sock"
@@ -140,6 +141,9 @@ class Litestream:
             f"  path: {_yaml_str(str(self.socket_path))}",
             "dbs:",
             f"  - path: {_yaml_str(str(self.db_path))}",
+            # Litestream notices WAL changes only every monitor-interval (default 1 s): a shorter
+            # sync-interval would be a no-op without a monitor interval at least as short
+            f"    monitor-interval: {_duration(self.monitor_interval_s)}",
             "    replica:",
         ]
         if self.replica == "s3":

@@ -132,7 +132,5 @@ CAPACITY = WorkloadSpec(
     retry=AGENT_RETRY,
 )
 
-BUILTIN: dict[str, WorkloadSpec] = {
-    w.name: w for w in (SMOKE, AGENT_BURST, STEADY, RAMP, CAPACITY)
-}
+BUILTIN: dict[str, WorkloadSpec] = {w.name: w for w in (SMOKE, AGENT_BURST, STEADY, RAMP, CAPACITY)}
 DEFAULT_WORKLOAD = "agent-burst"
