@@ -3,3 +3,4 @@
 import backends.memory  # noqa: F401
 import backends.postgres.backend  # noqa: F401
 import backends.sqlite.backend  # noqa: F401
+import backends.temporal.backend  # noqa: F401
