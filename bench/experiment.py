@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
+from backends.errors import ConfigError
 from bench import checkers, metrics, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
@@ -110,6 +111,9 @@ def run(req: Request) -> Outcome:
     error: BaseException | None = None
     try:
         deployment = info.factory(req.options, ctx)
+        refusal = getattr(deployment, "fault_refusal", None)
+        if req.fault is not None and refusal is not None and (why := refusal(req.fault.fault)):
+            raise ConfigError(f"{req.backend}: cannot inject {req.fault.fault}: {why}")
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()

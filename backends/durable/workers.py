@@ -65,6 +65,14 @@ class WorkerPool:
             env=self.env,
         )
 
+    def reconfigure(self, store_args: dict[str, Any]) -> None:
+        """New store arguments (a failover's new address) for every later (re)start."""
+        self.store_args = store_args
+        for name in list(self.procs):
+            env = self.procs[name].env
+            self._make(name)
+            self.procs[name].env = env
+
     def _ready_path(self, name: str) -> Path:
         return self.ctx.workdir / "workers" / f"{name}.ready"
 

@@ -34,6 +34,7 @@ from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.postgres import store
+from backends.postgres.faults import PostgresFaults
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
 from backends.postgres.standby import Standby
@@ -82,6 +83,11 @@ class PostgresClient(Client):
         self.views.append(store.PostgresStateView(self.dsn, self.schema))
         return self.views[-1]
 
+    def retarget(self, dsn: str) -> None:
+        """After a failover: submit to, and read from, the new primary."""
+        self.dsn = dsn
+        self.submitter.retarget(dsn)
+
     async def close(self) -> None:
         await self.submitter.close()
 
@@ -91,7 +97,7 @@ class PostgresClient(Client):
                 v.close()
 
 
-class PostgresDeployment(PooledWorkers, Deployment):
+class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
     backend = "postgres"
 
     def __init__(self, options: dict[str, Any], ctx: RunContext) -> None:

@@ -389,11 +389,22 @@ class PostgresSubmitter:
         self._pool: AsyncConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[None] | None = None
+        self._stale = False
+
+    def retarget(self, dsn: str) -> None:
+        """Connect to another server from the next submit on (after a failover); may be
+        called from another thread, so the old pool is closed by the next submit's loop."""
+        self.dsn = dsn
+        self._stale = True
 
     async def submit(self, run: RunSpec) -> None:
         """The **run accepted** ack: the INSERT is its own autocommit transaction, committed
         (with this session's synchronous_commit) when ``execute`` returns."""
         loop = asyncio.get_running_loop()
+        if self._stale and self._pool is not None and self._loop is loop:
+            old, self._pool = self._pool, None
+            loop.create_task(old.close())
+        self._stale = False
         if self._pool is None or self._loop is not loop:
             self._pool = _pool(self.dsn, self.schema, self.synchronous_commit, "submit")
             self._loop, self._ready = loop, loop.create_task(_open(self._pool, self.dsn))

@@ -265,8 +265,11 @@ class SqliteDeployment(PooledWorkers, Deployment):
             out = {"restored_from": None, "total_loss": True}
         else:
             restore_s = self.litestream.restore(self.db_path)
-            out = {"restored_from": f"litestream {self.replica} replica", "restore_s": restore_s,
-                   "total_loss": False}
+            out = {
+                "restored_from": f"litestream {self.replica} replica",
+                "restore_s": restore_s,
+                "total_loss": False,
+            }
         if self._client is not None:
             self._client.submitter.reopen()
             self._client.submitter.node_up = True

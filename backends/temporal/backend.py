@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from backends.base import (
@@ -218,6 +219,35 @@ class TemporalDeployment(PooledWorkers, Deployment):
 
     def resume_store(self) -> None:
         self._own_server().resume()
+
+    def fault_refusal(self, fault: str) -> str | None:
+        if self.server is None and fault in ("kill-store", "pause-store", "lose-node"):
+            return (
+                f"the store is the external cluster at {self.target.address}: the harness "
+                "owns none of its processes (leave out --temporal-address)"
+            )
+        return None
+
+    def lose_node(self) -> None:
+        """The dev server's node is gone: the process dies and its SQLite file (the only copy
+        of every history: the dev server has no replica) is deleted."""
+        server = self._own_server()
+        server.kill()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{server.db_path}{suffix}").unlink(missing_ok=True)
+
+    def rebuild_node(self) -> dict[str, Any]:
+        """A new dev server on the same address with an empty database: nothing survived, so
+        every accepted run is lost. Reported as a total loss, never hidden."""
+        t0 = time.monotonic()
+        self._own_server().start()
+        return {
+            "restored_from": None,
+            "total_loss": True,
+            "note": "the dev server keeps its state in one local SQLite file and has no "
+            "replica: a new empty server took over",
+            "rebuild_s": time.monotonic() - t0,
+        }
 
     # -- description -------------------------------------------------------------------------
 
