@@ -223,3 +223,33 @@ def test_bad_option_values(bad: list[str], tmp_path: Path) -> None:
         "run", "--backend", "sqlite", "--workload", "smoke", *bad, "--results-dir", str(tmp_path)
     )
     assert out.returncode == 2 and "error" in out.stderr
+
+
+def test_compare_runs_the_same_schedule_and_writes_a_report(tmp_path: Path) -> None:
+    """`bench compare`, short: two backends, the smoke workload, one report."""
+    out = bench(
+        "compare",
+        "--backends",
+        "memory,sqlite",
+        "--workload",
+        "smoke",
+        "--results-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "report"),
+        "--no-progress",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (group,) = tmp_path.glob("*-compare.json")
+    meta = json.loads(group.read_text())
+    runs = meta["rows"]["runs"]
+    assert {r["backend"] for r in runs} == {"memory", "sqlite"}
+    hashes = {
+        json.loads((Path(r["run_dir"]) / "manifest.json").read_text())["schedule"]["hash"]
+        for r in runs
+    }
+    assert hashes == {meta["schedule_hash"]}, "every backend ran the identical schedule"
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "memory" in report and "sqlite" in report
+    assert (tmp_path / "report" / "report.html").exists()
+    assert list((tmp_path / "report").glob("*.png"))
