@@ -63,7 +63,9 @@ def check_step_payloads(runs: list[RunSpec], state: StateView, seed: int) -> dic
 
 
 def compose(results: dict[str, dict[str, Any]]) -> bool | str:
-    vals = [r.get("valid") for r in results.values()]
+    """False if any checker failed, "unknown" if any could not decide, else True. A checker
+    that did not run (``valid`` None, e.g. amcheck not installed) counts for neither."""
+    vals = [r.get("valid") for r in results.values() if r.get("valid") is not None]
     if any(v is False for v in vals):
         return False
     if any(v == "unknown" for v in vals):

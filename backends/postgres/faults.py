@@ -108,7 +108,18 @@ class PostgresFaults:
         d: Any = self
         try:
             with d._conn() as c:
-                c.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                installed = c.execute(
+                    "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'"
+                ).fetchone()
+                if not installed and d.external:
+                    # never change a database durabench does not own
+                    return {
+                        "valid": None,  # not run: says nothing either way
+                        "check": "amcheck",
+                        "note": "amcheck is not installed on the external server",
+                    }
+                if not installed:
+                    c.execute("CREATE EXTENSION amcheck")
                 rows = c.execute(
                     "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
@@ -121,7 +132,7 @@ class PostgresFaults:
                 "check": "amcheck bt_index_check(heapallindexed)",
                 "indexes": [r[0] for r in rows],
             }
-        except psycopg.errors.UndefinedFile as e:
-            return {"valid": "unknown", "check": "amcheck", "note": f"not available: {e}"}
+        except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege) as e:
+            return {"valid": None, "check": "amcheck", "note": f"not available: {e}"}
         except psycopg.Error as e:
             return {"valid": False, "check": "amcheck", "error": str(e)}
