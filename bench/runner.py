@@ -174,8 +174,11 @@ class Driver:
         self.lost_ids = self.p.acked_ids - set(stored)
         unfinished = [r for r in self.p.acked_ids if stored.get(r) in ("queued", "running")]
         self.store_unfinished = bool(unfinished)
-        self.h.record(INFO, "probe", value={"lost": len(self.lost_ids),
-                                            "unfinished_in_store": len(unfinished)})
+        self.h.record(
+            INFO,
+            "probe",
+            value={"lost": len(self.lost_ids), "unfinished_in_store": len(unfinished)},
+        )
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1
