@@ -107,6 +107,8 @@ def run(req: Request) -> Outcome:
     history = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
     backend_metrics: dict[str, Any] = {}
     state_checks: dict[str, Any] = {}
+    events: list[dict[str, Any]] | None = None
+    runs: pd.DataFrame | None = None
     sampler = None
     error: BaseException | None = None
     try:
@@ -149,8 +151,11 @@ def run(req: Request) -> Outcome:
         backend_metrics = deployment.collect_metrics()
         manifest["backend_config"] = deployment.config()
         if drive is not None:
+            # the history is read and tabulated once, for the checks and for the summary
+            events = read_history(ctx.history_dir)
+            runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
-            state_checks = _check_state(req, client, ctx, drive, timeline, deployment)
+            state_checks = _check_state(req, client, events, runs, timeline, deployment)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
@@ -162,7 +167,12 @@ def run(req: Request) -> Outcome:
         history.close()
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()
-    summary = _write(req, run_dir, manifest, drive, sampler, backend_metrics, state_checks, error)
+    if drive is not None and runs is None:  # the run failed between the drive and the checks
+        events = read_history(ctx.history_dir)
+        runs = _runs_table(req, events, drive)
+    summary = _write(
+        req, run_dir, manifest, drive, events, runs, sampler, backend_metrics, state_checks, error
+    )
     if not req.keep_data:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
     if error is not None:
@@ -180,13 +190,11 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
 def _check_state(
     req: Request,
     client: Any,
-    ctx: RunContext,
-    drive: DriveResult,
+    events: list[dict[str, Any]],
+    runs: pd.DataFrame,
     timeline: dict[str, Any] | None,
     deployment: Any,
 ) -> dict[str, Any]:
-    events = read_history(ctx.history_dir)
-    runs = _runs_table(req, events, drive)
     state = client.state()
     out: dict[str, Any] = {}
     if timeline is None or timeline["start_t"] != timeline["start_t"]:  # no fault happened
@@ -213,11 +221,9 @@ def _check_state(
 
 
 def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) -> pd.DataFrame:
-    df = metrics.run_table(events, req.schedule.runs, req.settings.retry, req.settings.time_scale)
-    df["scheduled_t"] = df["scheduled_t"] + drive.start_t  # into history time
-    df["latency_s"] = df["complete_t"] - df["scheduled_t"]
-    df["overhead_s"] = df["latency_s"] - df["simulated_s"]
-    return df
+    return metrics.run_table(
+        events, req.schedule.runs, req.settings.retry, req.settings.time_scale, drive.start_t
+    )
 
 
 def _write(
@@ -225,6 +231,8 @@ def _write(
     run_dir: Path,
     manifest: dict[str, Any],
     drive: DriveResult | None,
+    events: list[dict[str, Any]] | None,
+    runs: pd.DataFrame | None,
     sampler: ResourceSampler | None,
     backend_metrics: dict[str, Any],
     state_checks: dict[str, Any],
@@ -236,9 +244,7 @@ def _write(
         "backend": req.backend,
         "workload": req.schedule.spec.name,
     }
-    if drive is not None:
-        events = read_history(run_dir / "history")
-        runs = _runs_table(req, events, drive)
+    if drive is not None and events is not None and runs is not None:
         steps = metrics.step_table(events)
         warmup_end = drive.start_t + req.schedule.warmup_s
         summary.update(metrics.summarize(runs, steps, warmup_end))

@@ -59,9 +59,15 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, Any]:
 
 
 def run_table(
-    events: list[dict[str, Any]], runs: Iterable[RunSpec], retry: RetryPolicy, time_scale: float
+    events: list[dict[str, Any]],
+    runs: Iterable[RunSpec],
+    retry: RetryPolicy,
+    time_scale: float,
+    start_t: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per scheduled run: schedule, submit ack, completion, latency and overhead."""
+    """One row per scheduled run: schedule, submit ack, completion, latency and overhead.
+    ``start_t`` is when the schedule started, in history time: scheduled times are shifted by
+    it so every time column is on the history's clock."""
     rows: dict[str, dict[str, Any]] = {}
     for r in runs:
         rows[r.run_id] = {
@@ -69,7 +75,7 @@ def run_table(
             "seq": r.seq,
             "tenant": r.tenant,
             "warmup": r.warmup,
-            "scheduled_t": r.scheduled_t,
+            "scheduled_t": r.scheduled_t + start_t,
             "n_steps": len(r.plan.steps),
             "simulated_s": critical_path_s(r.plan, retry) * time_scale,
             "submit_invoke_t": math.nan,

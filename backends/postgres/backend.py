@@ -24,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -319,7 +318,10 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             wal |= _numbers(c, io + " WHERE object = 'wal'")
         names = ("xact_commit", "xact_rollback", "deadlocks", "db_bytes", "lsn", "schema_bytes")
         out = dict(zip(names, row or (), strict=True))
-        out["wal"], out["cpu_s"] = wal, _tree_cpu_s(self.server)
+        # the process tree's CPU, exited backends included (ManagedProcess.sample counts the
+        # time the postmaster reaped from its children), and across restarts
+        cpu = self.server.process.sample().cpu_s if self.server is not None else None
+        out["wal"], out["cpu_s"] = wal, cpu
         return out
 
     def collect_metrics(self) -> dict[str, Any]:
@@ -383,23 +385,6 @@ def _numbers(c: psycopg.Connection[Any], query: str) -> dict[str, int | float]:
         for k, v in zip(names, row, strict=False)
         if isinstance(v, int | float | Decimal)
     }
-
-
-def _tree_cpu_s(server: PostgresServer | None) -> float | None:
-    """CPU seconds of the postmaster and every backend, exited ones included: the kernel adds a
-    reaped child's time to its parent's children_user / children_system."""
-    if server is None or server.process.pid is None:
-        return None
-    try:
-        root = psutil.Process(server.process.pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):  # a backend may exit meanwhile
-            total += sum(p.cpu_times()[:4])
-    return total
 
 
 register(

@@ -38,7 +38,9 @@ def connect(
     should checkpoint the WAL (an application checkpoint racing it makes it miss frames and fall
     back to a full snapshot)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -163,23 +165,30 @@ class SqliteStateView(StateView):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._c: sqlite3.Connection | None = None
 
     def _conn(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            raise BackendError(f"sqlite: database {self.path} does not exist")
-        return connect(self.path, readonly=True)
+        """One connection per view (a checker reads every run through one view); views are
+        made fresh for each probe and check, so a file replaced by a restore is reopened."""
+        if self._c is None:
+            if not self.path.exists():
+                raise BackendError(f"sqlite: database {self.path} does not exist")
+            self._c = connect(self.path, readonly=True)
+        return self._c
 
     def runs(self) -> list[RunState]:
-        with self._conn() as c:
-            return [RunState(r, s, n, e) for r, s, n, e in c.execute(sql.STATE_RUNS)]
+        return [RunState(r, s, n, e) for r, s, n, e in self._conn().execute(sql.STATE_RUNS)]
 
     def step_results(self, run_id: str) -> dict[int, bytes]:
-        with self._conn() as c:
-            return {s: bytes(o) for s, o in c.execute(sql.STATE_RESULTS, {"run_id": run_id})}
+        rows = self._conn().execute(sql.STATE_RESULTS, {"run_id": run_id})
+        return {s: bytes(o) for s, o in rows}
 
     def all_step_ids(self) -> set[tuple[str, int]]:
-        with self._conn() as c:
-            return {(r, s) for r, s in c.execute(sql.STATE_STEPS)}
+        return {(r, s) for r, s in self._conn().execute(sql.STATE_STEPS)}
+
+    def __del__(self) -> None:
+        if self._c is not None:
+            self._c.close()
 
 
 class SqliteSubmitter:
