@@ -20,6 +20,7 @@ from backends.base import ExecutionSettings, StepSpec
 from backends.durable.crashpoints import CrashPoints
 from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
+from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
 from backends.workflow import StepError, run_step
 from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
@@ -51,6 +52,7 @@ class Executor:
         self.h = history
         self.worker = worker
         self.crash = crash or CrashPoints("")
+        self.broken = BrokenEngine()  # TEST ONLY (off unless its env variable is set)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.committer = GroupCommitter(store, worker, settings.group_commit)
         self._slot_free = asyncio.Event()
@@ -58,6 +60,8 @@ class Executor:
     async def serve(self, stop: asyncio.Event) -> None:
         """Claim and execute runs until ``stop`` is set. The first claim recovers the runs this
         worker id owned before a restart, without waiting for their leases to expire."""
+        if self.broken.active:
+            self.h.record(INFO, "broken-engine", value=f"TEST ONLY: {self.broken.spec}")
         renewer = asyncio.create_task(self._renew_leases(stop))
         recover = True
         try:
@@ -172,6 +176,10 @@ class Executor:
             break
         self.crash.hit("before-commit")
         h.record(INVOKE, "commit", run.run_id, sid, attempt)
+        if self.broken.drop_commit(final):  # TEST ONLY: ack a checkpoint never written
+            h.record(INFO, "broken-engine", run.run_id, sid, value="acked without commit")
+            h.record(OK, "commit", run.run_id, sid, attempt)
+            return output
         try:
             stored = await self.committer.commit(
                 Checkpoint(run.run_id, sid, output, attempt, final)
