@@ -83,7 +83,8 @@ class Executor:
                 for run in claimed:
                     if run.run_id in busy or run.run_id in self.in_flight:
                         # never run one run twice at once: the execution in flight keeps it
-                        # (the claim only renewed its lease); it finishes or releases it
+                        # (the claim only renewed its lease); it finishes or releases it. (If
+                        # it released it just before this claim, the run waits one lease.)
                         self.h.record(INFO, "claim-overlap", run.run_id, value=run.claims)
                         continue
                     self.in_flight[run.run_id] = asyncio.create_task(self._execute(run, since))
