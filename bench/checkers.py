@@ -329,7 +329,10 @@ def check_all(
         "note": "operations whose outcome the caller never learned: neither success nor loss",
     }
     torn = getattr(events, "torn_lines", 0)
-    if torn:
+    broken = sum(1 for e in events if e["op"] == "broken-engine")
+    if torn or broken:
         out["history"] = {"valid": None, "torn_lines_skipped": torn}
+        if broken:  # backends/durable/testonly.py: never in a real measurement
+            out["history"]["test_only_broken_engine_events"] = broken
     out["valid"] = compose(out)
     return out

@@ -10,6 +10,8 @@ Event fields:
                     "since" = when the claim began, i.e. before its journal read)
            claim-overlap  a claim returned a run this worker was still executing (its lease
                     had expired); the execution in flight keeps it, no second one starts (info)
+           broken-engine  TEST ONLY (backends/durable/testonly.py): a deliberately broken
+                    engine is running; with run/step: this ack was never written (info)
            exec     one attempt of a step's work (ok = work done; fail = error raised; the
                     invoke's value "claim" = the "since" of the claim it came from, if any)
            commit   a step checkpoint (ok = the step-committed ack)
