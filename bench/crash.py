@@ -73,6 +73,7 @@ def spread(values: list[Any]) -> str:
 
 COLUMNS = (
     ("lost acks", "lost_acks"),
+    ("after fault", "lost_after_fault_began"),
     ("RPO s", "rpo_s"),
     ("store up s", "store_accepting_s"),
     ("1st step s", "first_resumed_step_s"),
@@ -102,7 +103,7 @@ def render(
     console.print(tab)
     console.print(
         "recovery times are seconds after the fault; RPO = age at the fault of the "
-        "oldest lost ack; verdict False = an acknowledged write was lost or a run "
+        "oldest lost ack made before it ('-' when none was); verdict False = an acknowledged write was lost or a run "
         "did not finish exactly once"
     )
 

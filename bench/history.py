@@ -6,8 +6,14 @@ Event fields:
   proc     who recorded it: "harness", "worker-0", ...
   type     invoke | ok | fail | info    (info = outcome unknown, or a note)
   op       submit   harness -> store: run accepted (ok = the run-accepted ack)
-           claim    a worker took a run (info; value = steps already committed)
-           exec     one attempt of a step's work (ok = work done; fail = error raised)
+           claim    a worker took a run (info; value: "journal" = steps already committed,
+                    "since" = when the claim began, i.e. before its journal read)
+           claim-overlap  a claim returned a run this worker was still executing (its lease
+                    had expired); the execution in flight keeps it, no second one starts (info)
+           broken-engine  TEST ONLY (backends/durable/testonly.py): a deliberately broken
+                    engine is running; with run/step: this ack was never written (info)
+           exec     one attempt of a step's work (ok = work done; fail = error raised; the
+                    invoke's value "claim" = the "since" of the claim it came from, if any)
            commit   a step checkpoint (ok = the step-committed ack)
            replay   a step's result was read from the journal instead of executed (info)
            complete a run's final status became durable (ok = run-completed ack; value=status)
@@ -108,19 +114,46 @@ class HistoryTail:
         return [line for line in lines if line]
 
 
-def read_history(history_dir: Path) -> list[dict[str, Any]]:
-    """Every event of every process, sorted by time. A torn last line (process killed mid-write)
-    is skipped."""
-    events: list[dict[str, Any]] = []
+class History(list):  # type: ignore[type-arg]
+    """Events sorted by time, plus how many torn lines the reader skipped."""
+
+    torn_lines: int = 0
+
+
+def read_history(history_dir: Path) -> History:
+    """Every event of every process, sorted by time. A torn line (a process SIGKILLed mid-write)
+    is skipped and counted in ``torn_lines``: at the end of a file, or in the middle when a
+    restarted worker appended to the same file; the complete event the restarted worker wrote
+    right after the torn fragment, on the same physical line, is kept."""
+    events = History()
     for path in sorted(history_dir.glob("*.jsonl")):
-        events.extend(_read_file(path))
+        events.extend(_read_file(path, events))
     events.sort(key=lambda e: e["t"])
     return events
 
 
-def _read_file(path: Path) -> Iterator[dict[str, Any]]:
+_EVENT_START = b'{"t":'
+
+
+def _read_file(path: Path, out: History) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
+                out.torn_lines += 1
                 break
-            yield json.loads(line)
+            event = _parse(line)
+            if event is None:
+                out.torn_lines += 1
+                # a torn fragment followed, on the same line, by the next writer's whole event
+                i = line.rfind(_EVENT_START)
+                event = _parse(line[i:]) if i > 0 else None
+            if event is not None:
+                yield event
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "t" in event else None

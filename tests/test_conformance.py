@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from backends.base import KillableWorkers, Plan, RunSpec, StepSpec, registered
+from backends.base import KillableWorkers, Plan, RunSpec, RunState, StateView, StepSpec, registered
 from backends.errors import ConfigError
 from backends.workflow import expected_payload
-from bench.history import HistoryWriter
+from bench import checkers
+from bench.history import HistoryWriter, read_history
 from tests.helpers import context, events, smoke_runs
 
 BACKENDS = sorted(registered())
@@ -93,6 +94,41 @@ def check_state_matches_history(s: Session, runs: list[RunSpec]) -> None:
                 assert results[step.step_id] == want, f"{run.run_id}/{step.step_id} bytes differ"
 
 
+class HideStep(StateView):
+    """A backend's real state view with one committed step hidden, as if the store lost it."""
+
+    def __init__(self, real: StateView, run_id: str, step_id: int) -> None:
+        self.real, self.key = real, (run_id, step_id)
+
+    def runs(self) -> list[RunState]:
+        return self.real.runs()
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        got = dict(self.real.step_results(run_id))
+        if run_id == self.key[0]:
+            got.pop(self.key[1], None)
+        return got
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        return self.real.all_step_ids() - {self.key}
+
+
+def check_hidden_step_is_reported(s: Session, runs: list[RunSpec]) -> None:
+    """The checker, on the backend's real state view, passes; with one acknowledged step hidden
+    from that view it reports exactly that loss: the view can show a missing write."""
+    evs = read_history(s.ctx.history_dir)
+    real = s.client.state()
+    seed = s.ctx.settings.seed
+    assert checkers.check_all(evs, lambda: real, runs, seed)["valid"] is True
+    run_id, step_id = next(
+        (e["run"], e["step"]) for e in evs if e["op"] == "commit" and e["type"] == "ok"
+    )
+    out = checkers.check_all(evs, lambda: HideStep(real, run_id, step_id), runs, seed)
+    lost = out["write_loss"]["lost"]
+    assert [(x["kind"], x["id"]) for x in lost] == [("step-committed", f"{run_id}/{step_id}")]
+    assert out["valid"] is False
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_runs_complete_exactly_once_with_several_workers(backend: str, tmp_path: Path) -> None:
     runs = smoke_runs()
@@ -108,6 +144,7 @@ def test_runs_complete_exactly_once_with_several_workers(backend: str, tmp_path:
             assert all(stored[r.run_id].status == "completed" for r in runs)
             assert all(stored[r.run_id].steps_committed == len(r.plan.steps) for r in runs)
             check_state_matches_history(s, runs)
+            check_hidden_step_is_reported(s, runs)
 
     asyncio.run(go())
 

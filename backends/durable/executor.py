@@ -20,6 +20,7 @@ from backends.base import ExecutionSettings, StepSpec
 from backends.durable.crashpoints import CrashPoints
 from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
+from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
 from backends.workflow import StepError, run_step
 from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
@@ -51,6 +52,7 @@ class Executor:
         self.h = history
         self.worker = worker
         self.crash = crash or CrashPoints("")
+        self.broken = BrokenEngine()  # TEST ONLY (off unless its env variable is set)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.committer = GroupCommitter(store, worker, settings.group_commit)
         self._slot_free = asyncio.Event()
@@ -58,6 +60,8 @@ class Executor:
     async def serve(self, stop: asyncio.Event) -> None:
         """Claim and execute runs until ``stop`` is set. The first claim recovers the runs this
         worker id owned before a restart, without waiting for their leases to expire."""
+        if self.broken.active:
+            self.h.record(INFO, "broken-engine", value=f"TEST ONLY: {self.broken.spec}")
         renewer = asyncio.create_task(self._renew_leases(stop))
         recover = True
         try:
@@ -67,12 +71,23 @@ class Executor:
                     self._slot_free.clear()
                     await _wait_any(self._slot_free, stop)
                     continue
+                # runs this worker is executing when the claim starts: if their leases expired
+                # (store paused longer than the lease, renewals failing) the claim can hand them
+                # back to us, and the owner fence would let a second execution through
+                busy = set(self.in_flight)
+                since = self.h.now()  # the claim's journal reads happen after this instant
                 claimed = await self.store.claim(
                     self.worker, min(free, CLAIM_BATCH), self.settings.lease_s, recover
                 )
                 recover = False
                 for run in claimed:
-                    self.in_flight[run.run_id] = asyncio.create_task(self._execute(run))
+                    if run.run_id in busy or run.run_id in self.in_flight:
+                        # never run one run twice at once: the execution in flight keeps it
+                        # (the claim only renewed its lease); it finishes or releases it. (If
+                        # it released it just before this claim, the run waits one lease.)
+                        self.h.record(INFO, "claim-overlap", run.run_id, value=run.claims)
+                        continue
+                    self.in_flight[run.run_id] = asyncio.create_task(self._execute(run, since))
                 if claimed:
                     await asyncio.sleep(0)  # let the new runs start before claiming more
                 else:
@@ -95,16 +110,20 @@ class Executor:
             except Exception as e:  # noqa: BLE001 - the store may be down; try again next time
                 self.h.record(INFO, "renew", value=f"failed: {e!r}")
 
-    async def _execute(self, run: ClaimedRun) -> None:
+    async def _execute(self, run: ClaimedRun, since: float) -> None:
         h = self.h
+        # ``since``: when the claim began, so a checker knows the journal was read after it
         h.record(
-            INFO, "claim", run.run_id, value={"journal": len(run.journal), "claims": run.claims}
+            INFO,
+            "claim",
+            run.run_id,
+            value={"journal": len(run.journal), "claims": run.claims, "since": round(since, 6)},
         )
         try:
             groups = run.plan.groups
             for gi, group in enumerate(groups):
                 final = gi == len(groups) - 1 and len(group) == 1
-                results = await asyncio.gather(*(self._step(run, s, final) for s in group))
+                results = await asyncio.gather(*(self._step(run, s, final, since) for s in group))
                 failed = [r for r in results if isinstance(r, StepFailed)]
                 if failed:
                     error = "; ".join(f.error for f in failed)
@@ -125,7 +144,9 @@ class Executor:
             self.in_flight.pop(run.run_id, None)
             self._slot_free.set()
 
-    async def _step(self, run: ClaimedRun, step: StepSpec, final: bool) -> bytes | StepFailed:
+    async def _step(
+        self, run: ClaimedRun, step: StepSpec, final: bool, since: float
+    ) -> bytes | StepFailed:
         h = self.h
         sid = step.step_id
         if sid in run.journal:
@@ -137,7 +158,9 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
-            h.record(INVOKE, "exec", run.run_id, sid, attempt)
+            # the claim this execution came from: a checker tells work redone because two
+            # claims overlapped (claim began before the ack) from a forgotten ack (after it)
+            h.record(INVOKE, "exec", run.run_id, sid, attempt, value={"claim": round(since, 6)})
             try:
                 output = await run_step(
                     step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
@@ -154,6 +177,10 @@ class Executor:
             break
         self.crash.hit("before-commit")
         h.record(INVOKE, "commit", run.run_id, sid, attempt)
+        if self.broken.drop_commit(final):  # TEST ONLY: ack a checkpoint never written
+            h.record(INFO, "broken-engine", run.run_id, sid, value="acked without commit")
+            h.record(OK, "commit", run.run_id, sid, attempt)
+            return output
         try:
             stored = await self.committer.commit(
                 Checkpoint(run.run_id, sid, output, attempt, final)
