@@ -21,7 +21,7 @@ import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
 from backends.errors import ConfigError
-from bench import checkers, metrics, results
+from bench import checkers, metrics, promise_check, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -216,7 +216,9 @@ def _check_state(
         "count": sum(1 for e in events if e["type"] == "info" and e["op"] in ("submit", "commit")),
         "note": "operations whose outcome the caller never learned: neither success nor loss",
     }
-    out["valid"] = checkers.compose(out)
+    if req.fault is not None:  # kept / broken / unknown, with the figures
+        out["promise"] = promise_check.check(req.fault.fault, deployment, events, timeline, out)
+    out["valid"] = checkers.compose(promise_check.composable(out))
     return out
 
 
