@@ -119,7 +119,7 @@ def exposed_text(trials: list[dict[str, Any]]) -> str:
     """Acks exposed and runs in flight when the fault began (median [min..max])."""
     acks = spread([t.get("acks_exposed") for t in trials])
     runs = spread([t.get("runs_in_flight") for t in trials])
-    return "-" if acks == runs == "-" else f"{acks} acks, {runs} runs"
+    return "-" if acks == runs == "-" else f"{acks} / {runs}"
 
 
 def render(
@@ -131,7 +131,7 @@ def render(
     tab.add_column("trials", justify="right")
     tab.add_column("promise")
     tab.add_column("kept/broken")
-    tab.add_column("exposed at fault")
+    tab.add_column("exposed acks / runs")
     for label, _ in COLUMNS:
         tab.add_column(label, justify="right")
     tab.add_column("verdicts")

@@ -97,7 +97,7 @@ def write_loss(ctx: Context) -> Table:
             "trials",
             "promise",
             "kept/broken",
-            "exposed at fault",
+            "exposed acks / runs",
             "lost acks",
             "lost: run accepted",
             "lost: step committed",
