@@ -197,7 +197,7 @@ def sweeps(ctx: Context) -> list[dict[str, Any]]:
                 )
             )
             rows.append(
-                [key, str(len(rs))]
+                [key, str(len(rs)), crash.promise_text(fs), crash.judged_text(fs)]
                 + [
                     fmt_spread(Spread.of([f[k] for f in fs]), ".3g")
                     for k in ("rpo_s", "lost_acks", "puts_per_min", "store_accepting_s")
@@ -211,6 +211,8 @@ def sweeps(ctx: Context) -> list[dict[str, Any]]:
             [
                 "setting",
                 "trials",
+                "promise",
+                "kept/broken",
                 "RPO s",
                 "lost acks",
                 "object-store PUT/min",
