@@ -4,8 +4,11 @@ a CI can use."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,53 @@ def test_help_documents_exit_codes(cmd: str, capsys: pytest.CaptureFixture[str])
         cli.main([cmd, "--help"])
     text = capsys.readouterr().out
     assert "exit codes:" in text and "promise was broken" in text and "130" in text
+
+
+def test_a_fault_that_never_happened_is_not_a_pass(tmp_path: Path) -> None:
+    """Ctrl-C while the nemesis still waits for its time (``--at`` far past the schedule): the
+    trial is partial, its promise ``unknown`` (never injected), its verdict not True, exit 130."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "crash",
+            "--backend",
+            "sqlite",
+            "--replica",
+            "none",
+            "--fault",
+            "kill-worker",
+            "--at",
+            "600",
+            "--workload",
+            "smoke",
+            "--results-dir",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # wait until the 3 s schedule has been driven (the fault is still ahead)
+            dirs = list(tmp_path.glob("*/history/harness.jsonl"))
+            if dirs and dirs[0].read_text().count('"submit"') >= 60:  # 30 invokes + 30 acks
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "run never got going"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err[-3000:]
+    (summary_path,) = tmp_path.glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    promise = summary["checks"]["promise"]
+    assert promise["verdict"] == "unknown" and "never injected" in promise["reason"]
+    assert summary["verdict"] is not True and summary["partial"] is True
+    assert "never injected" in out
