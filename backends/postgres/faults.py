@@ -84,6 +84,7 @@ class PostgresFaults(PostgresPromises):
         if row is None:
             return {"_read_t": t, "error": "the standby was not streaming at the fault"}
         keys = ("sync_state", "flush_lag_bytes", "replay_lag_bytes", "flush_lag_s", "replay_lag_s")
+        keys += ("reply_age_s",)
         return {"_read_t": t, **{k: row.get(k) for k in keys}}
 
     def rebuild_node(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@
   ``synchronous_commit`` that waits for it (on, remote_write, remote_apply): 0 lost (the standby
   survives the node and is promoted; promotion replays all WAL it received). Otherwise (async
   standby, or ``local`` / ``off``) acks younger than the standby's lag at the fault may be lost:
-  the lag is read from the primary's ``pg_stat_replication`` just before the kill.
+  the lag is read from the primary's ``pg_stat_replication`` just before the kill (replay lag
+  at the standby's last reply + that reply's age + time from the reading to the kill).
 """
 
 from __future__ import annotations
@@ -89,24 +90,35 @@ class PostgresPromises:
         lag = getattr(d, "lag_at_fault", None)
         if not lag or lag.get("error"):
             return None  # the bound is the lag at the fault: without a reading, no promise
-        lag_s = lag.get("replay_lag_s")
-        if lag_s is None:  # NULL once the standby has caught up and gone idle
-            if lag.get("replay_lag_bytes") != 0:
-                return None
-            lag_s = 0.0
-        bound = float(lag_s) + float(lag.get("read_before_kill_s") or 0.0)
         why = (
             "asynchronous standby"
             if d.standby_mode == "async"
-            else (f"synchronous standby, but synchronous_commit={sc} does not wait for it")
+            else f"synchronous standby, but synchronous_commit={sc} does not wait for it"
         )
+        after_read = float(lag.get("read_before_kill_s") or 0.0)
+        if lag.get("flush_lag_bytes") == 0:
+            # at its last reply the standby had flushed everything the primary had written
+            # when we read: only commits made between the reading and the kill can be missing
+            return Promise(
+                fault,
+                after_read,
+                True,
+                f"{why}, caught up when read (pg_stat_replication, 0 bytes behind) "
+                f"{after_read:.3f} s before the kill: only acks younger than that may be lost",
+            )
+        lag_s, reply_age = lag.get("replay_lag_s"), lag.get("reply_age_s")
+        if lag_s is None or reply_age is None:
+            return None
+        # replay_lag is measured up to the standby's last reply: WAL flushed on the primary
+        # more than (lag + age of that reply) before the reading was on the standby
+        bound = float(lag_s) + float(reply_age) + after_read
         return Promise(
             fault,
             bound,
             True,
-            f"{why}: acks younger than its lag at the fault may be missing after promotion; "
-            f"replay lag {float(lag_s):.3f} s ({lag.get('replay_lag_bytes')} bytes) read from "
-            f"pg_stat_replication {float(lag.get('read_before_kill_s') or 0):.3f} s before the "
-            "kill (Postgres's own estimate; replay lag >= flush lag, and promotion keeps all "
-            "flushed WAL)",
+            f"{why}: acks younger than its lag at the fault may be missing after promotion: "
+            f"replay lag {float(lag_s):.3f} s ({lag.get('flush_lag_bytes')} bytes not flushed "
+            f"there) at its last reply, {float(reply_age):.3f} s before the reading, read "
+            f"{after_read:.3f} s before the kill (pg_stat_replication; replay lag >= flush "
+            "lag, and promotion keeps all flushed WAL)",
         )
