@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from backends.errors import ConfigError
+from backends.promises import Promise
 
 # ---------------------------------------------------------------------------------------------
 # Plans: what a run does. Produced by bench.workload (seeded), consumed by every backend.
@@ -208,6 +209,14 @@ class Deployment(abc.ABC):
         """For in-process engines only: a coroutine the harness runs on its own event loop for
         the duration of the measurement (cancelled at the end). Real backends return None: their
         engines run in their own processes."""
+        return None
+
+    def promise(self, fault: str) -> Promise | None:
+        """What this configuration promises to keep through ``fault`` (any fault name, including
+        ones added later): 0 lost acks, loss only of acks younger than a bound, or total loss.
+        Derived from the real configuration; called after the fault, so a bound measured at the
+        fault (e.g. a standby's replay lag) may be used. None = no promise stated: the harness
+        judges the trial ``unknown``, never kept."""
         return None
 
     def versions(self) -> dict[str, str]:

@@ -29,6 +29,7 @@ from backends.durable.executor import Executor
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import LeaseLost
+from backends.promises import Promise
 from bench.history import HistoryWriter
 
 
@@ -205,6 +206,16 @@ class MemoryDeployment(Deployment):
 
     def config(self) -> dict[str, Any]:
         return {}
+
+    def promise(self, fault: str) -> Promise | None:
+        # stated for completeness: the memory backend supports no fault, so nothing judges it
+        return Promise(
+            fault,
+            None,
+            False,
+            "not durable: the state is Python dicts in the harness process; any fault that "
+            "reaches that process loses everything",
+        )
 
 
 register(

@@ -1,6 +1,6 @@
 """The ``bench`` command. The only place that prints errors and chooses exit codes:
-0 ok, 1 the run finished but a correctness check failed, 2 bad input or a backend could not
-start, 130 interrupted (partial results kept)."""
+0 ok, 1 a correctness check failed or a durability promise was broken (run, crash, sweep,
+compare), 2 bad input or a backend could not start, 130 interrupted (partial results kept)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = """exit codes:
+  0    every correctness check passed and no durability promise was broken (a trial the
+       harness could not judge, e.g. nothing was at risk when the fault hit, is reported
+       as unknown, not failed)
+  1    a correctness check failed or a durability promise was broken
+  2    bad input, or a deployment that could not start or run
+  130  interrupted (Ctrl-C / SIGTERM): partial results are kept"""
 
 
 def _add_common(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -101,7 +108,12 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    run = sub.add_parser("run", help="drive a workload against one backend and write results")
+    run = sub.add_parser(
+        "run",
+        help="drive a workload against one backend and write results",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_common(run)
     _add_measurement(run, DEFAULT_WORKLOAD)
     run.add_argument("--json", action="store_true", help="print summary.json instead of tables")
@@ -110,7 +122,12 @@ def parser() -> argparse.ArgumentParser:
         ("crash", "inject faults into trials of a measurement and check what each lost"),
         ("sweep", "one fault across values of a backend setting"),
     ):
-        c = sub.add_parser(name, help=helptext)
+        c = sub.add_parser(
+            name,
+            help=helptext,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_common(c)
         _add_measurement(c, default_workload=None)
         c.add_argument(
@@ -151,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
         "compare",
         help="the same workload on several backends (with repeats "
         "and optionally a fault), then one report",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(cmp, several=True)
     _add_measurement(cmp, DEFAULT_WORKLOAD)
@@ -278,6 +297,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return EXIT_CHECK_FAILED if out.summary.get("verdict") is False else EXIT_OK
 
 
+def trials_exit_code(trials: list[dict[str, Any]]) -> int:
+    """The exit code of a series of runs (crash / sweep trials, compare runs): 130 if one was
+    interrupted, 1 if one failed a check or broke its promise, else 0."""
+    from bench.promise_check import exit_code
+
+    if any(t.get("partial") for t in trials):
+        return EXIT_INTERRUPTED
+    return EXIT_CHECK_FAILED if exit_code(trials) else EXIT_OK
+
+
 def _fault(args: argparse.Namespace, fault: str) -> Any:
     from bench.nemesis import FaultSpec
 
@@ -308,7 +337,7 @@ def cmd_crash(args: argparse.Namespace, console: Console) -> int:
         rows,
     )
     print(f"results: {group}", file=sys.stderr)
-    return EXIT_OK
+    return trials_exit_code([t for trials in rows.values() for t in trials])
 
 
 def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
@@ -351,7 +380,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         rows,
     )
     print(f"results: {group}", file=sys.stderr)
-    return EXIT_OK
+    return trials_exit_code([t for trials in rows.values() for t in trials])
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -379,7 +408,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         {"runs": records},
     )
     print(f"runs: {group}", file=sys.stderr)
-    return _report(args, compare.run_dirs(records), console)
+    _report(args, compare.run_dirs(records), console)
+    return trials_exit_code(records)
 
 
 def _report(args: argparse.Namespace, dirs: list[Path], console: Console) -> int:

@@ -27,6 +27,8 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
     fault = out.manifest.get("fault") or {}
     detail = (fault.get("timeline") or {}).get("detail") or {}
     bm = out.summary.get("backend_metrics") or {}
+    prom = c.get("promise") or {}
+    exposed = prom.get("exposure") or {}
     return {
         "run_dir": str(out.run_dir),
         "fault_at_s": fault.get("at_s"),
@@ -43,6 +45,13 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
         "indeterminate": (c.get("indeterminate") or {}).get("count"),
         "total_loss": detail.get("total_loss"),
         "object_store_puts": _puts(bm),
+        "promise": prom.get("promise"),
+        "promise_label": prom.get("promise_label"),
+        "promise_verdict": prom.get("verdict"),
+        "promise_reason": prom.get("reason"),
+        "lost_outside_promise": prom.get("lost_outside_count"),
+        "acks_exposed": exposed.get("acks_exposed"),
+        "runs_in_flight": exposed.get("runs_in_flight"),
         "verdict": out.summary.get("verdict"),
         "partial": out.manifest.get("partial"),
     }
@@ -58,6 +67,8 @@ def run_trials(base: experiment.Request, fault: FaultSpec, trials: int) -> list[
     for k in range(trials):
         req = dataclasses.replace(base, fault=fault, trial=k)
         figures.append(trial_figures(experiment.run(req)))
+        if figures[-1]["partial"]:  # interrupted: the user asked to stop
+            break
     return figures
 
 
@@ -83,6 +94,35 @@ COLUMNS = (
 )
 
 
+def promise_text(trials: list[dict[str, Any]]) -> str:
+    """The promise of a row: one label when the trials agree, else the spread of the bounds
+    (a bound measured at each fault, e.g. a standby's lag, differs between trials)."""
+    labels = list(dict.fromkeys(str(t.get("promise_label") or "-") for t in trials))
+    if len(labels) <= 1:
+        return labels[0] if labels else "-"
+    bounds = [(t.get("promise") or {}).get("max_lost_age_s") for t in trials]
+    if all(isinstance(b, int | float) and b > 0 for b in bounds):
+        return f"<= {spread(bounds)} s"
+    return ", ".join(labels)
+
+
+def judged_text(trials: list[dict[str, Any]]) -> str:
+    """How many trials kept / broke the promise / could not tell: "2 kept, 1 unknown"."""
+    counts: dict[str, int] = {}
+    for t in trials:
+        v = str(t.get("promise_verdict") or "unknown")
+        counts[v] = counts.get(v, 0) + 1
+    order = ("broken", "kept", "unknown")
+    return ", ".join(f"{counts[v]} {v}" for v in order if v in counts)
+
+
+def exposed_text(trials: list[dict[str, Any]]) -> str:
+    """Acks exposed and runs in flight when the fault began (median [min..max])."""
+    acks = spread([t.get("acks_exposed") for t in trials])
+    runs = spread([t.get("runs_in_flight") for t in trials])
+    return "-" if acks == runs == "-" else f"{acks} / {runs}"
+
+
 def render(
     rows: dict[str, list[dict[str, Any]]], title: str, console: Console, key_label: str = "fault"
 ) -> None:
@@ -90,6 +130,9 @@ def render(
     tab = Table(title=title, title_justify="left")
     tab.add_column(key_label)
     tab.add_column("trials", justify="right")
+    tab.add_column("promise")
+    tab.add_column("kept/broken")
+    tab.add_column("exposed acks / runs")
     for label, _ in COLUMNS:
         tab.add_column(label, justify="right")
     tab.add_column("verdicts")
@@ -98,14 +141,33 @@ def render(
         if any(t.get("total_loss") for t in trials):
             verdicts += " (TOTAL LOSS: nothing survived off the node)"
         tab.add_row(
-            key, str(len(trials)), *(spread([t[f] for t in trials]) for _, f in COLUMNS), verdicts
+            key,
+            str(len(trials)),
+            promise_text(trials),
+            judged_text(trials),
+            exposed_text(trials),
+            *(spread([t[f] for t in trials]) for _, f in COLUMNS),
+            verdicts,
         )
     console.print(tab)
     console.print(
-        "recovery times are seconds after the fault; RPO = age at the fault of the "
-        "oldest lost ack made before it ('-' when none was); verdict False = an acknowledged write was lost or a run "
-        "did not finish exactly once"
+        "promise = what the configuration promises for the fault (0 lost; only acks younger "
+        "than the bound; total loss); broken = an ack lost outside it (or the store came back "
+        "corrupted); unknown = nothing was at risk when the fault hit, the fault never "
+        "happened, or no promise is stated. Exposed = acks younger than the bound (1 s for a "
+        "0 promise) and runs in flight when the fault began. Recovery times are seconds after "
+        "the fault; RPO = age at the fault of the oldest lost ack made before it ('-' when none was); verdict False = a promise "
+        "broke or a run did not finish exactly once",
+        highlight=False,
     )
+    for key, trials in rows.items():
+        for k, t in enumerate(trials):
+            if t.get("promise_verdict") != "kept":
+                console.print(
+                    f"{key} trial {k}: promise {t.get('promise_verdict') or 'unknown'}: "
+                    f"{t.get('promise_reason') or 'no promise judged'}",
+                    highlight=False,
+                )
 
 
 def write_group(root: Path, kind: str, meta: dict[str, Any], rows: dict[str, Any]) -> Path:

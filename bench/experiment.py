@@ -21,7 +21,7 @@ import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
 from backends.errors import ConfigError
-from bench import checkers, metrics, results
+from bench import checkers, metrics, promise_check, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -195,8 +195,9 @@ def _check_state(
     timeline: dict[str, Any] | None,
     deployment: Any,
 ) -> dict[str, Any]:
-    """Every checker, the same with and without a fault (see bench/checkers.py)."""
-    return checkers.check_all(
+    """Every checker, the same with and without a fault (see bench/checkers.py); after a
+    fault, the backend's promise judges the write loss (bench/promise_check.py)."""
+    out = checkers.check_all(
         events,
         client.state,
         list(req.schedule.runs),
@@ -204,6 +205,10 @@ def _check_state(
         timeline,
         getattr(deployment, "integrity_check", None),
     )
+    if req.fault is not None:  # kept / broken / unknown, with the figures
+        out["promise"] = promise_check.check(req.fault.fault, deployment, events, timeline, out)
+        out["valid"] = checkers.compose(promise_check.composable(out))
+    return out
 
 
 def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) -> pd.DataFrame:

@@ -42,6 +42,7 @@ STANDBY = ("none", "async", "sync")
 DATABASE = "durabench"  # created in the embedded cluster
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level")
 SETTINGS += ("synchronous_standby_names", "shared_buffers", "max_connections", "wal_sync_method")
+SETTINGS += ("wal_writer_delay",)  # bounds the loss of synchronous_commit=off (see promise)
 
 OPTIONS = (
     Option(

@@ -24,11 +24,12 @@ from typing import Any
 import psycopg
 
 from backends.errors import BackendError
+from backends.postgres.promise import PostgresPromises
 
 OWN_PROCESS_FAULTS = ("kill-store", "pause-store", "lose-node")
 
 
-class PostgresFaults:
+class PostgresFaults(PostgresPromises):
     """Mixin for ``PostgresDeployment``; relies on its server, standby, workers, client and
     lock attributes."""
 
@@ -60,8 +61,31 @@ class PostgresFaults:
 
     def lose_node(self) -> None:
         server = self._server()
+        self.lag_at_fault = self._standby_lag()
+        t_kill = time.monotonic()
         server.kill(all_processes=True)
+        if self.lag_at_fault is not None:
+            # the reading is older than the kill by this much; the standby only moved on since
+            self.lag_at_fault["read_before_kill_s"] = t_kill - self.lag_at_fault.pop("_read_t")
         shutil.rmtree(server.datadir, ignore_errors=True)
+
+    def _standby_lag(self) -> dict[str, Any] | None:
+        """How far the standby trailed the primary just before the node is lost (the
+        primary's pg_stat_replication row: bytes of WAL not flushed / not replayed there, and
+        Postgres's own flush and replay lag times). None without a standby."""
+        standby = getattr(self, "standby", None)
+        if standby is None:
+            return None
+        t = time.monotonic()
+        try:
+            row = standby.replication_row()
+        except (psycopg.Error, BackendError) as e:
+            return {"_read_t": t, "error": f"could not read pg_stat_replication: {e}"}
+        if row is None:
+            return {"_read_t": t, "error": "the standby was not streaming at the fault"}
+        keys = ("sync_state", "flush_lag_bytes", "replay_lag_bytes", "flush_lag_s", "replay_lag_s")
+        keys += ("reply_age_s",)
+        return {"_read_t": t, **{k: row.get(k) for k in keys}}
 
     def rebuild_node(self) -> dict[str, Any]:
         d: Any = self
@@ -73,6 +97,7 @@ class PostgresFaults:
                 "restored_from": f"promoted {d.standby_mode} streaming standby",
                 "promote_s": promote_s,
                 "total_loss": False,
+                "standby_lag_at_fault": getattr(d, "lag_at_fault", None),
             }
         else:
             d.lost_server, d.server = d.server, None

@@ -75,7 +75,10 @@ class Standby(PostgresServer):
             cur.execute(
                 "SELECT state, sync_state, sent_lsn::text, flush_lsn::text, replay_lsn::text,"
                 " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes,"
-                " extract(epoch FROM replay_lag)::float8 AS replay_lag_s"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint AS flush_lag_bytes,"
+                " extract(epoch FROM flush_lag)::float8 AS flush_lag_s,"
+                " extract(epoch FROM replay_lag)::float8 AS replay_lag_s,"
+                " extract(epoch FROM clock_timestamp() - reply_time)::float8 AS reply_age_s"
                 " FROM pg_stat_replication WHERE application_name = %s",
                 [self.name],
             )

@@ -35,7 +35,8 @@ from backends.base import (
 )
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import ConfigError
-from backends.sqlite.litestream import Litestream
+from backends.promises import Promise
+from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage
 from backends.sqlite.store import (
     SYNCHRONOUS,
@@ -283,6 +284,44 @@ class SqliteDeployment(PooledWorkers, Deployment):
         finally:
             conn.close()
         return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
+
+    # -- promises ----------------------------------------------------------------------------
+
+    def promise(self, fault: str) -> Promise | None:
+        """Process faults lose nothing whatever ``--synchronous`` says: every ack is a committed
+        WAL frame written to the file, and a killed or stopped process leaves the kernel's page
+        cache (hence the file) intact; only an OS crash or power loss needs the fsync. A lost
+        node keeps only what Litestream had uploaded."""
+        if fault in ("kill-worker", "kill-store", "pause-store"):
+            return Promise(
+                fault,
+                0.0,
+                True,
+                f"every ack is a committed WAL transaction (synchronous={self.synchronous}); "
+                "SIGKILL/SIGSTOP of the processes holding the file leave the OS page cache, "
+                "so the file keeps every committed frame",
+            )
+        if fault == "lose-node":
+            if self.replica == "none":
+                return Promise(
+                    fault,
+                    None,
+                    True,
+                    "no replica (--replica none): the lost disk was the only copy",
+                )
+            m = monitor_interval_s(self.sync_interval_s)
+            bound = replication_bound_s(self.sync_interval_s)
+            return Promise(
+                fault,
+                bound,
+                True,
+                f"Litestream 0.5 ({self.replica} replica) notices new WAL frames every "
+                f"monitor-interval ({m:g} s) and uploads them at most every sync-interval "
+                f"({self.sync_interval_s:g} s): acks older than {m:g} + "
+                f"{self.sync_interval_s:g} s + {bound - m - self.sync_interval_s:g} s upload "
+                "allowance are in the replica",
+            )
+        return None
 
     # -- description -------------------------------------------------------------------------
 

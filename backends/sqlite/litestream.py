@@ -60,6 +60,29 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+# Slack for the upload itself (and for the sync that may be running when a change is noticed) on
+# top of the two intervals: an LTX upload to an object store on loopback takes milliseconds, so
+# this only absorbs scheduling delays on a busy host. A slower object store is exactly what the
+# promise should catch: its uploads push the loss past the bound and the promise is broken.
+UPLOAD_ALLOWANCE_S = 0.5
+
+
+def monitor_interval_s(sync_interval_s: float) -> float:
+    """The ``monitor-interval`` we configure for a given ``sync-interval`` (see config_text)."""
+    return min(sync_interval_s, 1.0)
+
+
+def replication_bound_s(sync_interval_s: float) -> float:
+    """How old an acknowledged commit can be and still be missing from the replica, in seconds.
+
+    Litestream 0.5: ``DB.monitor`` wakes every ``monitor-interval`` and copies new WAL frames
+    into a local L0 LTX file (then notifies the replicas); ``Replica.monitor`` waits for its
+    ``sync-interval`` ticker, then for that notification, then uploads every L0 file since its
+    position. A commit is therefore in an LTX file at most one monitor interval after it, and
+    uploaded at most one sync interval (plus the upload) after that."""
+    return monitor_interval_s(sync_interval_s) + sync_interval_s + UPLOAD_ALLOWANCE_S
+
+
 def _duration(seconds: float) -> str:
     """A Go duration string ("1s", "250ms") for the YAML config."""
     ms = max(1, round(seconds * 1000))
@@ -106,7 +129,7 @@ class Litestream:
         self.file_dir = Path(file_dir).absolute() if file_dir is not None else None
         self.s3_path = s3_path or self.db_path.stem
         self.sync_interval_s = sync_interval_s
-        self.monitor_interval_s = min(sync_interval_s, 1.0)
+        self.monitor_interval_s = monitor_interval_s(sync_interval_s)
         self.metrics_port = free_port()
         self.config_path = self.workdir / "litestream.yml"
         self.socket_path = self.workdir / "litestream.sock"

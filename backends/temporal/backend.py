@@ -30,6 +30,7 @@ from backends.base import (
 )
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
+from backends.promises import Promise
 from backends.temporal.client import LoopThread, Target, TemporalClient
 from backends.temporal.payloads import INLINE_LIMIT
 from backends.temporal.server import TemporalDevServer, call_sync, probe
@@ -248,6 +249,36 @@ class TemporalDeployment(PooledWorkers, Deployment):
             "replica: a new empty server took over",
             "rebuild_s": time.monotonic() - t0,
         }
+
+    # -- promises ----------------------------------------------------------------------------
+
+    def promise(self, fault: str) -> Promise | None:
+        """The dev server answers after its SQLite transaction commits with synchronous=FULL
+        (every commit fsynced), so process faults lose no ack; its one local file has no
+        replica, so a lost node loses everything."""
+        if fault == "kill-worker":
+            return Promise(
+                fault,
+                0.0,
+                True,
+                "workers are clients: every ack is a server response sent after the server "
+                "persisted the event; killing a worker does not touch the server",
+            )
+        if self.server is None:
+            return None  # an external cluster: its persistence is not ours to state
+        if fault in ("kill-store", "pause-store"):
+            return Promise(
+                fault,
+                0.0,
+                True,
+                f"dev server SQLite file with journal_mode={self.journal} and synchronous=FULL: "
+                "the server answers after its commit is fsynced",
+            )
+        if fault == "lose-node":
+            return Promise(
+                fault, None, True, "dev server: one local SQLite file, no replica: total loss"
+            )
+        return None
 
     # -- description -------------------------------------------------------------------------
 

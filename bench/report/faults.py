@@ -77,6 +77,9 @@ def write_loss(ctx: Context) -> Table:
                 label,
                 fault,
                 str(len(rs)),
+                crash.promise_text(fs),
+                crash.judged_text(fs),
+                crash.exposed_text(fs),
                 sp("lost_acks"),
                 *by_kind,
                 sp("rpo_s"),
@@ -92,6 +95,9 @@ def write_loss(ctx: Context) -> Table:
             "backend group",
             "fault",
             "trials",
+            "promise",
+            "kept/broken",
+            "exposed acks / runs",
             "lost acks",
             "lost: run accepted",
             "lost: step committed",
@@ -105,7 +111,10 @@ def write_loss(ctx: Context) -> Table:
         rows,
         sources,
         notes=[
-            "median [min..max] over trials. RPO = age at the fault of the oldest lost ack. "
+            "median [min..max] over trials. Promise = what the configuration promises for "
+            "the fault (Deployment.promise); broken = an ack lost outside it; unknown = "
+            "nothing was at risk (no ack exposed, no run in flight) or no fault happened. "
+            "RPO = age at the fault of the oldest lost ack. "
             "A lost step-committed ack means the step ran again after the fault (a repeated "
             "LLM or tool call)."
         ],
@@ -188,7 +197,7 @@ def sweeps(ctx: Context) -> list[dict[str, Any]]:
                 )
             )
             rows.append(
-                [key, str(len(rs))]
+                [key, str(len(rs)), crash.promise_text(fs), crash.judged_text(fs)]
                 + [
                     fmt_spread(Spread.of([f[k] for f in fs]), ".3g")
                     for k in ("rpo_s", "lost_acks", "puts_per_min", "store_accepting_s")
@@ -202,6 +211,8 @@ def sweeps(ctx: Context) -> list[dict[str, Any]]:
             [
                 "setting",
                 "trials",
+                "promise",
+                "kept/broken",
                 "RPO s",
                 "lost acks",
                 "object-store PUT/min",
