@@ -184,6 +184,13 @@ class Deployment(abc.ABC):
 
     backend: str
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """Before anything is written or started: check that the external services ``options``
+        name (an object store, a server) answer. Raises ``DurabenchError`` with one line that
+        names the service, so a run that could not replicate or connect never begins."""
+        return None  # nothing external by default
+
     @abc.abstractmethod
     def start(self) -> None:
         """Start every process (store, sidecars, workers) and return when ready. Raises
@@ -221,6 +228,16 @@ class Deployment(abc.ABC):
         """Backend-specific figures at the end of a run (sizes, replication counters...).
         Called while the deployment is still running."""
         return {}
+
+    def replication_health(self) -> dict[str, Any] | None:
+        """Did the replica keep up? Called at the end of a run, while the deployment still
+        runs. None when this deployment replicates nothing. Otherwise figures for
+        ``bench.replication``: ``caught_up`` (the replica holds every commit made before the
+        call: True / False, None when it cannot be read), ``errors`` (replication errors seen
+        during the run, None when unknown), ``position`` / ``replica_position`` (the store's and
+        the replica's, in the backend's own unit), ``what`` (the replica, in words) and
+        ``detail`` (why it did not catch up, or an error reading it)."""
+        return None
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """Baseline: commits/s of one small insert per transaction on the same store and

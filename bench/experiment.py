@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from backends.base import ExecutionSettings, RunContext, get
+from backends.base import ExecutionSettings, RunContext, StateView, get
 from backends.errors import ConfigError
-from bench import checkers, metrics, results
+from bench import checkers, metrics, replication, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -77,6 +77,8 @@ def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
         nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
+    if (preflight := getattr(info.factory, "preflight", None)) is not None:
+        preflight(req.options)  # external services answer, before any file is written
     run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     ctx = RunContext(
         workdir=run_dir / "work",
@@ -155,7 +157,8 @@ def run(req: Request) -> Outcome:
             events = read_history(ctx.history_dir)
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
-            state_checks = _check_state(req, client, events, runs, timeline, deployment)
+            live = _deployment_checks(deployment)
+            state_checks = _check_state(req, client.state(), events, runs, timeline, live)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
@@ -187,15 +190,27 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
+def _deployment_checks(deployment: Any) -> dict[str, Any]:
+    """The checks only a running deployment can make: the store's own integrity check and the
+    health of its replica."""
+    out: dict[str, Any] = {}
+    if hasattr(deployment, "integrity_check"):
+        out["integrity"] = deployment.integrity_check()
+    if (rep := replication.replication_check(deployment)) is not None:
+        out["replication"] = rep
+    return out
+
+
 def _check_state(
     req: Request,
-    client: Any,
+    state: StateView,
     events: list[dict[str, Any]],
     runs: pd.DataFrame,
     timeline: dict[str, Any] | None,
-    deployment: Any,
+    deployment_checks: dict[str, Any],
 ) -> dict[str, Any]:
-    state = client.state()
+    """Every check of a run from its history and its durable state (a live deployment's, or
+    the one kept on disk: ``bench check``); ``deployment_checks`` come from the deployment."""
     out: dict[str, Any] = {}
     if timeline is None or timeline["start_t"] != timeline["start_t"]:  # no fault happened
         out["acked_runs_durable"] = checkers.check_acked_runs_durable(runs, state)
@@ -209,8 +224,7 @@ def _check_state(
     out["step_payloads"] = checkers.check_step_payloads(
         list(req.schedule.runs), state, req.schedule.seed
     )
-    if hasattr(deployment, "integrity_check"):
-        out["integrity"] = deployment.integrity_check()
+    out.update(deployment_checks)
     out["indeterminate"] = {
         "valid": True,
         "count": sum(1 for e in events if e["type"] == "info" and e["op"] in ("submit", "commit")),

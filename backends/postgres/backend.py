@@ -150,6 +150,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.settings: dict[str, str | None] = {}
         self.schema_info: dict[str, Any] = {}
         self.ready_s: dict[str, float] = {}
+        self.standby_catch_up_s = 10.0  # replication_health's wait for the standby's replay
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -353,6 +354,30 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             except (psycopg.Error, BackendError) as e:
                 m["standby"] = {"error": str(e)}
         return m
+
+    def replication_health(self) -> dict[str, Any] | None:
+        """The standby at the end of the run: running, and replayed up to the primary's WAL
+        position (``Standby.wait_caught_up``). No error counter: ``errors`` is left out."""
+        sb = self.standby
+        if sb is None:
+            return None
+        out: dict[str, Any] = {
+            "what": f"{self.standby_mode} streaming standby {sb.name}",
+            "position_unit": "WAL LSN",
+        }
+        if not sb.process.alive:
+            return {**out, "caught_up": False, "detail": "the standby is not running"}
+        try:
+            out["catch_up_s"] = sb.wait_caught_up(timeout_s=self.standby_catch_up_s)
+            out["caught_up"] = True
+        except BackendError as e:
+            out.update(caught_up=False, detail=str(e))
+        except psycopg.Error as e:
+            out.update(caught_up=None, detail=f"cannot read WAL positions: {e}".strip())
+        with contextlib.suppress(psycopg.Error, BackendError):
+            out["position"] = self._server().sql("SELECT pg_current_wal_lsn()::text")[0][0]
+            out["replica_position"] = sb.replay_lsn()
+        return out
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """pgbench, one client, one single-row INSERT per transaction, on the same server with

@@ -36,7 +36,7 @@ from backends.base import (
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import ConfigError
 from backends.sqlite.litestream import Litestream
-from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage
+from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
 from backends.sqlite.store import (
     SYNCHRONOUS,
     SqliteStateView,
@@ -143,6 +143,13 @@ class SqliteDeployment(PooledWorkers, Deployment):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """An object store named with --s3-endpoint must answer before the run starts:
+        Litestream would only log sync errors and replicate nothing."""
+        if (options.get("replica") or "s3") == "s3" and options.get("s3_endpoint"):
+            probe_bucket(_external_target(options))
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -171,21 +178,15 @@ class SqliteDeployment(PooledWorkers, Deployment):
             raise
 
     def _object_store(self) -> S3Target:
-        endpoint = self.opts.get("s3_endpoint")
-        bucket = self.opts.get("s3_bucket") or "durabench"
-        if endpoint:
-            return S3Target(
-                endpoint=endpoint,
-                bucket=bucket,
-                region=self.opts.get("s3_region") or "us-east-1",
-                access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-            )
+        if self.opts.get("s3_endpoint"):
+            target = _external_target(self.opts)
+            probe_bucket(target)
+            return target
         t0 = time.monotonic()
         self.seaweed = SeaweedFS(
             self.ctx.workdir / "seaweedfs",
             self.ctx.logdir,
-            bucket=bucket,
+            bucket=self.opts.get("s3_bucket") or "durabench",
             s3_port=self.opts.get("s3_port"),
             binary=self.opts.get("weed_bin"),
         )
@@ -275,6 +276,20 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self._client.submitter.node_up = True
         self.start_store()
         return out
+
+    def replication_health(self) -> dict[str, Any] | None:
+        """Litestream's replica at the end of the run: caught up, and without sync errors."""
+        if self.litestream is None:
+            return None
+        where = (
+            "a local directory"
+            if self.replica == "file"
+            else (self.target.endpoint if self.target else "?")
+        )
+        return {
+            "what": f"Litestream -> {where} (sync-interval {self.sync_interval_s:g}s)",
+            **self.litestream.health(),
+        }
 
     def integrity_check(self) -> dict[str, Any]:
         conn = connect(self.db_path, readonly=True)
@@ -370,6 +385,18 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "synchronous": self.synchronous,
             "replica": self.replica,
         }
+
+
+def _external_target(options: dict[str, Any]) -> S3Target:
+    """The bucket named by --s3-endpoint / --s3-bucket / --s3-region, credentials from the
+    environment."""
+    return S3Target(
+        endpoint=str(options["s3_endpoint"]),
+        bucket=options.get("s3_bucket") or "durabench",
+        region=options.get("s3_region") or "us-east-1",
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+    )
 
 
 def _size(p: Path) -> int:

@@ -179,6 +179,38 @@ def s3_get(target: S3Target, params: dict[str, str], timeout_s: float = 5.0) -> 
     return http_get(f"{parts.scheme}://{parts.netloc}{path}?{query}", timeout_s, headers)
 
 
+def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
+    """Check that ``target`` answers a ListObjectsV2 on its bucket before anything replicates to
+    it; raises BackendError / ConfigError with one line naming the endpoint. Litestream itself
+    never fails on an unreachable store: it logs sync errors and replicates nothing."""
+    where = f"{target.endpoint} (bucket {target.bucket})"
+    answer: urllib.error.HTTPError | None = None
+    try:
+        s3_get(target, {"list-type": "2", "max-keys": "0"}, timeout_s=timeout_s)
+    except urllib.error.HTTPError as e:
+        answer = e  # the endpoint answered: judged below, after the credentials
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise BackendError(
+            f"{BACKEND}: object store {target.endpoint} does not answer ({reason}): "
+            "is it running? check --s3-endpoint"
+        ) from None
+    if not target.access_key:
+        raise ConfigError(
+            f"{BACKEND}: no credentials for the object store {where}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (Litestream would otherwise look for an EC2 instance role)"
+        )
+    if answer is not None:
+        hint = {
+            403: "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and --s3-region",
+            404: "create the bucket or pass --s3-bucket",
+        }.get(answer.code, "is this an S3 endpoint?")
+        raise BackendError(
+            f"{BACKEND}: object store {where} refused a bucket listing "
+            f"(HTTP {answer.code} {answer.reason}): {hint}"
+        )
+
+
 def _xml_text(elem: ET.Element, name: str) -> str:
     for child in elem.iter():
         if child.tag.rsplit("}", 1)[-1] == name:
