@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -190,6 +191,20 @@ class Deployment(abc.ABC):
         name (an object store, a server) answer. Raises ``DurabenchError`` with one line that
         names the service, so a run that could not replicate or connect never begins."""
         return None  # nothing external by default
+
+    @classmethod
+    def open_kept_state(
+        cls, run_dir: Path, manifest: dict[str, Any]
+    ) -> AbstractContextManager[StateView]:
+        """``bench check``: the durable state a finished run kept in ``run_dir/work``
+        (``--keep-data``), read-only, as a context manager yielding a ``StateView`` (a server
+        it needs is started on the kept files and stopped on exit). The view may also offer
+        ``integrity_check()``. Raises ``ConfigError`` when this backend cannot re-open a kept
+        state, or when none was kept."""
+        raise ConfigError(
+            f"{getattr(cls, 'backend', cls.__name__)}: cannot re-open the state a run kept: "
+            "`bench check` is not supported for this backend"
+        )
 
     @abc.abstractmethod
     def start(self) -> None:

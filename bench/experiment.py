@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,9 @@ def run(req: Request) -> Outcome:
             events = read_history(ctx.history_dir)
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
-            live = _deployment_checks(deployment)
-            state_checks = _check_state(req, client.state(), events, runs, timeline, live)
+            integrity = getattr(deployment, "integrity_check", None)
+            extra = _replication_checks(deployment)
+            state_checks = _check_state(req, client.state, events, runs, timeline, integrity, extra)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
@@ -190,27 +192,25 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
-def _deployment_checks(deployment: Any) -> dict[str, Any]:
-    """The checks only a running deployment can make: the store's own integrity check and the
-    health of its replica."""
-    out: dict[str, Any] = {}
-    if hasattr(deployment, "integrity_check"):
-        out["integrity"] = deployment.integrity_check()
-    if (rep := replication.replication_check(deployment)) is not None:
-        out["replication"] = rep
-    return out
+def _replication_checks(deployment: Any) -> dict[str, Any]:
+    """The health of the deployment's replica: only a running deployment can say."""
+    rep = replication.replication_check(deployment)
+    return {} if rep is None else {"replication": rep}
 
 
 def _check_state(
     req: Request,
-    state: StateView,
+    states: Callable[[], StateView],
     events: list[dict[str, Any]],
     runs: pd.DataFrame,
     timeline: dict[str, Any] | None,
-    deployment_checks: dict[str, Any],
+    integrity: Callable[[], dict[str, Any]] | None,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """Every check of a run from its history and its durable state (a live deployment's, or
-    the one kept on disk: ``bench check``); ``deployment_checks`` come from the deployment."""
+    """Every check of a run from its history and its durable state: a live deployment's, or
+    the one a run kept on disk (``bench check``). ``extra``: checks made elsewhere (replication
+    health), composed into the verdict like the others."""
+    state = states()
     out: dict[str, Any] = {}
     if timeline is None or timeline["start_t"] != timeline["start_t"]:  # no fault happened
         out["acked_runs_durable"] = checkers.check_acked_runs_durable(runs, state)
@@ -224,7 +224,9 @@ def _check_state(
     out["step_payloads"] = checkers.check_step_payloads(
         list(req.schedule.runs), state, req.schedule.seed
     )
-    out.update(deployment_checks)
+    if integrity is not None:
+        out["integrity"] = integrity()
+    out.update(extra)
     out["indeterminate"] = {
         "valid": True,
         "count": sum(1 for e in events if e["type"] == "info" and e["op"] in ("submit", "commit")),

@@ -19,7 +19,10 @@ standby flushed there too).
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -354,6 +357,55 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             except (psycopg.Error, BackendError) as e:
                 m["standby"] = {"error": str(e)}
         return m
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(
+        cls, run_dir: Path, manifest: dict[str, Any]
+    ) -> Iterator[store.PostgresStateView]:
+        """The cluster the run kept (the last primary: after a failover, the promoted standby),
+        served by a postmaster of our own on a free port for as long as the view is open.
+        Sessions are read-only (``default_transaction_read_only``); starting the server may
+        still replay WAL, as any start after a crash would."""
+        opts = manifest.get("backend_options") or {}
+        if opts.get("postgres_dsn"):
+            raise ConfigError(
+                "postgres: the run used an external server (--postgres-dsn): its data lives "
+                "there, not in the run directory, and cannot be checked again from it"
+            )
+        work = run_dir / "work"
+        datadir = next(
+            (
+                d
+                for d in (work / "postgres", work / "postgres-standby")
+                if (d / "PG_VERSION").exists() and not (d / "standby.signal").exists()
+            ),
+            None,
+        )
+        if datadir is None:
+            raise ConfigError(
+                f"postgres: no kept cluster under {work}: only a run made with --keep-data "
+                "can be checked again"
+            )
+        bin_dir = opts.get("postgres_bin_dir")
+        logdir = Path(tempfile.mkdtemp(prefix="durabench-check-"))  # not the result's logs
+        server = PostgresServer(
+            datadir,
+            logdir,
+            settings={"default_transaction_read_only": "on"},
+            bin_dir=Path(bin_dir) if bin_dir else None,
+        )
+        view = None
+        try:
+            server.start()
+            schema = str(opts.get("postgres_schema") or "durabench")
+            view = store.PostgresStateView(server.dsn(DATABASE), schema)
+            yield view
+        finally:
+            if view is not None:
+                view.close()
+            server.stop()
+            shutil.rmtree(logdir, ignore_errors=True)
 
     def replication_health(self) -> dict[str, Any] | None:
         """The standby at the end of the run: running, and replayed up to the primary's WAL

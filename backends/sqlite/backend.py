@@ -15,10 +15,12 @@ local file with ``--synchronous``"; it reaches the object store up to one sync i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from backends.sqlite.store import (
     SqliteSubmitter,
     connect,
     create_schema,
+    integrity_check,
 )
 
 SUBMIT_THREADS = 8
@@ -108,6 +111,13 @@ class SqliteClient(Client):
     async def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.submitter.close()
+
+
+class KeptSqliteState(SqliteStateView):
+    """A kept database file, for ``bench check``: the state view and the integrity check."""
+
+    def integrity_check(self) -> dict[str, Any]:
+        return integrity_check(self.path)
 
 
 class SqliteDeployment(PooledWorkers, Deployment):
@@ -292,12 +302,23 @@ class SqliteDeployment(PooledWorkers, Deployment):
         }
 
     def integrity_check(self) -> dict[str, Any]:
-        conn = connect(self.db_path, readonly=True)
+        return integrity_check(self.db_path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(cls, run_dir: Path, manifest: dict[str, Any]) -> Iterator[StateView]:
+        """The database file the run kept, opened read-only (no process needed)."""
+        db = run_dir / "work" / "sqlite" / "durabench.db"
+        if not db.is_file():
+            raise ConfigError(
+                f"sqlite: no database kept at {db}: only a run made with --keep-data can be "
+                "checked again"
+            )
+        view = KeptSqliteState(db)
         try:
-            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            yield view
         finally:
-            conn.close()
-        return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
+            view.close()
 
     # -- description -------------------------------------------------------------------------
 
