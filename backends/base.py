@@ -304,7 +304,10 @@ class LosableNode(Protocol):
     """Capability: lose the node (SIGKILL everything on it and delete its local data), then
     rebuild from whatever survives elsewhere (an object-store replica, a standby)."""
 
-    def lose_node(self) -> None: ...
+    def lose_node(self) -> dict[str, Any]:
+        """Kill and delete; verify the local data is really gone (raise ``BackendError`` if
+        not) and return what was verified, e.g. ``{"verified_gone": [paths]}``."""
+        ...
 
     def rebuild_node(self) -> dict[str, Any]:
         """Rebuild and restart; returns what was done (``{"restored_from": ...}``), with

@@ -167,7 +167,8 @@ def run(req: Request) -> Outcome:
         if deployment is not None:
             try:
                 deployment.stop()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - recorded, the results are still written
+                manifest["stop_error"] = f"{type(e).__name__}: {e}"
                 print(f"warning: stopping {req.backend} failed: {e}", file=sys.stderr)
         history.close()
         logging.getLogger().removeHandler(log_handler)

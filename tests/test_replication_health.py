@@ -116,6 +116,9 @@ def test_replica_that_stops_mid_run_fails_the_replication_check(tmp_path: Path) 
     assert rep["caught_up"] is False and rep["errors"] > 0, rep
     assert any("had not caught up" in p for p in rep["problems"]), rep
     assert any("replication error(s)" in p for p in rep["problems"]), rep
+    # Litestream's last sync at shutdown failed too: recorded, not only printed
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert "litestream's last sync failed" in manifest["stop_error"], manifest.get("stop_error")
 
 
 def test_healthy_replica_passes_with_its_figures(tmp_path: Path) -> None:
@@ -125,6 +128,7 @@ def test_healthy_replica_passes_with_its_figures(tmp_path: Path) -> None:
     rep = json.loads((run_dir / "summary.json").read_text())["checks"]["replication"]
     assert rep["valid"] is True and rep["errors"] == 0
     assert rep["caught_up"] is True and rep["replica_position"] == rep["position"] > 0
+    assert "stop_error" not in json.loads((run_dir / "manifest.json").read_text())
 
 
 def test_judge_rules() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from backends.common.nodeloss import verify_gone
 from backends.errors import BackendError
 
 OWN_PROCESS_FAULTS = ("kill-store", "pause-store", "lose-node")
@@ -58,10 +59,11 @@ class PostgresFaults:
     def resume_store(self) -> None:
         self._server().resume()
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         server = self._server()
         server.kill(all_processes=True)
         shutil.rmtree(server.datadir, ignore_errors=True)
+        return {"verified_gone": verify_gone("postgres", [server.datadir])}
 
     def rebuild_node(self) -> dict[str, Any]:
         d: Any = self

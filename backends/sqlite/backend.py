@@ -35,8 +35,9 @@ from backends.base import (
     StateView,
     register,
 )
+from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
-from backends.errors import ConfigError
+from backends.errors import BackendError, ConfigError
 from backends.sqlite.litestream import Litestream
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
 from backends.sqlite.store import (
@@ -184,7 +185,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.workers.start()
             self.ready_s["workers"] = time.monotonic() - t0
         except BaseException:
-            self.stop()
+            with contextlib.suppress(BackendError):  # the start error is the one to report
+                self.stop()
             raise
 
     def _object_store(self) -> S3Target:
@@ -215,6 +217,12 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.litestream.stop()
         if self.seaweed is not None:
             self.seaweed.stop()
+        if self.litestream is not None and self.litestream.stop_error:
+            # everything is stopped; the caller records this (manifest stop_error)
+            raise BackendError(
+                f"sqlite: {self.litestream.stop_error}: the replica may lack the last commits "
+                f"(see {self.litestream.process.log_path})"
+            )
 
     def client(self) -> Client:
         if self._client is None:
@@ -258,13 +266,14 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def _litestream_proc(self) -> list[Any]:
         return [self.litestream.process] if self.litestream is not None else []
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         """The node is gone: its processes die and its disk (database, WAL, Litestream's local
         state) is deleted. The object store is elsewhere and survives."""
         if self._client is not None:
             self._client.submitter.node_up = False
         self.kill_store()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        return {"verified_gone": verify_gone("sqlite", [self.data_dir])}
 
     def rebuild_node(self) -> dict[str, Any]:
         """A new node: restore the database from the replica (``litestream restore``), then

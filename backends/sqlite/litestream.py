@@ -120,6 +120,7 @@ class Litestream:
             atexit.register(shutil.rmtree, self._socket_tmpdir, ignore_errors=True)
         self.ready_s: float | None = None
         self.last_sync: dict[str, object] | None = None  # see wait_caught_up
+        self.stop_error: str | None = None  # see stop
         self.process = ManagedProcess(
             "litestream",
             [str(self.binary), "replicate", "-config", str(self.config_path)],
@@ -193,8 +194,30 @@ class Litestream:
     def stop(self, timeout_s: float | None = None) -> int | None:
         """SIGTERM: Litestream makes a last sync before it exits (retried for up to
         ``catch_up_timeout_s`` when the replica is unreachable), then SIGKILL after
-        ``timeout_s`` (default: that plus 5 s)."""
-        return self.process.stop(self.catch_up_timeout_s + 5 if timeout_s is None else timeout_s)
+        ``timeout_s`` (default: that plus 5 s). Litestream exits 0 even when that last sync
+        failed, so ``stop_error`` says so from its log (or from the SIGKILL), else None."""
+        timeout_s = self.catch_up_timeout_s + 5 if timeout_s is None else timeout_s
+        was_alive = self.process.alive
+        try:
+            offset = self.process.log_path.stat().st_size
+        except OSError:
+            offset = 0
+        code = self.process.stop(timeout_s)
+        self.stop_error = None
+        if was_alive and code is not None and code < 0:
+            self.stop_error = (
+                f"litestream was killed after {timeout_s:.0f}s: its last sync did not finish"
+            )
+        elif was_alive:
+            try:
+                with open(self.process.log_path, errors="replace") as f:
+                    f.seek(offset)
+                    bad = [line.strip() for line in f if " level=ERROR " in line]
+            except OSError:
+                bad = []
+            if bad:
+                self.stop_error = f"litestream's last sync failed: {bad[-1][:300]}"
+        return code
 
     def kill(self) -> None:
         """SIGKILL, as a crash: whatever was not uploaded yet stays only in the local WAL."""

@@ -27,13 +27,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
 from backends.common.process import ManagedProcess
 from backends.errors import BackendError, ConfigError
 
 BACKEND = "sqlite"
-# Loopback only, so the harness never sends a byte through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -89,13 +88,6 @@ def parse_prometheus(text: str) -> list[Sample]:
             continue
         out.append(Sample(m.group(1), labels, value))
     return out
-
-
-def http_get(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> bytes:
-    """GET a loopback URL (no proxy); raises on any non-2xx status."""
-    req = urllib.request.Request(url, headers=headers or {})
-    with _OPENER.open(req, timeout=timeout_s) as resp:
-        return resp.read()
 
 
 def run_once(

@@ -28,6 +28,7 @@ from backends.base import (
     RunContext,
     register,
 )
+from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.temporal.client import LoopThread, Target, TemporalClient
@@ -82,7 +83,6 @@ OPTIONS = (
 
 WORKFLOW_TASK_TIMEOUT_S = 10.0  # Temporal's default, left as is
 STICKY_TIMEOUT_S = 10.0  # the Python SDK's default sticky schedule-to-start timeout
-KILL_SETTLE_S = 0.1  # see kill_worker
 
 
 class TemporalDeployment(PooledWorkers, Deployment):
@@ -188,14 +188,12 @@ class TemporalDeployment(PooledWorkers, Deployment):
     # -- faults (capabilities used by the nemesis) -------------------------------------------
 
     def kill_worker(self, name: str) -> None:
-        """SIGKILL the worker, then wait ``KILL_SETTLE_S``. A request the worker had already sent
-        (typically the RespondWorkflowTaskCompleted that completes a run) is still applied by the
-        server after the process is gone, and the caller sees the completion a round trip later;
-        without the wait, a run could be "interrupted" at the kill and yet complete without any
-        worker resuming it. Temporal gives no signal for "nothing in flight any more", so this
-        is a fixed grace (recorded in the config)."""
+        """SIGKILL the worker; nothing else (the nemesis kills every worker back to back and
+        takes the fault time right after the last kill). A request the worker had already
+        sent, typically the RespondWorkflowTaskCompleted that completes a run, is still applied
+        by the server after the process is gone: such a run counts as interrupted by the fault
+        and its completion lands a round trip after the fault time."""
         self.workers.kill(name)
-        time.sleep(KILL_SETTLE_S)
 
     def _own_server(self) -> TemporalDevServer:
         if self.server is None:
@@ -228,13 +226,15 @@ class TemporalDeployment(PooledWorkers, Deployment):
             )
         return None
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         """The dev server's node is gone: the process dies and its SQLite file (the only copy
         of every history: the dev server has no replica) is deleted."""
         server = self._own_server()
         server.kill()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{server.db_path}{suffix}").unlink(missing_ok=True)
+        files = [Path(f"{server.db_path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        for f in files:
+            f.unlink(missing_ok=True)
+        return {"verified_gone": verify_gone("temporal", files)}
 
     def rebuild_node(self) -> dict[str, Any]:
         """A new dev server on the same address with an empty database: nothing survived, so
@@ -311,7 +311,6 @@ class TemporalDeployment(PooledWorkers, Deployment):
             f"time-scale {s.time_scale:g}",
             "workflow_task_timeout_s": WORKFLOW_TASK_TIMEOUT_S,
             "sticky_schedule_to_start_timeout_s": STICKY_TIMEOUT_S,
-            "kill_worker_settle_s": KILL_SETTLE_S,
             "retry_policy": {
                 "initial_interval_s": rp.initial_interval.total_seconds(),
                 "backoff_coefficient": rp.backoff_coefficient,
