@@ -151,3 +151,20 @@ def test_postgres_kept_cluster_is_served_again_for_the_check(tmp_path: Path) -> 
         server.stop()
     gone = bench("check", str(run_dir))
     assert gone.returncode == 1 and "r000004" in gone.stdout, gone.stdout + gone.stderr
+
+
+def test_temporal_kept_histories_are_served_again_for_the_check(tmp_path: Path) -> None:
+    out = bench(
+        "run", "--backend", "temporal", "--workload", "smoke", "--time-scale", "0",
+        "--keep-data", "--no-progress", "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    run_dir = only_dir(tmp_path)
+    ok = bench("check", str(run_dir))
+    assert ok.returncode == 0 and "verdict True" in ok.stdout, ok.stdout + ok.stderr
+    # touch the kept dev-server database by hand: one accepted run's execution deleted
+    db = run_dir / "work" / "temporal" / "temporal.db"
+    delete(db, "DELETE FROM current_executions WHERE workflow_id = ?", "r000004")
+    delete(db, "DELETE FROM executions WHERE workflow_id = ?", "r000004")
+    gone = bench("check", str(run_dir))
+    assert gone.returncode == 1 and "r000004" in gone.stdout, gone.stdout + gone.stderr

@@ -15,8 +15,12 @@ Details: ``backends.temporal.client`` and ``backends.temporal.workflows``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,13 @@ from backends.base import (
     Deployment,
     Option,
     RunContext,
+    StateView,
     register,
 )
 from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
-from backends.temporal.client import LoopThread, Target, TemporalClient
+from backends.temporal.client import LoopThread, Target, TemporalClient, TemporalStateView
 from backends.temporal.payloads import INLINE_LIMIT
 from backends.temporal.server import TemporalDevServer, call_sync, probe
 from backends.temporal.worker import worker_limits
@@ -194,6 +199,53 @@ class TemporalDeployment(PooledWorkers, Deployment):
         by the server after the process is gone: such a run counts as interrupted by the fault
         and its completion lands a round trip after the fault time."""
         self.workers.kill(name)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(cls, run_dir: Path, manifest: dict[str, Any]) -> Iterator[StateView]:
+        """The dev server's kept SQLite file, served by a dev server of our own (no workers)
+        for as long as the view is open. Histories of finished runs do not change; a run still
+        open when the run ended may gain timeout events while it is served."""
+        opts = manifest.get("backend_options") or {}
+        if opts.get("temporal_address"):
+            raise ConfigError(
+                "temporal: the run used an external cluster (--temporal-address): its "
+                "histories live there, not in the run directory"
+            )
+        data = run_dir / "work" / "temporal"
+        if not (data / "temporal.db").is_file():
+            raise ConfigError(
+                f"temporal: no database kept at {data / 'temporal.db'}: only a run made with "
+                "--keep-data can be checked again"
+            )
+        namespace = str(opts.get("temporal_namespace") or "default")
+        logdir = Path(tempfile.mkdtemp(prefix="durabench-check-"))  # not the result's logs
+        server = TemporalDevServer(
+            data,
+            logdir,
+            binary=opts.get("temporal_bin"),
+            namespace=namespace,
+            sqlite_pragmas={
+                "journal_mode": str(opts.get("temporal_sqlite_journal") or "wal"),
+                "synchronous": "FULL",
+            },
+        )
+        target = Target(
+            server.address,
+            namespace,
+            str(opts.get("task_queue") or "durabench"),
+            data / "payloads",
+        )
+        reader = None
+        try:
+            server.start()
+            reader = LoopThread(target, name="temporal-check")
+            yield TemporalStateView(reader, target, set())
+        finally:
+            if reader is not None:
+                reader.close()
+            server.stop()
+            shutil.rmtree(logdir, ignore_errors=True)
 
     def _own_server(self) -> TemporalDevServer:
         if self.server is None:
