@@ -294,6 +294,8 @@ def _write(
     summary["checks"] = state_checks
     if state_checks and state_checks.get("valid") is False:
         warnings.append("CORRECTNESS CHECK FAILED: see summary.json checks")
+    for problem in (state_checks.get("replication") or {}).get("problems") or []:
+        warnings.append(f"REPLICATION: {problem}")
     summary["warnings"] = warnings
     partial_reason = None
     if error is not None:

@@ -9,6 +9,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,8 +131,20 @@ def test_bad_input_is_exit_2(kept_run: Path, tmp_path: Path) -> None:
     assert out.returncode == 2 and "bench check` is not supported" in out.stderr, out.stderr
 
 
-def test_postgres_kept_cluster_is_served_again_for_the_check(tmp_path: Path) -> None:
+@pytest.fixture
+def pg_tmp() -> Iterator[Path]:
+    # Not tmp_path: the server runs as an unprivileged user who must traverse the path, and
+    # concurrent pytest sessions reset /tmp/pytest-of-<user> to 0700
+    d = Path(tempfile.mkdtemp(prefix="durabench-recheck-"))
+    d.chmod(0o711)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_postgres_kept_cluster_is_served_again_for_the_check(pg_tmp: Path) -> None:
     from backends.postgres.server import PostgresServer
+
+    tmp_path = pg_tmp
 
     out = bench(
         "run", "--backend", "postgres", "--workload", "smoke", "--time-scale", "0",
@@ -140,6 +154,7 @@ def test_postgres_kept_cluster_is_served_again_for_the_check(tmp_path: Path) -> 
     run_dir = only_dir(tmp_path / "r")
     ok = bench("check", str(run_dir))
     assert ok.returncode == 0 and "verdict True" in ok.stdout, ok.stdout + ok.stderr
+    assert "integrity=True" in ok.stdout, "amcheck runs on the kept cluster too"
     # touch the kept cluster by hand: one accepted run (and its steps) deleted
     server = PostgresServer(run_dir / "work" / "postgres", tmp_path / "logs")
     server.start()

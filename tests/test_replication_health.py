@@ -116,6 +116,7 @@ def test_replica_that_stops_mid_run_fails_the_replication_check(tmp_path: Path) 
     assert rep["caught_up"] is False and rep["errors"] > 0, rep
     assert any("had not caught up" in p for p in rep["problems"]), rep
     assert any("replication error(s)" in p for p in rep["problems"]), rep
+    assert any(w.startswith("REPLICATION: the replica had not") for w in summary["warnings"])
     # Litestream's last sync at shutdown failed too: recorded, not only printed
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert "litestream's last sync failed" in manifest["stop_error"], manifest.get("stop_error")

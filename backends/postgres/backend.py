@@ -36,7 +36,7 @@ from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.postgres import store
-from backends.postgres.faults import PostgresFaults
+from backends.postgres.faults import PostgresFaults, amcheck_schema
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
 from backends.postgres.standby import Standby
@@ -97,6 +97,19 @@ class PostgresClient(Client):
         for v in self.views:
             with contextlib.suppress(psycopg.Error):
                 v.close()
+
+
+class KeptPostgresState(store.PostgresStateView):
+    """A kept cluster, for ``bench check``: the state view and amcheck (installed by the run;
+    never installed here: the check only reads)."""
+
+    def integrity_check(self) -> dict[str, Any]:
+        try:
+            # the store's own session settings: amcheck was installed in its search_path
+            with store.connect(self.dsn, self.schema, app="check") as c:
+                return amcheck_schema(c, self.schema, may_install=False)
+        except (psycopg.Error, BackendError) as e:
+            return {"valid": False, "check": "amcheck", "error": str(e)}
 
 
 class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
@@ -362,7 +375,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
     @contextlib.contextmanager
     def open_kept_state(
         cls, run_dir: Path, manifest: dict[str, Any]
-    ) -> Iterator[store.PostgresStateView]:
+    ) -> Iterator[KeptPostgresState]:
         """The cluster the run kept (the last primary: after a failover, the promoted standby),
         served by a postmaster of our own on a free port for as long as the view is open.
         Sessions are read-only (``default_transaction_read_only``); starting the server may
@@ -397,9 +410,10 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         )
         view = None
         try:
+            server.system_user.own_dir(datadir)  # its parents may have lost o+x since the run
             server.start()
             schema = str(opts.get("postgres_schema") or "durabench")
-            view = store.PostgresStateView(server.dsn(DATABASE), schema)
+            view = KeptPostgresState(server.dsn(DATABASE), schema)
             yield view
         finally:
             if view is not None:
