@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -185,6 +186,27 @@ class Deployment(abc.ABC):
 
     backend: str
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """Before anything is written or started: check that the external services ``options``
+        name (an object store, a server) answer. Raises ``DurabenchError`` with one line that
+        names the service, so a run that could not replicate or connect never begins."""
+        return None  # nothing external by default
+
+    @classmethod
+    def open_kept_state(
+        cls, run_dir: Path, manifest: dict[str, Any]
+    ) -> AbstractContextManager[StateView]:
+        """``bench check``: the durable state a finished run kept in ``run_dir/work``
+        (``--keep-data``), read-only, as a context manager yielding a ``StateView`` (a server
+        it needs is started on the kept files and stopped on exit). The view may also offer
+        ``integrity_check()``. Raises ``ConfigError`` when this backend cannot re-open a kept
+        state, or when none was kept."""
+        raise ConfigError(
+            f"{getattr(cls, 'backend', cls.__name__)}: cannot re-open the state a run kept: "
+            "`bench check` is not supported for this backend"
+        )
+
     @abc.abstractmethod
     def start(self) -> None:
         """Start every process (store, sidecars, workers) and return when ready. Raises
@@ -230,6 +252,16 @@ class Deployment(abc.ABC):
         """Backend-specific figures at the end of a run (sizes, replication counters...).
         Called while the deployment is still running."""
         return {}
+
+    def replication_health(self) -> dict[str, Any] | None:
+        """Did the replica keep up? Called at the end of a run, while the deployment still
+        runs. None when this deployment replicates nothing. Otherwise figures for
+        ``bench.replication``: ``caught_up`` (the replica holds every commit made before the
+        call: True / False, None when it cannot be read), ``errors`` (replication errors seen
+        during the run, None when unknown), ``position`` / ``replica_position`` (the store's and
+        the replica's, in the backend's own unit), ``what`` (the replica, in words) and
+        ``detail`` (why it did not catch up, or an error reading it)."""
+        return None
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """Baseline: commits/s of one small insert per transaction on the same store and
@@ -281,7 +313,10 @@ class LosableNode(Protocol):
     """Capability: lose the node (SIGKILL everything on it and delete its local data), then
     rebuild from whatever survives elsewhere (an object-store replica, a standby)."""
 
-    def lose_node(self) -> None: ...
+    def lose_node(self) -> dict[str, Any]:
+        """Kill and delete; verify the local data is really gone (raise ``BackendError`` if
+        not) and return what was verified, e.g. ``{"verified_gone": [paths]}``."""
+        ...
 
     def rebuild_node(self) -> dict[str, Any]:
         """Rebuild and restart; returns what was done (``{"restored_from": ...}``), with

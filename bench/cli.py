@@ -190,6 +190,14 @@ def parser() -> argparse.ArgumentParser:
     )
     cmp.set_defaults(trials=1)
 
+    chk = sub.add_parser(
+        "check",
+        help="run every checker again on a result made with --keep-data "
+        "(exit 0 pass, 1 a check failed, 2 not a run dir or no data kept)",
+    )
+    chk.add_argument("run_dir", type=Path, help="results/<run-id> of a run made with --keep-data")
+    chk.add_argument("--json", action="store_true", help="print the checks as JSON")
+
     report_commands.add_parsers(sub)
 
     sub.add_parser("backends", help="list registered backends")
@@ -454,6 +462,26 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from bench import recheck
+
+    out = recheck.recheck(args.run_dir)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        checks = out["checks"]
+        verdict = out["verdict"]
+        console.print(
+            f"{out['run_id']} ({out['backend']}): verdict {verdict} "
+            f"(recorded at run time: {out['recorded_verdict']})  "
+            + "  ".join(f"{k}={v.get('valid')}" for k, v in checks.items() if isinstance(v, dict)),
+            highlight=False,
+        )
+        for line in recheck.failures(checks):
+            console.print(f"FAILED {line}", highlight=False)
+    return EXIT_CHECK_FAILED if out["verdict"] is False else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     # tables stay readable in logs and pipes, where rich would otherwise assume 80 columns
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
@@ -485,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args, console)
         if args.cmd == "compare":
             return cmd_compare(args, console)
+        if args.cmd == "check":
+            return cmd_check(args, console)
         rc = report_commands.dispatch(args, console)
         if rc is not None:
             return rc

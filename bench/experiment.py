@@ -13,15 +13,17 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from backends.base import ExecutionSettings, RunContext, get
+from backends.base import ExecutionSettings, RunContext, StateView, get
 from backends.errors import ConfigError
-from bench import checkers, metrics, promise_check, results
+from backends.promises import Promise
+from bench import checkers, metrics, promise_check, replication, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -77,6 +79,8 @@ def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
         nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
+    if (preflight := getattr(info.factory, "preflight", None)) is not None:
+        preflight(req.options)  # external services answer, before any file is written
     run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     ctx = RunContext(
         workdir=run_dir / "work",
@@ -155,14 +159,19 @@ def run(req: Request) -> Outcome:
             events = read_history(ctx.history_dir)
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
-            state_checks = _check_state(req, client, events, runs, timeline, deployment)
+            integrity = getattr(deployment, "integrity_check", None)
+            extra = _replication_checks(deployment)
+            state_checks = _check_state(
+                req, client.state, events, runs, timeline, integrity, extra, deployment.promise
+            )
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
         if deployment is not None:
             try:
                 deployment.stop()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - recorded, the results are still written
+                manifest["stop_error"] = f"{type(e).__name__}: {e}"
                 print(f"warning: stopping {req.backend} failed: {e}", file=sys.stderr)
         history.close()
         logging.getLogger().removeHandler(log_handler)
@@ -187,27 +196,35 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
+def _replication_checks(deployment: Any) -> dict[str, Any]:
+    """The health of the deployment's replica: only a running deployment can say."""
+    rep = replication.replication_check(deployment)
+    return {} if rep is None else {"replication": rep}
+
+
 def _check_state(
     req: Request,
-    client: Any,
+    states: Callable[[], StateView],
     events: list[dict[str, Any]],
     runs: pd.DataFrame,
     timeline: dict[str, Any] | None,
-    deployment: Any,
+    integrity: Callable[[], dict[str, Any]] | None,
+    extra: dict[str, Any],
+    promise_of: Callable[[str], Promise | None] | None = None,
 ) -> dict[str, Any]:
-    """Every checker, the same with and without a fault (see bench/checkers.py); after a
-    fault, the backend's promise judges the write loss (bench/promise_check.py)."""
+    """Every check of a run from its history and its durable state: a live deployment's, or
+    the one a run kept on disk (``bench check``), the same with and without a fault (see
+    bench/checkers.py). ``extra``: checks made elsewhere (replication health), composed into the
+    verdict like the others. After a fault, the promise (``promise_of``) judges the write loss
+    (bench/promise_check.py)."""
     out = checkers.check_all(
-        events,
-        client.state,
-        list(req.schedule.runs),
-        req.schedule.seed,
-        timeline,
-        getattr(deployment, "integrity_check", None),
+        events, states, list(req.schedule.runs), req.schedule.seed, timeline, integrity
     )
-    if req.fault is not None:  # kept / broken / unknown, with the figures
-        out["promise"] = promise_check.check(req.fault.fault, deployment, events, timeline, out)
-        out["valid"] = checkers.compose(promise_check.composable(out))
+    out.update(extra)
+    fault = (timeline or {}).get("fault")
+    if fault is not None and promise_of is not None:  # kept / broken / unknown, with figures
+        out["promise"] = promise_check.check(fault, promise_of, events, timeline, out)
+    out["valid"] = checkers.compose(promise_check.composable(out))
     return out
 
 
@@ -268,6 +285,8 @@ def _write(
     summary["checks"] = state_checks
     if state_checks and state_checks.get("valid") is False:
         warnings.append("CORRECTNESS CHECK FAILED: see summary.json checks")
+    for problem in (state_checks.get("replication") or {}).get("problems") or []:
+        warnings.append(f"REPLICATION: {problem}")
     summary["warnings"] = warnings
     partial_reason = None
     if error is not None:

@@ -100,15 +100,18 @@ class Nemesis:
         try:
             await asyncio.sleep(max(0.0, tl.planned_at_t - self.h.now()))
             self.h.record(INFO, "nemesis", value={"phase": "invoke", "fault": self.spec.fault})
-            await asyncio.to_thread(self._inject)
+            t0 = time.monotonic()
+            injected = (await asyncio.to_thread(self._inject)) or {}
             tl.start_t = self.h.record(INFO, "nemesis", value={"phase": "fault"})
+            injected["inject_s"] = time.monotonic() - t0  # the fault time is when it is done
+            tl.detail = injected  # kept even if the recovery fails
             wait = (
                 self.spec.pause_s if self.spec.fault == "pause-store" else self.spec.restart_delay_s
             )
             await asyncio.sleep(wait)
             tl.recover_begin_t = self.h.record(INFO, "nemesis", value={"phase": "recover"})
             t0 = time.monotonic()
-            tl.detail = (await asyncio.to_thread(self._recover)) or {}
+            tl.detail.update((await asyncio.to_thread(self._recover)) or {})
             tl.detail["recover_s"] = time.monotonic() - t0
             tl.store_accepting_t = self.h.record(
                 INFO, "nemesis", value={"phase": "recovered", **tl.detail}
@@ -116,21 +119,25 @@ class Nemesis:
         finally:
             self.done.set()
 
-    def _inject(self) -> None:
+    def _inject(self) -> dict[str, Any] | None:
+        """Inject the fault; returns what it verified (recorded in the timeline detail)."""
         f, d = self.spec.fault, self.dep
         if f == "kill-worker":
             assert isinstance(d, KillableWorkers)
-            for name in d.worker_names():
+            names = d.worker_names()
+            for name in names:  # back to back: one fault, one time
                 d.kill_worker(name)
+            return {"killed_workers": names}
         elif f == "kill-store":
             assert isinstance(d, KillableStore)
             d.kill_store()
         elif f == "lose-node":
             assert isinstance(d, LosableNode)
-            d.lose_node()
+            return d.lose_node()  # verified gone, or it raised
         elif f == "pause-store":
             assert isinstance(d, PausableStore)
             d.pause_store()
+        return None
 
     def _recover(self) -> dict[str, Any] | None:
         f, d = self.spec.fault, self.dep

@@ -22,6 +22,7 @@ Rules (the verdict must be true, so "broken" needs proof and "kept" needs someth
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from backends.promises import Promise
@@ -174,17 +175,18 @@ def judge(
 
 def check(
     fault: str,
-    deployment: Any,
+    promise_of: Callable[[str], Promise | None],
     events: list[dict[str, Any]],
     timeline: dict[str, Any] | None,
     checks: dict[str, Any],
 ) -> dict[str, Any]:
-    """Judge one trial from what ``bench.experiment`` has at hand: the deployment (its promise
-    for ``fault``), the history, the fault timeline and the checks computed so far (write loss,
-    integrity). A promise that cannot be asked for is no promise (``unknown``)."""
+    """Judge one trial from the promise lookup (a live deployment's ``promise``, or the promise
+    a kept run recorded, for ``bench check``), the history, the fault timeline and the checks
+    computed so far (write loss, integrity). A promise that cannot be asked for is no promise
+    (``unknown``)."""
     done_t = (timeline or {}).get("start_t", math.nan)
     try:
-        promise = deployment.promise(fault)
+        promise = promise_of(fault)
     except Exception as e:  # noqa: BLE001 - no promise, reported, not fatal
         out = judge(None, None, events, done_t)
         out["error"] = f"promise({fault!r}) raised: {e}"

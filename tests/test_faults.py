@@ -95,6 +95,10 @@ def test_crash_runs_every_supported_fault(backend: str, tmp_path: Path) -> None:
         manifest = json.loads((Path(trial["run_dir"]) / "manifest.json").read_text())
         tl = manifest["fault"]["timeline"]
         assert tl["start_t"] < tl["recover_begin_t"] < tl["store_accepting_t"], fault
+        if fault == "kill-worker":  # every worker killed together; the fault time is the kill's
+            assert len(tl["detail"]["killed_workers"]) == 2 and tl["detail"]["inject_s"] < 0.15
+        if fault == "lose-node":  # the data was really deleted before the rebuild
+            assert tl["detail"]["verified_gone"], tl["detail"]
         assert "write_loss" in summary["checks"] and "recovery" in summary["checks"]
         if fault in LOSSLESS:
             assert trial["lost_acks"] == 0, (fault, summary["checks"]["write_loss"]["lost"][:5])

@@ -29,6 +29,7 @@ from backends.errors import BackendError, LeaseLost
 from backends.postgres import store
 from backends.postgres.server import PostgresServer, default_bin_dir
 from bench.cli import main
+from bench.replication import judge
 from tests.helpers import completed_runs, context, events, smoke_runs, wait_until
 
 pytestmark = [
@@ -255,6 +256,9 @@ def test_promoted_standby_holds_every_completed_run(mode: str, workdir: Path) ->
         assert dep.collect_metrics()["standby"]["sync_state"] == mode
         if mode == "async":  # async may trail: wait; sync must already have every commit
             dep.standby.wait_caught_up()
+        health = dep.replication_health()
+        assert health["caught_up"] is True
+        assert _lsn(health["position"]) <= _lsn(health["replica_position"])
         dep.server.kill()  # the primary is lost
         dep.standby.promote()
         view = store.PostgresStateView(dep.standby.dsn("durabench"), "durabench")
@@ -269,6 +273,25 @@ def test_promoted_standby_holds_every_completed_run(mode: str, workdir: Path) ->
             assert acked <= view.all_step_ids()
         finally:
             view.close()
+    finally:
+        dep.stop()
+
+
+def _lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return int(hi, 16) << 32 | int(lo, 16)
+
+
+def test_stopped_standby_fails_the_replication_check(workdir: Path) -> None:
+    info = registered()["postgres"]
+    ctx = context(workdir / "standby-stopped", workers=1, time_scale=0.2)
+    dep = info.factory({o.dest: o.default for o in info.options} | {"standby": "async"}, ctx)
+    try:
+        dep.start()
+        assert judge(dep.replication_health())["valid"] is True
+        dep.standby.stop()  # the replica is gone; the primary goes on committing
+        rep = judge(dep.replication_health())
+        assert rep["valid"] is False and "not running" in rep["detail"], rep
     finally:
         dep.stop()
 

@@ -19,7 +19,10 @@ standby flushed there too).
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.postgres import store
-from backends.postgres.faults import PostgresFaults
+from backends.postgres.faults import PostgresFaults, amcheck_schema
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
 from backends.postgres.standby import Standby
@@ -97,6 +100,19 @@ class PostgresClient(Client):
                 v.close()
 
 
+class KeptPostgresState(store.PostgresStateView):
+    """A kept cluster, for ``bench check``: the state view and amcheck (installed by the run;
+    never installed here: the check only reads)."""
+
+    def integrity_check(self) -> dict[str, Any]:
+        try:
+            # the store's own session settings: amcheck was installed in its search_path
+            with store.connect(self.dsn, self.schema, app="check") as c:
+                return amcheck_schema(c, self.schema, may_install=False)
+        except (psycopg.Error, BackendError) as e:
+            return {"valid": False, "check": "amcheck", "error": str(e)}
+
+
 class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
     backend = "postgres"
 
@@ -151,6 +167,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.settings: dict[str, str | None] = {}
         self.schema_info: dict[str, Any] = {}
         self.ready_s: dict[str, float] = {}
+        self.standby_catch_up_s = 10.0  # replication_health's wait for the standby's replay
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -354,6 +371,80 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             except (psycopg.Error, BackendError) as e:
                 m["standby"] = {"error": str(e)}
         return m
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(
+        cls, run_dir: Path, manifest: dict[str, Any]
+    ) -> Iterator[KeptPostgresState]:
+        """The cluster the run kept (the last primary: after a failover, the promoted standby),
+        served by a postmaster of our own on a free port for as long as the view is open.
+        Sessions are read-only (``default_transaction_read_only``); starting the server may
+        still replay WAL, as any start after a crash would."""
+        opts = manifest.get("backend_options") or {}
+        if opts.get("postgres_dsn"):
+            raise ConfigError(
+                "postgres: the run used an external server (--postgres-dsn): its data lives "
+                "there, not in the run directory, and cannot be checked again from it"
+            )
+        work = run_dir / "work"
+        datadir = next(
+            (
+                d
+                for d in (work / "postgres", work / "postgres-standby")
+                if (d / "PG_VERSION").exists() and not (d / "standby.signal").exists()
+            ),
+            None,
+        )
+        if datadir is None:
+            raise ConfigError(
+                f"postgres: no kept cluster under {work}: only a run made with --keep-data "
+                "can be checked again"
+            )
+        bin_dir = opts.get("postgres_bin_dir")
+        logdir = Path(tempfile.mkdtemp(prefix="durabench-check-"))  # not the result's logs
+        server = PostgresServer(
+            datadir,
+            logdir,
+            settings={"default_transaction_read_only": "on"},
+            bin_dir=Path(bin_dir) if bin_dir else None,
+        )
+        view = None
+        try:
+            server.system_user.own_dir(datadir)  # its parents may have lost o+x since the run
+            server.start()
+            schema = str(opts.get("postgres_schema") or "durabench")
+            view = KeptPostgresState(server.dsn(DATABASE), schema)
+            yield view
+        finally:
+            if view is not None:
+                view.close()
+            server.stop()
+            shutil.rmtree(logdir, ignore_errors=True)
+
+    def replication_health(self) -> dict[str, Any] | None:
+        """The standby at the end of the run: running, and replayed up to the primary's WAL
+        position (``Standby.wait_caught_up``). No error counter: ``errors`` is left out."""
+        sb = self.standby
+        if sb is None:
+            return None
+        out: dict[str, Any] = {
+            "what": f"{self.standby_mode} streaming standby {sb.name}",
+            "position_unit": "WAL LSN",
+        }
+        if not sb.process.alive:
+            return {**out, "caught_up": False, "detail": "the standby is not running"}
+        try:
+            out["catch_up_s"] = sb.wait_caught_up(timeout_s=self.standby_catch_up_s)
+            out["caught_up"] = True
+        except BackendError as e:
+            out.update(caught_up=False, detail=str(e))
+        except psycopg.Error as e:
+            out.update(caught_up=None, detail=f"cannot read WAL positions: {e}".strip())
+        with contextlib.suppress(psycopg.Error, BackendError):
+            out["position"] = self._server().sql("SELECT pg_current_wal_lsn()::text")[0][0]
+            out["replica_position"] = sb.replay_lsn()
+        return out
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """pgbench, one client, one single-row INSERT per transaction, on the same server with

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from backends.common.nodeloss import verify_gone
 from backends.errors import BackendError
 from backends.postgres.promise import PostgresPromises
 
@@ -59,7 +60,7 @@ class PostgresFaults(PostgresPromises):
     def resume_store(self) -> None:
         self._server().resume()
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         server = self._server()
         self.lag_at_fault = self._standby_lag()
         t_kill = time.monotonic()
@@ -68,6 +69,7 @@ class PostgresFaults(PostgresPromises):
             # the reading is older than the kill by this much; the standby only moved on since
             self.lag_at_fault["read_before_kill_s"] = t_kill - self.lag_at_fault.pop("_read_t")
         shutil.rmtree(server.datadir, ignore_errors=True)
+        return {"verified_gone": verify_gone("postgres", [server.datadir])}
 
     def _standby_lag(self) -> dict[str, Any] | None:
         """How far the standby trailed the primary just before the node is lost (the
@@ -133,31 +135,38 @@ class PostgresFaults(PostgresPromises):
         d: Any = self
         try:
             with d._conn() as c:
-                installed = c.execute(
-                    "SELECT 1 FROM pg_extension WHERE extname = 'amcheck'"
-                ).fetchone()
-                if not installed and d.external:
-                    # never change a database durabench does not own
-                    return {
-                        "valid": None,  # not run: says nothing either way
-                        "check": "amcheck",
-                        "note": "amcheck is not installed on the external server",
-                    }
-                if not installed:
-                    c.execute("CREATE EXTENSION amcheck")
-                rows = c.execute(
-                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-                    [d.schema],
-                ).fetchall()
-                for (name,) in rows:
-                    c.execute("SELECT bt_index_check(%s::regclass, true)", [f"{d.schema}.{name}"])
-            return {
-                "valid": True,
-                "check": "amcheck bt_index_check(heapallindexed)",
-                "indexes": [r[0] for r in rows],
-            }
-        except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege) as e:
-            return {"valid": None, "check": "amcheck", "note": f"not available: {e}"}
+                # never change a database durabench does not own
+                return amcheck_schema(c, d.schema, may_install=not d.external)
         except psycopg.Error as e:
             return {"valid": False, "check": "amcheck", "error": str(e)}
+
+
+def amcheck_schema(c: psycopg.Connection[Any], schema: str, may_install: bool) -> dict[str, Any]:
+    """amcheck's ``bt_index_check(heapallindexed)`` on every index of ``schema``; ``valid`` None
+    (not run, says nothing) when amcheck is missing and may not be installed, or unavailable."""
+    try:
+        installed = c.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone()
+        if not installed and not may_install:
+            return {
+                "valid": None,  # not run: says nothing either way
+                "check": "amcheck",
+                "note": "amcheck is not installed in this database",
+            }
+        if not installed:
+            c.execute("CREATE EXTENSION amcheck")
+        rows = c.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            [schema],
+        ).fetchall()
+        for (name,) in rows:
+            c.execute("SELECT bt_index_check(%s::regclass, true)", [f"{schema}.{name}"])
+        return {
+            "valid": True,
+            "check": "amcheck bt_index_check(heapallindexed)",
+            "indexes": [r[0] for r in rows],
+        }
+    except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege) as e:
+        return {"valid": None, "check": "amcheck", "note": f"not available: {e}"}
+    except psycopg.Error as e:
+        return {"valid": False, "check": "amcheck", "error": str(e)}

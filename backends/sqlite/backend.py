@@ -15,10 +15,12 @@ local file with ``--synchronous``"; it reaches the object store up to one sync i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,17 +35,19 @@ from backends.base import (
     StateView,
     register,
 )
+from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
-from backends.errors import ConfigError
+from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
-from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage
+from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
 from backends.sqlite.store import (
     SYNCHRONOUS,
     SqliteStateView,
     SqliteSubmitter,
     connect,
     create_schema,
+    integrity_check,
 )
 
 SUBMIT_THREADS = 8
@@ -111,6 +115,13 @@ class SqliteClient(Client):
         self.submitter.close()
 
 
+class KeptSqliteState(SqliteStateView):
+    """A kept database file, for ``bench check``: the state view and the integrity check."""
+
+    def integrity_check(self) -> dict[str, Any]:
+        return integrity_check(self.path)
+
+
 class SqliteDeployment(PooledWorkers, Deployment):
     backend = "sqlite"
 
@@ -144,6 +155,13 @@ class SqliteDeployment(PooledWorkers, Deployment):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """An object store named with --s3-endpoint must answer before the run starts:
+        Litestream would only log sync errors and replicate nothing."""
+        if (options.get("replica") or "s3") == "s3" and options.get("s3_endpoint"):
+            probe_bucket(_external_target(options))
+
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -168,25 +186,20 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.workers.start()
             self.ready_s["workers"] = time.monotonic() - t0
         except BaseException:
-            self.stop()
+            with contextlib.suppress(BackendError):  # the start error is the one to report
+                self.stop()
             raise
 
     def _object_store(self) -> S3Target:
-        endpoint = self.opts.get("s3_endpoint")
-        bucket = self.opts.get("s3_bucket") or "durabench"
-        if endpoint:
-            return S3Target(
-                endpoint=endpoint,
-                bucket=bucket,
-                region=self.opts.get("s3_region") or "us-east-1",
-                access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-            )
+        if self.opts.get("s3_endpoint"):
+            target = _external_target(self.opts)
+            probe_bucket(target)
+            return target
         t0 = time.monotonic()
         self.seaweed = SeaweedFS(
             self.ctx.workdir / "seaweedfs",
             self.ctx.logdir,
-            bucket=bucket,
+            bucket=self.opts.get("s3_bucket") or "durabench",
             s3_port=self.opts.get("s3_port"),
             binary=self.opts.get("weed_bin"),
         )
@@ -205,6 +218,12 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.litestream.stop()
         if self.seaweed is not None:
             self.seaweed.stop()
+        if self.litestream is not None and self.litestream.stop_error:
+            # everything is stopped; the caller records this (manifest stop_error)
+            raise BackendError(
+                f"sqlite: {self.litestream.stop_error}: the replica may lack the last commits "
+                f"(see {self.litestream.process.log_path})"
+            )
 
     def client(self) -> Client:
         if self._client is None:
@@ -248,13 +267,14 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def _litestream_proc(self) -> list[Any]:
         return [self.litestream.process] if self.litestream is not None else []
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         """The node is gone: its processes die and its disk (database, WAL, Litestream's local
         state) is deleted. The object store is elsewhere and survives."""
         if self._client is not None:
             self._client.submitter.node_up = False
         self.kill_store()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        return {"verified_gone": verify_gone("sqlite", [self.data_dir])}
 
     def rebuild_node(self) -> dict[str, Any]:
         """A new node: restore the database from the replica (``litestream restore``), then
@@ -277,13 +297,38 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self.start_store()
         return out
 
+    def replication_health(self) -> dict[str, Any] | None:
+        """Litestream's replica at the end of the run: caught up, and without sync errors."""
+        if self.litestream is None:
+            return None
+        where = (
+            "a local directory"
+            if self.replica == "file"
+            else (self.target.endpoint if self.target else "?")
+        )
+        return {
+            "what": f"Litestream -> {where} (sync-interval {self.sync_interval_s:g}s)",
+            **self.litestream.health(),
+        }
+
     def integrity_check(self) -> dict[str, Any]:
-        conn = connect(self.db_path, readonly=True)
+        return integrity_check(self.db_path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(cls, run_dir: Path, manifest: dict[str, Any]) -> Iterator[StateView]:
+        """The database file the run kept, opened read-only (no process needed)."""
+        db = run_dir / "work" / "sqlite" / "durabench.db"
+        if not db.is_file():
+            raise ConfigError(
+                f"sqlite: no database kept at {db}: only a run made with --keep-data can be "
+                "checked again"
+            )
+        view = KeptSqliteState(db)
         try:
-            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            yield view
         finally:
-            conn.close()
-        return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
+            view.close()
 
     # -- promises ----------------------------------------------------------------------------
 
@@ -409,6 +454,18 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "synchronous": self.synchronous,
             "replica": self.replica,
         }
+
+
+def _external_target(options: dict[str, Any]) -> S3Target:
+    """The bucket named by --s3-endpoint / --s3-bucket / --s3-region, credentials from the
+    environment."""
+    return S3Target(
+        endpoint=str(options["s3_endpoint"]),
+        bucket=options.get("s3_bucket") or "durabench",
+        region=options.get("s3_region") or "us-east-1",
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+    )
 
 
 def _size(p: Path) -> int:

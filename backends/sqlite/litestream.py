@@ -130,6 +130,9 @@ class Litestream:
         self.s3_path = s3_path or self.db_path.stem
         self.sync_interval_s = sync_interval_s
         self.monitor_interval_s = monitor_interval_s(sync_interval_s)
+        # a replica gets ten sync intervals (5 to 30 s) to catch up: at the end of a run
+        # (health) and at shutdown (Litestream's last sync; its own default is 30 s)
+        self.catch_up_timeout_s = min(30.0, max(5.0, 10 * sync_interval_s))
         self.metrics_port = free_port()
         self.config_path = self.workdir / "litestream.yml"
         self.socket_path = self.workdir / "litestream.sock"
@@ -139,6 +142,8 @@ class Litestream:
             self.socket_path = Path(self._socket_tmpdir) / "ctl.sock"
             atexit.register(shutil.rmtree, self._socket_tmpdir, ignore_errors=True)
         self.ready_s: float | None = None
+        self.last_sync: dict[str, object] | None = None  # see wait_caught_up
+        self.stop_error: str | None = None  # see stop
         self.process = ManagedProcess(
             "litestream",
             [str(self.binary), "replicate", "-config", str(self.config_path)],
@@ -159,6 +164,7 @@ class Litestream:
         """The YAML config. Written by hand (no PyYAML); every string is JSON-quoted."""
         lines = [
             f"addr: {_yaml_str(f'127.0.0.1:{self.metrics_port}')}",
+            f"shutdown-sync-timeout: {_duration(self.catch_up_timeout_s)}",
             "socket:",
             "  enabled: true",
             f"  path: {_yaml_str(str(self.socket_path))}",
@@ -208,10 +214,33 @@ class Litestream:
         self.ready_s = time.monotonic() - t0
         return self.ready_s
 
-    def stop(self, timeout_s: float = 35.0) -> int | None:
-        """SIGTERM: Litestream makes a last sync before it exits (up to its 30 s shutdown sync
-        timeout when the replica is unreachable), then SIGKILL after ``timeout_s``."""
-        return self.process.stop(timeout_s)
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM: Litestream makes a last sync before it exits (retried for up to
+        ``catch_up_timeout_s`` when the replica is unreachable), then SIGKILL after
+        ``timeout_s`` (default: that plus 5 s). Litestream exits 0 even when that last sync
+        failed, so ``stop_error`` says so from its log (or from the SIGKILL), else None."""
+        timeout_s = self.catch_up_timeout_s + 5 if timeout_s is None else timeout_s
+        was_alive = self.process.alive
+        try:
+            offset = self.process.log_path.stat().st_size
+        except OSError:
+            offset = 0
+        code = self.process.stop(timeout_s)
+        self.stop_error = None
+        if was_alive and code is not None and code < 0:
+            self.stop_error = (
+                f"litestream was killed after {timeout_s:.0f}s: its last sync did not finish"
+            )
+        elif was_alive:
+            try:
+                with open(self.process.log_path, errors="replace") as f:
+                    f.seek(offset)
+                    bad = [line.strip() for line in f if " level=ERROR " in line]
+            except OSError:
+                bad = []
+            if bad:
+                self.stop_error = f"litestream's last sync failed: {bad[-1][:300]}"
+        return code
 
     def kill(self) -> None:
         """SIGKILL, as a crash: whatever was not uploaded yet stays only in the local WAL."""
@@ -274,8 +303,11 @@ class Litestream:
         Asks the daemon for an immediate sync that waits for the upload (``POST /sync`` with
         ``wait``; the same as ``litestream sync -wait``) and checks that the replica's txid has
         reached the local one. Retries until ``timeout_s`` (the replica may be briefly down).
-        Returns ``{"txid", "replicated_txid", "seconds"}``. Raises BackendError on timeout."""
+        Returns ``{"txid", "replicated_txid", "seconds"}``. Raises BackendError on timeout;
+        ``last_sync`` then holds Litestream's last answer (positions, or its sync error), or
+        None when its control socket never answered."""
         t0 = time.monotonic()
+        self.last_sync = None
         deadline = t0 + timeout_s
         last = "no answer"
         while True:
@@ -298,6 +330,7 @@ class Litestream:
                     timeout_s=left + 1,
                 )
                 txid, replicated = int(r.get("txid", 0)), int(r.get("replicated_txid", 0))
+                self.last_sync = {"txid": txid, "replicated_txid": replicated}
                 if replicated >= txid:
                     return {
                         "txid": txid,
@@ -305,9 +338,57 @@ class Litestream:
                         "seconds": time.monotonic() - t0,
                     }
                 last = f"txid {txid}, replica at {replicated}"
-            except (OSError, BackendError, ValueError) as e:
+            except BackendError as e:  # Litestream answered: its sync failed
+                last = str(e)
+                self.last_sync = {"error": last}
+            except (OSError, ValueError) as e:
                 last = str(e)
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def health(self, timeout_s: float | None = None) -> dict[str, object]:
+        """Replication health at the end of a run, as figures (``Deployment.replication_health``):
+        a catch-up (``wait_caught_up``) and the sync errors of every incarnation of this
+        process (the log survives restarts; the metric counts since the last start only)."""
+        out: dict[str, object] = {"position_unit": "LTX txid"}
+        try:
+            r = self.wait_caught_up(timeout_s or self.catch_up_timeout_s)
+            out.update(caught_up=True, position=r["txid"], replica_position=r["replicated_txid"])
+            out["catch_up_s"] = r["seconds"]
+        except BackendError as e:
+            answer = self.last_sync
+            # not running, or it answered that it could not upload: the replica is behind;
+            # no answer at all: nothing is known either way
+            out["caught_up"] = False if answer is not None or not self.process.alive else None
+            out["detail"] = str(e).splitlines()[0].removesuffix("; last log lines:")
+            if answer is not None and "txid" in answer:
+                out.update(position=answer["txid"], replica_position=answer["replicated_txid"])
+        try:
+            m = self.metrics() if self.process.alive else {}
+            out["sync_errors_since_start"] = m.get("sync_error_count")
+            out["syncs_since_start"] = m.get("sync_count")
+            out.setdefault("position", m.get("txid"))
+        except OSError as e:
+            out["metrics_error"] = str(e)
+        logged = self.errors_logged()
+        out["errors"] = None if logged is None else sum(logged.values())
+        out["errors_by_message"] = logged
+        return out
+
+    def errors_logged(self) -> dict[str, int] | None:
+        """level=ERROR lines in the log so far (every incarnation), by message: "sync error",
+        "monitor error" (an upload failed), "compaction failed" (the replica could not be
+        listed)... A healthy run logs none. None if the log cannot be read."""
+        counts: dict[str, int] = {}
+        try:
+            with open(self.process.log_path, errors="replace") as f:
+                for line in f:
+                    if " level=ERROR " in line:
+                        m = re.search(r'msg="([^"]*)"|msg=(\S+)', line)
+                        msg = (m.group(1) or m.group(2)) if m else "?"
+                        counts[msg] = counts.get(msg, 0) + 1
+        except OSError:
+            return None
+        return counts
 
     def restore(self, output: Path, timeout_s: float = 120.0) -> float:
         """``litestream restore -config FILE -o OUTPUT DB``: rebuild the database from the

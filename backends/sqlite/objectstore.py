@@ -27,13 +27,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
 from backends.common.process import ManagedProcess
 from backends.errors import BackendError, ConfigError
 
 BACKEND = "sqlite"
-# Loopback only, so the harness never sends a byte through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -89,13 +88,6 @@ def parse_prometheus(text: str) -> list[Sample]:
             continue
         out.append(Sample(m.group(1), labels, value))
     return out
-
-
-def http_get(url: str, timeout_s: float = 2.0, headers: dict[str, str] | None = None) -> bytes:
-    """GET a loopback URL (no proxy); raises on any non-2xx status."""
-    req = urllib.request.Request(url, headers=headers or {})
-    with _OPENER.open(req, timeout=timeout_s) as resp:
-        return resp.read()
 
 
 def run_once(
@@ -177,6 +169,38 @@ def s3_get(target: S3Target, params: dict[str, str], timeout_s: float = 5.0) -> 
     )
     headers = _signed_headers(target, parts.netloc, path, query) if target.access_key else {}
     return http_get(f"{parts.scheme}://{parts.netloc}{path}?{query}", timeout_s, headers)
+
+
+def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
+    """Check that ``target`` answers a ListObjectsV2 on its bucket before anything replicates to
+    it; raises BackendError / ConfigError with one line naming the endpoint. Litestream itself
+    never fails on an unreachable store: it logs sync errors and replicates nothing."""
+    where = f"{target.endpoint} (bucket {target.bucket})"
+    answer: urllib.error.HTTPError | None = None
+    try:
+        s3_get(target, {"list-type": "2", "max-keys": "0"}, timeout_s=timeout_s)
+    except urllib.error.HTTPError as e:
+        answer = e  # the endpoint answered: judged below, after the credentials
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise BackendError(
+            f"{BACKEND}: object store {target.endpoint} does not answer ({reason}): "
+            "is it running? check --s3-endpoint"
+        ) from None
+    if not target.access_key:
+        raise ConfigError(
+            f"{BACKEND}: no credentials for the object store {where}: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (Litestream would otherwise look for an EC2 instance role)"
+        )
+    if answer is not None:
+        hint = {
+            403: "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and --s3-region",
+            404: "create the bucket or pass --s3-bucket",
+        }.get(answer.code, "is this an S3 endpoint?")
+        raise BackendError(
+            f"{BACKEND}: object store {where} refused a bucket listing "
+            f"(HTTP {answer.code} {answer.reason}): {hint}"
+        )
 
 
 def _xml_text(elem: ET.Element, name: str) -> str:

@@ -186,9 +186,23 @@ class SqliteStateView(StateView):
     def all_step_ids(self) -> set[tuple[str, int]]:
         return {(r, s) for r, s in self._conn().execute(sql.STATE_STEPS)}
 
-    def __del__(self) -> None:
+    def close(self) -> None:
         if self._c is not None:
             self._c.close()
+            self._c = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def integrity_check(path: Path) -> dict[str, object]:
+    """``PRAGMA integrity_check`` on the file, read-only."""
+    conn = connect(path, readonly=True)
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+    return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
 
 class SqliteSubmitter:

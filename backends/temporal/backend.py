@@ -15,8 +15,12 @@ Details: ``backends.temporal.client`` and ``backends.temporal.workflows``.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,14 @@ from backends.base import (
     Deployment,
     Option,
     RunContext,
+    StateView,
     register,
 )
+from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
-from backends.temporal.client import LoopThread, Target, TemporalClient
+from backends.temporal.client import LoopThread, Target, TemporalClient, TemporalStateView
 from backends.temporal.payloads import INLINE_LIMIT
 from backends.temporal.server import TemporalDevServer, call_sync, probe
 from backends.temporal.worker import worker_limits
@@ -83,7 +89,6 @@ OPTIONS = (
 
 WORKFLOW_TASK_TIMEOUT_S = 10.0  # Temporal's default, left as is
 STICKY_TIMEOUT_S = 10.0  # the Python SDK's default sticky schedule-to-start timeout
-KILL_SETTLE_S = 0.1  # see kill_worker
 
 
 class TemporalDeployment(PooledWorkers, Deployment):
@@ -189,14 +194,59 @@ class TemporalDeployment(PooledWorkers, Deployment):
     # -- faults (capabilities used by the nemesis) -------------------------------------------
 
     def kill_worker(self, name: str) -> None:
-        """SIGKILL the worker, then wait ``KILL_SETTLE_S``. A request the worker had already sent
-        (typically the RespondWorkflowTaskCompleted that completes a run) is still applied by the
-        server after the process is gone, and the caller sees the completion a round trip later;
-        without the wait, a run could be "interrupted" at the kill and yet complete without any
-        worker resuming it. Temporal gives no signal for "nothing in flight any more", so this
-        is a fixed grace (recorded in the config)."""
+        """SIGKILL the worker; nothing else (the nemesis kills every worker back to back and
+        takes the fault time right after the last kill). A request the worker had already
+        sent, typically the RespondWorkflowTaskCompleted that completes a run, is still applied
+        by the server after the process is gone: such a run counts as interrupted by the fault
+        and its completion lands a round trip after the fault time."""
         self.workers.kill(name)
-        time.sleep(KILL_SETTLE_S)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(cls, run_dir: Path, manifest: dict[str, Any]) -> Iterator[StateView]:
+        """The dev server's kept SQLite file, served by a dev server of our own (no workers)
+        for as long as the view is open. Histories of finished runs do not change; a run still
+        open when the run ended may gain timeout events while it is served."""
+        opts = manifest.get("backend_options") or {}
+        if opts.get("temporal_address"):
+            raise ConfigError(
+                "temporal: the run used an external cluster (--temporal-address): its "
+                "histories live there, not in the run directory"
+            )
+        data = run_dir / "work" / "temporal"
+        if not (data / "temporal.db").is_file():
+            raise ConfigError(
+                f"temporal: no database kept at {data / 'temporal.db'}: only a run made with "
+                "--keep-data can be checked again"
+            )
+        namespace = str(opts.get("temporal_namespace") or "default")
+        logdir = Path(tempfile.mkdtemp(prefix="durabench-check-"))  # not the result's logs
+        server = TemporalDevServer(
+            data,
+            logdir,
+            binary=opts.get("temporal_bin"),
+            namespace=namespace,
+            sqlite_pragmas={
+                "journal_mode": str(opts.get("temporal_sqlite_journal") or "wal"),
+                "synchronous": "FULL",
+            },
+        )
+        target = Target(
+            server.address,
+            namespace,
+            str(opts.get("task_queue") or "durabench"),
+            data / "payloads",
+        )
+        reader = None
+        try:
+            server.start()
+            reader = LoopThread(target, name="temporal-check")
+            yield TemporalStateView(reader, target, set())
+        finally:
+            if reader is not None:
+                reader.close()
+            server.stop()
+            shutil.rmtree(logdir, ignore_errors=True)
 
     def _own_server(self) -> TemporalDevServer:
         if self.server is None:
@@ -229,13 +279,15 @@ class TemporalDeployment(PooledWorkers, Deployment):
             )
         return None
 
-    def lose_node(self) -> None:
+    def lose_node(self) -> dict[str, Any]:
         """The dev server's node is gone: the process dies and its SQLite file (the only copy
         of every history: the dev server has no replica) is deleted."""
         server = self._own_server()
         server.kill()
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{server.db_path}{suffix}").unlink(missing_ok=True)
+        files = [Path(f"{server.db_path}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+        for f in files:
+            f.unlink(missing_ok=True)
+        return {"verified_gone": verify_gone("temporal", files)}
 
     def rebuild_node(self) -> dict[str, Any]:
         """A new dev server on the same address with an empty database: nothing survived, so
@@ -342,7 +394,6 @@ class TemporalDeployment(PooledWorkers, Deployment):
             f"time-scale {s.time_scale:g}",
             "workflow_task_timeout_s": WORKFLOW_TASK_TIMEOUT_S,
             "sticky_schedule_to_start_timeout_s": STICKY_TIMEOUT_S,
-            "kill_worker_settle_s": KILL_SETTLE_S,
             "retry_policy": {
                 "initial_interval_s": rp.initial_interval.total_seconds(),
                 "backoff_coefficient": rp.backoff_coefficient,

@@ -20,12 +20,12 @@ import re
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Coroutine
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_open, require_port_free
 from backends.common.process import ManagedProcess
 from backends.errors import BackendError
@@ -242,8 +242,7 @@ class TemporalDevServer:
         endpoint does not answer."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                text = r.read().decode()
+            text = http_get(url, timeout_s=5).decode()  # never through a proxy
         except OSError:
             return {}
         totals: dict[str, float] = {}

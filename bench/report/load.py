@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from backends.errors import ConfigError
+from bench.results import SCHEMA_VERSION
 
 CSV_FILES = ("runs.csv", "steps.csv", "timeseries.csv", "resources.csv")
 
@@ -138,6 +139,19 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _known_version(path: Path, data: dict[str, Any], what: str, required: bool) -> None:
+    """Refuse a file whose ``schema_version`` this code does not know (a newer durabench
+    wrote it, or not durabench at all): reading it with the wrong layout would misreport it."""
+    v = data.get("schema_version")
+    if v is None and not required:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path}: {what} has schema_version {v!r}, this durabench reads 1 to "
+            f"{SCHEMA_VERSION}: use the durabench version that wrote it"
+        )
+
+
 def load_run(path: Path) -> Run:
     path = Path(path)
     if not (path / "manifest.json").exists():
@@ -149,11 +163,15 @@ def load_run(path: Path) -> Run:
     summary = (
         _read_json(path / "summary.json", "summary") if (path / "summary.json").exists() else {}
     )
+    _known_version(path / "manifest.json", manifest, "the manifest", required=True)
+    if summary:
+        _known_version(path / "summary.json", summary, "the summary", required=True)
     return Run(path, manifest, summary)
 
 
 def load_group(path: Path) -> Group:
     data = _read_json(path, "crash/sweep group file")
+    _known_version(path, data, "the group file", required=False)  # older ones have none
     rows = data.get("rows")
     if data.get("kind") not in ("crash", "sweep") or not isinstance(rows, dict):
         raise ConfigError(f"{path}: not a crash/sweep group file (no kind / rows)")

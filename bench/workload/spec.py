@@ -72,6 +72,19 @@ class WorkloadSpec:
         """Plain JSON-able dict for the manifest (and the schedule hash)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkloadSpec:
+        """The inverse of ``to_dict`` (a manifest's ``workload``); ConfigError if malformed."""
+        try:
+            return cls(
+                **{k: v for k, v in d.items() if k not in ("arrivals", "plan", "retry")},
+                arrivals=ArrivalSpec(**d.get("arrivals", {})),
+                plan=PlanSpec(**d.get("plan", {})),
+                retry=RetryPolicy(**d.get("retry", {})),
+            )
+        except (TypeError, AttributeError) as e:
+            raise ConfigError(f"not a workload description: {e}") from None
+
 
 # ---------------------------------------------------------------------------------------------
 # Validation. Problems are collected, not raised one at a time, so a user fixes a file in one go.
