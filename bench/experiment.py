@@ -247,7 +247,7 @@ def _write(
     if drive is not None and events is not None and runs is not None:
         steps = metrics.step_table(events)
         warmup_end = drive.start_t + req.schedule.warmup_s
-        summary.update(metrics.summarize(runs, steps, warmup_end))
+        summary.update(metrics.summarize(runs, steps, warmup_end, drive.end_t))
         summary["offered_rate_per_s"] = req.schedule.offered_rate()
         summary["schedule_start_t"] = drive.start_t
         summary["dispatch_lag"] = metrics.latency_summary(drive.lags_s)
@@ -259,7 +259,8 @@ def _write(
         if drive.drain_timed_out:
             warnings.append(
                 f"{summary['runs']['unfinished']} accepted run(s) had not finished "
-                f"{req.drain_timeout_s:.0f}s after the last arrival"
+                f"{req.drain_timeout_s:g}s after the last arrival; they count in run latency "
+                "as censored samples at the end of the drive (lower bounds)"
             )
         if summary["runs"]["completed"] == 0:
             warnings.append("NO RUN COMPLETED: this measurement did no real work")

@@ -61,10 +61,11 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
         title="latency, ms (run: from its scheduled arrival; measured runs only)",
         title_justify="left",
     )
-    for col in ("what", "count", "p50", "p90", "p99", "p99.9", "max"):
+    for col in ("what", "count", "censored", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="right" if col != "what" else "left")
     names = {
-        "run": "run",
+        "run": "run (completed + censored)",
+        "run_failed": "run (failed)",
         "engine_overhead": "engine overhead",
         "step_commit": "step commit",
         "submit_ack": "submit ack",
@@ -74,6 +75,7 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
         lat.add_row(
             label,
             _num(h.get("count"), ","),
+            _num(h.get("censored"), ","),
             _ms(h.get("p50_s")),
             _ms(h.get("p90_s")),
             _ms(h.get("p99_s")),
@@ -81,6 +83,12 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
             _ms(h.get("max_s")),
         )
     console.print(lat)
+    run_lat = summary.get("latency", {}).get("run", {})
+    if run_lat.get("censored"):
+        console.print(
+            f"  {run_lat['censored']} run(s) never finished: counted at the end of the drive "
+            "(censored), so run percentiles are lower bounds"
+        )
 
     res = Table(title="resources", title_justify="left")
     for col in ("process", "cpu s (total)", "core % in drive", "peak RSS MiB", "restarts"):
