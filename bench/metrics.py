@@ -7,8 +7,10 @@ Definitions (printed in the README):
 - step-commit latency = step-committed ack - start of that checkpoint's transaction;
 - engine overhead = run latency - simulated work on the run's critical path (LLM/tool waits and
   retry backoffs times the time-scale): what the engine adds on top of the agent's own waiting;
-- measured window = from the end of warm-up to the last run completion; throughput counts the
-  completions and step commits inside it. Warm-up runs are excluded from latency figures.
+- measured window = from the end of warm-up to the last run completion (or failure); runs/s
+  counts the runs that *completed* inside it (failed runs are counted apart, as failed runs/s),
+  steps/s the step commits, and the offered rate the arrivals scheduled inside it, so achieved
+  and offered load share one window. Warm-up runs are excluded from latency figures.
 - censored run latency: an accepted run that never finished (drain timeout, stuck, interrupted)
   still counts in run latency, as drive end - scheduled arrival: a lower bound on its true
   latency (right-censored). Dropping it would make overload *shorten* p99; counting it at the
@@ -166,8 +168,8 @@ def step_table(events: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def timeseries(runs: pd.DataFrame, steps: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
-    """Per-bucket arrivals, completions, step commits and run-latency percentiles (by completion
-    time), for throughput-over-time charts."""
+    """Per-bucket arrivals, completed and failed runs, step commits and run-latency percentiles
+    (by completion time), for throughput-over-time charts."""
     end = max(
         runs["complete_t"].max(skipna=True) if len(runs) else 0.0,
         runs["scheduled_t"].max() if len(runs) else 0.0,
@@ -178,19 +180,26 @@ def timeseries(runs: pd.DataFrame, steps: pd.DataFrame, bucket_s: float = 1.0) -
     buckets = pd.DataFrame({"t": [i * bucket_s for i in range(n)]})
     arr = (runs["scheduled_t"] // bucket_s).value_counts()
     done = runs.dropna(subset=["complete_t"])
-    comp = (done["complete_t"] // bucket_s).value_counts()
+    comp = (done[done["status"] == "completed"]["complete_t"] // bucket_s).value_counts()
+    fail = (done[done["status"] == "failed"]["complete_t"] // bucket_s).value_counts()
     ok_steps = steps[steps["outcome"] == "ok"]
     st = (ok_steps["commit_t"] // bucket_s).value_counts()
     idx = (done["complete_t"] // bucket_s).astype(int)
     lat = done.groupby(idx)["latency_s"]
     buckets["arrivals"] = [int(arr.get(i, 0)) for i in range(n)]
     buckets["runs_completed"] = [int(comp.get(i, 0)) for i in range(n)]
+    buckets["runs_failed"] = [int(fail.get(i, 0)) for i in range(n)]
     buckets["steps_committed"] = [int(st.get(i, 0)) for i in range(n)]
     p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
     buckets["run_latency_p50_s"] = [p50.get(i, math.nan) for i in range(n)]
     buckets["run_latency_p99_s"] = [p99.get(i, math.nan) for i in range(n)]
-    buckets["in_flight"] = buckets["arrivals"].cumsum() - buckets["runs_completed"].cumsum()
+    finished = buckets["runs_completed"] + buckets["runs_failed"]
+    buckets["in_flight"] = buckets["arrivals"].cumsum() - finished.cumsum()
     return buckets
+
+
+def _rate(count: int, window_s: float) -> float:
+    return count / window_s if window_s and window_s > 0 else math.nan
 
 
 def censored_latency(runs: pd.DataFrame, drive_end_t: float) -> pd.Series:
@@ -211,7 +220,13 @@ def summarize(
     end_t = float(done["complete_t"].max()) if len(done) else math.nan
     window = end_t - warmup_end_t if not math.isnan(end_t) else math.nan
     ok_steps = steps[steps["outcome"] == "ok"]
-    in_win_runs = int(((done["complete_t"] >= warmup_end_t) & (done["complete_t"] <= end_t)).sum())
+    in_win = (done["complete_t"] >= warmup_end_t) & (done["complete_t"] <= end_t)
+    in_win_runs = int((in_win & (done["status"] == "completed")).sum())
+    in_win_failed = int((in_win & (done["status"] == "failed")).sum())
+    # offered load over the same window as the achieved rate: arrivals scheduled inside it
+    in_win_arrivals = int(
+        ((runs["scheduled_t"] >= warmup_end_t) & (runs["scheduled_t"] <= end_t)).sum()
+    )
     in_win_steps = int(
         ((ok_steps["commit_t"] >= warmup_end_t) & (ok_steps["commit_t"] <= end_t)).sum()
     )
@@ -226,9 +241,13 @@ def summarize(
     return {
         "window": {"start_t": warmup_end_t, "end_t": end_t, "duration_s": window},
         "throughput": {
-            "runs_per_s": in_win_runs / window if window and window > 0 else math.nan,
-            "steps_per_s": in_win_steps / window if window and window > 0 else math.nan,
+            "runs_per_s": _rate(in_win_runs, window),
+            "failed_runs_per_s": _rate(in_win_failed, window),
+            "steps_per_s": _rate(in_win_steps, window),
+            "offered_runs_per_s": _rate(in_win_arrivals, window),
             "runs_completed_in_window": in_win_runs,
+            "runs_failed_in_window": in_win_failed,
+            "arrivals_in_window": in_win_arrivals,
             "steps_committed_in_window": in_win_steps,
         },
         "runs": {

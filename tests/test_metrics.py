@@ -109,3 +109,23 @@ def test_saturated_run_whose_tail_never_finishes(tmp_path: Path) -> None:
     assert oldest_open >= 0.5  # the drive waited 0.5 s after the last arrival
     assert run["p99_s"] >= oldest_open * 0.999, (run["p99_s"], oldest_open)  # HDR: 3 digits
     assert "censored" in out.stdout
+
+
+def test_throughput_counts_completed_runs_and_offered_load_over_the_same_window() -> None:
+    """Warm-up [0, 1): 20 arrivals. Window [1, 11]: 10 arrivals, 5 runs completed and 5 failed.
+    runs/s = 5/10 (not 10/10 with the failures); offered = 10 arrivals / 10 s, not the
+    schedule's 30 runs over its own duration."""
+    rows = [{"scheduled_t": 0.05 * i, "warmup": True} for i in range(20)]  # never finished
+    for i in range(10):
+        status = "completed" if i % 2 == 0 else "failed"
+        rows.append({"scheduled_t": 1.0 + i, "complete_t": 1.5 + i, "status": status})
+    rows[-1]["complete_t"] = 11.0  # the last completion closes the window at 11 s
+    s = metrics.summarize(_runs(rows), _steps(), warmup_end_t=1.0, drive_end_t=12.0)
+    t = s["throughput"]
+    assert s["window"]["duration_s"] == 10.0
+    assert t["runs_completed_in_window"] == 5 and t["runs_failed_in_window"] == 5
+    assert t["runs_per_s"] == 0.5 and t["failed_runs_per_s"] == 0.5
+    assert t["arrivals_in_window"] == 10 and t["offered_runs_per_s"] == 1.0
+    ts = metrics.timeseries(_runs(rows), _steps())
+    assert ts["runs_completed"].sum() == 5 and ts["runs_failed"].sum() == 5
+    assert ts["in_flight"].iloc[-1] == 20  # the 20 warm-up runs never finished

@@ -40,9 +40,11 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     tab.add_column("figure")
     tab.add_column("value", justify="right")
     rows = [
-        ("runs/s", _num(t.get("runs_per_s"))),
+        ("runs/s (completed)", _num(t.get("runs_per_s"))),
+        ("failed runs/s", _num(t.get("failed_runs_per_s"))),
         ("steps/s", _num(t.get("steps_per_s"))),
-        ("offered runs/s (schedule)", _num(summary.get("offered_rate_per_s"))),
+        ("offered runs/s (arrivals in the window)", _num(summary.get("offered_rate_per_s"))),
+        ("schedule average runs/s", _num(summary.get("schedule_rate_per_s"))),
         ("measured window s", _num(w.get("duration_s"))),
         (
             "runs accepted / completed / failed",

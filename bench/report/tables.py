@@ -152,9 +152,12 @@ def throughput(ctx: Context) -> Table:
                 _mark(label, rs),
                 str(len(rs)),
                 fmt_spread(sp("throughput", "runs_per_s")),
+                fmt_spread(sp("throughput", "failed_runs_per_s")),
                 fmt_spread(sp("throughput", "steps_per_s")),
                 fmt_spread(sp("offered_rate_per_s")),
                 fmt_spread(sp("runs", "completed"), ".0f")
+                + " / "
+                + fmt_spread(sp("runs", "failed"), ".0f")
                 + " / "
                 + fmt_spread(sp("runs", "accepted"), ".0f"),
                 fmt_spread(sp("runs", "unfinished"), ".0f"),
@@ -168,9 +171,10 @@ def throughput(ctx: Context) -> Table:
             "backend group",
             "repeats",
             "runs/s",
+            "failed runs/s",
             "steps/s",
             "offered runs/s",
-            "completed / accepted",
+            "completed / failed / accepted",
             "unfinished",
             "window s",
             "dispatch lag p99 ms",
@@ -179,7 +183,9 @@ def throughput(ctx: Context) -> Table:
         sources,
         notes=[
             "median [min..max] over repeats; measured window = end of warm-up to the last "
-            "completion. Runs/s well below the offered rate means the backend was saturated."
+            "completion. Runs/s counts completed runs only (failed runs/s apart); offered "
+            "runs/s counts the arrivals scheduled inside the same window. Runs/s well below "
+            "the offered rate means the backend was saturated."
         ],
     )
 
