@@ -256,7 +256,9 @@ def _write(
         runs.to_csv(run_dir / "runs.csv", index=False)
         steps.to_csv(run_dir / "steps.csv", index=False)
         metrics.timeseries(runs, steps).to_csv(run_dir / "timeseries.csv", index=False)
-        if w := lag_warning(drive.lags_s):
+        w = lag_warning(drive.lags_s)
+        summary["untrusted"] = [w] if w else []  # the report keeps these out of its medians
+        if w:
             warnings.append(w)
         if drive.drain_timed_out:
             warnings.append(

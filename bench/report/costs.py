@@ -57,8 +57,10 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             f"Measured resource use turned into list prices at a target load of **{target:g} "
             f"runs/s** ({target * prices.hours_per_month * 3600 / 1e6:,.1f} million runs per "
             "month). Per-run lines scale with the number of runs; per-time lines are paid every "
-            "month whatever the load. Only complete, valid, fault-free runs are priced; the "
-            "harness (load generator) is never priced."
+            "month whatever the load. Medians are over complete, valid, fault-free runs whose "
+            "load generator kept up; a run with a failed or unknown verdict or an untrusted "
+            "load generator is priced on its own row marked ⚠ NOT IN MEDIAN. The harness "
+            "(load generator) is never priced."
         ),
         prices_table(prices, ctx.rel),
     ]
@@ -70,17 +72,18 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
                 "warn",
             )
         )
-    steady = ctx.steady()
-    if not steady:
-        out.append(Para("No complete, valid, fault-free run: no cost can be derived."))
+    if not ctx.rows():
+        out.append(Para("No complete fault-free run: no cost can be derived."))
         return out
     summary_rows, summary_src, details = [], [], []
-    for label, rs in steady.items():
+    for label, rs, basis in ctx.rows():
         ests = [_estimate(r, prices, target) for r in rs]
         src = ctx.src(rs, "summary.json", "runs.csv", "resources.csv") + [ctx.rel(prices.path)]
         deps = ests[0].deployments()
         if not deps:
-            summary_rows.append([label, "-", "-", "-", "-", "; ".join(ests[0].notes)])
+            summary_rows.append(
+                [label, "-", "-", "-", "-", basis + "; " + "; ".join(ests[0].notes)]
+            )
             summary_src.append(src)
             continue
         for d in deps:
@@ -94,7 +97,7 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
                     _money_spread(per_run),
                     _money_spread(per_time),
                     _money_spread(month),
-                    f"{len(rs)} run(s)",
+                    basis,
                 ]
             )
             summary_src.append(src)
