@@ -131,7 +131,7 @@ class Usage:
     runs_accepted: int
     drive_s: float  # span of the resource samples: the drive, without start-up and analysis
     cpu_s: dict[str, float]  # role -> CPU seconds during the drive (harness excluded)
-    peak_rss: dict[str, int]  # role -> peak RSS bytes (harness excluded)
+    peak_pss: dict[str, int | None]  # role -> peak PSS bytes over its tree (None: not measured)
     state_bytes: float | None  # database bytes on local disk
     object_bytes: float | None  # bytes in the object store at the end
     tier1_requests: float | None
@@ -246,15 +246,27 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
             deps,
             "vcpu_hour",
         )
-        rss = sum(usage.peak_rss[r] for r in roles)
-        per_time(
-            f"memory: {label}",
-            _x(p("memory_gb_hour"), rss / GB * hours),
-            f"memory = peak RSS held all month: {rss / 2**20:.0f} MiB ({', '.join(roles)}), "
-            "as measured at the benchmark's load (not scaled to the target load)",
-            deps,
-            "memory_gb_hour",
-        )
+        unmeasured = [r for r in roles if usage.peak_pss.get(r) is None]
+        if unmeasured:
+            per_time(
+                f"memory: {label}",
+                None,
+                f"NOT MEASURED: no peak PSS for {', '.join(unmeasured)}; left unpriced "
+                "(never counted as zero)",
+                deps,
+                "memory_gb_hour",
+            )
+        else:
+            pss = sum(usage.peak_pss[r] or 0 for r in roles)
+            per_time(
+                f"memory: {label}",
+                _x(p("memory_gb_hour"), pss / GB * hours),
+                f"memory = peak PSS (summed over each process tree, sampled) held all month: "
+                f"{pss / 2**20:.0f} MiB ({', '.join(roles)}), as measured at the benchmark's "
+                "load (not scaled to the target load)",
+                deps,
+                "memory_gb_hour",
+            )
     accepted = max(usage.runs_accepted, 1)
     if usage.state_bytes:
         b = usage.state_bytes / accepted

@@ -93,7 +93,14 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
         )
 
     res = Table(title="resources", title_justify="left")
-    for col in ("process", "cpu s (total)", "core % in drive", "peak RSS MiB", "restarts"):
+    for col in (
+        "process",
+        "cpu s (total)",
+        "core % in drive",
+        "peak PSS MiB (sampled, tree)",
+        "peak RSS HWM MiB (kernel)",
+        "restarts",
+    ):
         res.add_column(col, justify="right" if col != "process" else "left")
     for role, u in (summary.get("resources") or {}).items():
         util = u.get("cpu_util_during_drive")
@@ -101,7 +108,8 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
             role,
             _num(u.get("cpu_s"), ",.2f"),
             "-" if util is None else f"{util * 100:.0f}%",
-            _mib(u.get("peak_rss_bytes")),
+            _mib(u.get("peak_pss_bytes")),
+            _mib(u.get("peak_rss_hwm_bytes")) if u.get("peak_rss_hwm_bytes") else "- (tree)",
             str(u.get("restarts", 0)),
         )
     console.print(res)

@@ -264,7 +264,8 @@ def resources(ctx: Context) -> Table:
                     role + (" (load generator, not priced)" if role == "harness" else ""),
                     fmt_spread(Spread.of([u.get("cpu_s_during_drive") for u in us]), ".3g"),
                     fmt_spread(Spread.of([u.get("cpu_util_during_drive") for u in us]), ".0f", 100),
-                    fmt_spread(Spread.of([u.get("peak_rss_bytes") for u in us]), ".1f", 2**-20),
+                    fmt_spread(Spread.of([u.get("peak_pss_bytes") for u in us]), ".1f", 2**-20),
+                    fmt_spread(Spread.of([u.get("peak_rss_hwm_bytes") for u in us]), ".1f", 2**-20),
                     fmt_spread(Spread.of([u.get("restarts") for u in us]), ".0f"),
                 ]
             )
@@ -275,11 +276,18 @@ def resources(ctx: Context) -> Table:
             "process",
             "CPU s in drive",
             "core % in drive",
-            "peak RSS MiB",
+            "peak PSS MiB",
+            "peak RSS HWM MiB",
             "restarts",
         ],
         rows,
         sources,
+        notes=[
+            "peak PSS: the largest sampled PSS summed over the role's process tree (one "
+            "definition for every backend; shared memory charged once; sampled every 0.5 s). "
+            "peak RSS HWM: the kernel's own high-water mark (VmHWM) of a single-process role; "
+            "'-' for a process tree, where no such figure exists."
+        ],
     )
 
 
