@@ -122,6 +122,7 @@ def run(req: Request) -> Outcome:
         manifest["deploy_ready_s"] = time.monotonic() - t0
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
+        manifest["managed_standins"] = deployment.managed_standins()  # for the cost model
         client = deployment.client()
         nemesis = None
         if req.fault is not None:

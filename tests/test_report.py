@@ -204,6 +204,10 @@ def test_costs_follow_the_price_file(results: Path, tmp_path: Path, capsys) -> N
     a, b = ((tmp_path / d / "report.md").read_text() for d in "ab")
     assert _cost_summary(a) != _cost_summary(b)
     assert "4.048" in b and "dear.toml" in b, "the report shows which prices it used"
+    assert "seaweedfs (local stand-in) -> S3" in _cost_summary(a), "S3 replaces SeaweedFS"
+    store_cpu = next(x for x in a.splitlines() if x.startswith("| CPU: store / server"))
+    (priced,) = [c for c in store_cpu.split("|") if "CPU scales linearly" in c]
+    assert "litestream" in priced and "seaweedfs" not in priced, "no server price for a stand-in"
 
     broken = tmp_path / "broken.toml"
     broken.write_text(text.replace("value = 4.048", 'value = "cheap"'))

@@ -38,7 +38,11 @@ def _estimate(r: Run, prices: cost.PriceTable, target: float) -> cost.Estimate:
     return cost.estimate(usage, prices, target)
 
 
-def _money_spread(vals: list[float | None]) -> str:
+def _money_spread(vals: list[float | None], missing: list[str] | None = None) -> str:
+    """Median [min..max] of money figures; a missing measurement says so ("NOT MEASURED"),
+    an unknown price says that, and neither is ever shown as a number."""
+    if missing:
+        return "NOT MEASURED: " + ", ".join(dict.fromkeys(missing))
     if any(v is None for v in vals):
         return "unknown price"
     s = Spread.of(vals)
@@ -82,7 +86,7 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
         deps = ests[0].deployments()
         if not deps:
             summary_rows.append(
-                [label, "-", "-", "-", "-", basis + "; " + "; ".join(ests[0].notes)]
+                [label, "-", "-", "-", "-", "-", basis + "; " + "; ".join(ests[0].notes)]
             )
             summary_src.append(src)
             continue
@@ -90,13 +94,18 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             per_run = [e.per_million_runs(d) for e in ests]
             month = [e.total(d) for e in ests]
             per_time = [e.total(d, "per-time") for e in ests]
+
+            def gaps(kind: str | None, d: str = d, es: list = ests) -> list[str]:
+                return [c for e in es for c in e.not_measured(d, kind)]
+
             summary_rows.append(
                 [
                     label,
                     d,
-                    _money_spread(per_run),
-                    _money_spread(per_time),
-                    _money_spread(month),
+                    _money_spread(per_run, gaps("per-run")),
+                    _money_spread(per_time, gaps("per-time")),
+                    _money_spread(month, gaps(None)),
+                    ests[0].replaced(d),
                     basis,
                 ]
             )
@@ -110,6 +119,7 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
                 "per-run part: $ per million runs",
                 "per-time part: $ per month",
                 f"total $ per month at {target:g} runs/s",
+                "measured parts replaced by managed services",
                 "basis",
             ],
             summary_rows,
@@ -118,7 +128,11 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             notes=[
                 "'managed Postgres' and 'Temporal Cloud' are alternative lines: the same "
                 "measured workers, with the measured server replaced by the managed "
-                "service's price. Median [min..max] over repeats."
+                "service's price. A process that is only a local stand-in for a managed "
+                "service (the local SeaweedFS for S3) is never priced as a server: the "
+                "service's prices replace it. NOT MEASURED: a figure the total needs is "
+                "missing, so no total is given (never priced as zero). Median [min..max] over "
+                "repeats."
             ],
         )
     )
@@ -131,6 +145,7 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
         same = [
             e.lines[i] for e in ests if len(e.lines) > i and e.lines[i].component == line.component
         ]
+        missing = [x.missing for x in same if x.missing]
         rows.append(
             [
                 line.component,
@@ -138,8 +153,9 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
                 ", ".join(line.deployments),
                 "-"
                 if line.kind == "per-time"
-                else _money_spread([x.per_million_runs for x in same]),
-                _money_spread([x.per_month for x in same]),
+                else _money_spread([x.per_million_runs for x in same], missing),
+                _money_spread([x.per_month for x in same], missing),
+                line.replaced,
                 line.assumption,
             ]
         )
@@ -147,7 +163,15 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
     notes = [f"Assumption figures quoted from {rs[0].run_id}."] + ests[0].notes
     return [
         Table(
-            ["component", "kind", "in totals", "$ per million runs", "$ per month", "assumption"],
+            [
+                "component",
+                "kind",
+                "in totals",
+                "$ per million runs",
+                "$ per month",
+                "replaced by managed services (per total)",
+                "assumption",
+            ],
             rows,
             sources,
             caption=f"Cost details: {label}",
