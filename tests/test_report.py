@@ -92,11 +92,20 @@ def full_report(results, tmp_path_factory) -> Path:
     return out
 
 
-def test_report_files_exist_and_html_embeds_every_image(full_report: Path) -> None:
+def test_report_files_exist_and_html_embeds_every_image(full_report: Path, results: Path) -> None:
+    from bench.report.load import load_run
+
     pngs = sorted(p.name for p in full_report.glob("*.png"))
-    for name in ("latency-cdf-run.png", "recovery-times.png", "sweep-sync-interval.png"):
+    for name in ("recovery-times.png", "sweep-sync-interval.png"):
         assert name in pngs
-    assert any(n.startswith("throughput-") for n in pngs)
+    # the comparison charts draw only trustworthy fault-free runs; on a loaded CI machine the
+    # harness may flag both smoke runs (load generator behind), and then there is none to draw
+    trusted = [load_run(steady_dir(results, b)).steady for b in ("sqlite", "memory")]
+    if any(trusted):
+        assert "latency-cdf-run.png" in pngs
+        assert any(n.startswith("throughput-") for n in pngs)
+    else:
+        assert "latency-cdf-run.png" not in pngs
     assert any(n.startswith("fault-") for n in pngs), "the fault trial gets a shaded chart"
     html = (full_report / "report.html").read_text()
     srcs = re.findall(r'src="([^"]*)"', html)
