@@ -244,6 +244,12 @@ class Deployment(abc.ABC):
     def versions(self) -> dict[str, str]:
         return {}
 
+    def managed_standins(self) -> dict[str, str]:
+        """Roles (keys of ``processes()``) that only stand in locally for a managed service in
+        production, mapped to that service (e.g. a local object store for "S3 (object storage
+        and requests)"). The cost model prices the service instead of the process, never both."""
+        return {}
+
     def config(self) -> dict[str, Any]:
         """Backend configuration as recorded in the manifest."""
         return {}

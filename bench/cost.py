@@ -10,15 +10,24 @@ every line carries the assumption that turns the measurement into the figure, an
     per run).
 Prices come from a TOML file (``prices/default.toml``) in which every price names its source
 and the date it was read; a price nobody could find is ``"unknown"`` and its line says so
-instead of inventing a number.
+instead of inventing a number. Likewise a measurement that is missing (no CPU or memory figure
+for a process, no object-store count, no database size) leaves its line NOT MEASURED: it is
+never priced as zero, and a total that needs it is not given.
+
+Managed services replace parts of the measured deployment: a process the backend declares a
+local stand-in for a managed service (the local SeaweedFS for S3) is never priced as a server,
+because the service's own prices (S3 storage and requests) are applied instead; the managed
+Postgres and Temporal Cloud totals replace the measured server process(es). Every line names
+what its totals replace (``CostLine.replaced``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +139,9 @@ class Usage:
     runs_finished: int
     runs_accepted: int
     drive_s: float  # span of the resource samples: the drive, without start-up and analysis
-    cpu_s: dict[str, float]  # role -> CPU seconds during the drive (harness excluded)
-    peak_rss: dict[str, int]  # role -> peak RSS bytes (harness excluded)
+    cpu_s: dict[str, float | None]  # role -> CPU s during the drive (harness excluded; None:
+    # not measured)
+    peak_pss: dict[str, int | None]  # role -> peak PSS bytes over its tree (None: not measured)
     state_bytes: float | None  # database bytes on local disk
     object_bytes: float | None  # bytes in the object store at the end
     tier1_requests: float | None
@@ -140,10 +150,21 @@ class Usage:
     exec_attempts_per_run: float | None
     uses_temporal: bool
     uses_postgres: bool
+    # role -> the managed service it stands in for (declared by the backend, manifest.json
+    # managed_standins); None when the result predates the declaration
+    standins: dict[str, str] | None = None
 
     @property
     def has_processes(self) -> bool:
         return bool(self.cpu_s)
+
+    @property
+    def uses_object_store(self) -> bool:
+        """The deployment replicated to an object store: a stand-in for one ran, or the
+        store's usage or request counters were read."""
+        return bool(self.standins) or any(
+            x is not None for x in (self.object_bytes, self.tier1_requests)
+        )
 
 
 # --- the model ---------------------------------------------------------------------------------
@@ -165,6 +186,8 @@ class CostLine:
     assumption: str
     deployments: tuple[str, ...]  # which totals this line belongs to
     price_keys: tuple[str, ...] = ()
+    missing: str | None = None  # the measurement this line needs and did not get
+    replaced: str = ""  # per total: which measured parts managed services replace
 
 
 @dataclass
@@ -193,6 +216,20 @@ class Estimate:
         lines = [x for x in self.lines if deployment in x.deployments]
         vals = [getattr(x, attr) for x in lines if kind is None or x.kind == kind]
         return None if any(v is None for v in vals) else float(sum(vals))
+
+    def not_measured(self, deployment: str, kind: str | None = None) -> list[str]:
+        """Lines of a deployment (of one kind, or all) left unpriced for want of a
+        measurement: their totals are not given."""
+        return [
+            x.component
+            for x in self.lines
+            if deployment in x.deployments and x.missing and (kind is None or x.kind == kind)
+        ]
+
+    def replaced(self, deployment: str) -> str:
+        return self._replaced.get(deployment, "")
+
+    _replaced: dict[str, str] = field(default_factory=dict)
 
 
 def _x(price: float | None, factor: float) -> float | None:
@@ -225,38 +262,63 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
     def per_time(name: str, month: float | None, why: str, deps: tuple[str, ...], *keys):
         est.lines.append(CostLine(name, "per-time", None, month, why, deps, keys))
 
+    def not_measured(name: str, kind: str, what: str, deps: tuple[str, ...], *keys):
+        why = f"NOT MEASURED: {what}; left unpriced (never counted as zero)"
+        est.lines.append(CostLine(name, kind, None, None, why, deps, keys, missing=what))
+
+    standins = {r: svc for r, svc in (usage.standins or {}).items() if r in usage.cpu_s}
     worker_roles = sorted(r for r in usage.cpu_s if _is_worker(r))
-    store_roles = sorted(r for r in usage.cpu_s if not _is_worker(r))
+    store_roles = sorted(r for r in usage.cpu_s if not _is_worker(r) and r not in standins)
     alt = [MANAGED_PG] if usage.uses_postgres else []
     alt += [TEMPORAL_CLOUD] if usage.uses_temporal else []
+    _replacements(est, usage, standins, store_roles)
     for label, roles, deps in (
         ("workers", worker_roles, (SELF, *alt)),
         ("store / server processes", store_roles, (SELF,)),
     ):
         if not roles:
             continue
-        cpu = sum(usage.cpu_s[r] for r in roles)
-        per_run(
-            f"CPU: {label}",
-            _x(p("vcpu_hour"), cpu / n / 3600),
-            f"CPU scales linearly with runs: {cpu:.2f} CPU-s during the drive over {n} finished "
-            f"runs = {cpu / n * 1000:.1f} ms/run ({', '.join(roles)}); at "
-            f"{target_runs_per_s:g} runs/s that keeps {cpu / n * target_runs_per_s:.3f} vCPU "
-            "busy, billed per vCPU-hour with no idle headroom",
-            deps,
-            "vcpu_hour",
-        )
-        rss = sum(usage.peak_rss[r] for r in roles)
-        per_time(
-            f"memory: {label}",
-            _x(p("memory_gb_hour"), rss / GB * hours),
-            f"memory = peak RSS held all month: {rss / 2**20:.0f} MiB ({', '.join(roles)}), "
-            "as measured at the benchmark's load (not scaled to the target load)",
-            deps,
-            "memory_gb_hour",
-        )
+        no_cpu = [r for r in roles if usage.cpu_s[r] is None]
+        if no_cpu:
+            what = f"no CPU figure for {', '.join(no_cpu)}"
+            not_measured(f"CPU: {label}", "per-run", what, deps, "vcpu_hour")
+        else:
+            cpu = sum(usage.cpu_s[r] or 0.0 for r in roles)
+            per_run(
+                f"CPU: {label}",
+                _x(p("vcpu_hour"), cpu / n / 3600),
+                f"CPU scales linearly with runs: {cpu:.2f} CPU-s during the drive over {n} "
+                f"finished runs = {cpu / n * 1000:.1f} ms/run ({', '.join(roles)}); at "
+                f"{target_runs_per_s:g} runs/s that keeps {cpu / n * target_runs_per_s:.3f} "
+                "vCPU busy, billed per vCPU-hour with no idle headroom",
+                deps,
+                "vcpu_hour",
+            )
+        no_mem = [r for r in roles if usage.peak_pss.get(r) is None]
+        if no_mem:
+            what = f"no peak PSS for {', '.join(no_mem)}"
+            not_measured(f"memory: {label}", "per-time", what, deps, "memory_gb_hour")
+        else:
+            pss = sum(usage.peak_pss[r] or 0 for r in roles)
+            per_time(
+                f"memory: {label}",
+                _x(p("memory_gb_hour"), pss / GB * hours),
+                f"memory = peak PSS (summed over each process tree, sampled) held all month: "
+                f"{pss / 2**20:.0f} MiB ({', '.join(roles)}), as measured at the benchmark's "
+                "load (not scaled to the target load)",
+                deps,
+                "memory_gb_hour",
+            )
     accepted = max(usage.runs_accepted, 1)
-    if usage.state_bytes:
+    if usage.state_bytes is None:
+        not_measured(
+            "block storage: database",
+            "per-run",
+            "no database size in summary.json backend_metrics",
+            (SELF,),
+            "block_storage_gb_month",
+        )
+    else:
         b = usage.state_bytes / accepted
         per_run(
             "block storage: database",
@@ -275,56 +337,47 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
                 (MANAGED_PG,),
                 "managed_postgres_storage_gb_month",
             )
-    if usage.object_bytes:
-        b = usage.object_bytes / accepted
-        per_run(
-            "object storage: replica bytes",
-            _x(p("object_storage_gb_month"), b / GB),
-            f"replica bytes grow with runs and are kept one month: {b / 1024:.1f} KiB/run "
-            "(bytes in the bucket at the end / accepted runs; compaction and retention would "
-            "cap this in practice)",
-            (SELF,),
-            "object_storage_gb_month",
-        )
-    if usage.tier1_requests is not None and usage.drive_s > 0:
-        for kind, count, key in (
-            ("PUT/LIST", usage.tier1_requests, "object_put_per_1000"),
-            ("GET/HEAD", usage.tier2_requests or 0.0, "object_get_per_1000"),
-        ):
-            rate = count / usage.drive_s
-            per_time(
-                f"object-store {kind} requests",
-                _x(p(key), rate * hours * 3600 / 1000),
-                f"object-store requests scale with time, not runs: {rate * 60:.1f} {kind}/min "
-                f"measured ({count:.0f} over the {usage.drive_s:.0f} s drive; "
-                f"{usage.request_source}) at this sync-interval and this workload's duty cycle, "
-                "paid all month; the initial snapshot upload is included, so short runs "
-                "overstate the rate",
-                (SELF,),
-                key,
-            )
+    if usage.uses_object_store:
+        _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured)
     actions = 1.0 + (usage.exec_attempts_per_run or 0.0)
     if usage.uses_temporal:
-        per_run(
-            "Temporal Cloud Actions",
-            _x(p("temporal_cloud_per_million_actions"), actions / 1e6),
-            f"Temporal actions per run estimated as 1 workflow start + "
-            f"{usage.exec_attempts_per_run or 0:.2f} activity starts incl. retries "
-            f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
-            "signals, queries and heartbeats not counted",
-            (TEMPORAL_CLOUD,),
-            "temporal_cloud_per_million_actions",
-        )
-        act, fee = _x(p("temporal_cloud_per_million_actions"), actions / 1e6), None
-        if act is not None and p("temporal_cloud_plan_fee_fraction") is not None:
-            fee = act * p("temporal_cloud_plan_fee_fraction")
-        per_run(
-            "Temporal Cloud plan fee",
-            fee,
-            "Developer plan: a share of Actions spend (storage not estimated)",
-            (TEMPORAL_CLOUD,),
-            "temporal_cloud_plan_fee_fraction",
-        )
+        if usage.exec_attempts_per_run is None:
+            what = "no exec attempts per finished run (runs.csv)"
+            not_measured(
+                "Temporal Cloud Actions",
+                "per-run",
+                what,
+                (TEMPORAL_CLOUD,),
+                "temporal_cloud_per_million_actions",
+            )
+            not_measured(
+                "Temporal Cloud plan fee",
+                "per-run",
+                what,
+                (TEMPORAL_CLOUD,),
+                "temporal_cloud_plan_fee_fraction",
+            )
+        else:
+            per_run(
+                "Temporal Cloud Actions",
+                _x(p("temporal_cloud_per_million_actions"), actions / 1e6),
+                f"Temporal actions per run estimated as 1 workflow start + "
+                f"{usage.exec_attempts_per_run:.2f} activity starts incl. retries "
+                f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
+                "signals, queries and heartbeats not counted",
+                (TEMPORAL_CLOUD,),
+                "temporal_cloud_per_million_actions",
+            )
+            act, fee = _x(p("temporal_cloud_per_million_actions"), actions / 1e6), None
+            if act is not None and p("temporal_cloud_plan_fee_fraction") is not None:
+                fee = act * p("temporal_cloud_plan_fee_fraction")
+            per_run(
+                "Temporal Cloud plan fee",
+                fee,
+                "Developer plan: a share of Actions spend (storage not estimated)",
+                (TEMPORAL_CLOUD,),
+                "temporal_cloud_plan_fee_fraction",
+            )
     else:
         per_run(
             "Temporal Cloud Actions",
@@ -343,8 +396,86 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
             (MANAGED_PG,),
             "managed_postgres_hour",
         )
-    for line in est.lines:
+    for i, line in enumerate(est.lines):
+        what = "; ".join(f"{d}: {est.replaced(d)}" for d in line.deployments)
+        est.lines[i] = dataclasses.replace(line, replaced=what)
         unknown = [k for k in line.price_keys if p(k) is None]
         if unknown:
             est.notes.append(f"{line.component}: price unknown ({', '.join(unknown)})")
+    for line in est.lines:
+        if line.missing:
+            est.notes.append(f"{line.component}: not measured ({line.missing})")
     return est
+
+
+def _replacements(
+    est: Estimate, usage: Usage, standins: dict[str, str], store_roles: list[str]
+) -> None:
+    """Say, per total, which measured parts managed services replace (and so are not priced
+    as servers)."""
+    kept = ", ".join(f"{r} (local stand-in) -> {svc}" for r, svc in sorted(standins.items()))
+    est._replaced[SELF] = (kept or "nothing") + (
+        "" if usage.standins is not None else " (result predates stand-in declarations)"
+    )
+    servers = ", ".join(store_roles) or "the server"
+    if usage.uses_postgres:
+        est._replaced[MANAGED_PG] = f"{servers} -> managed Postgres instance" + (
+            f"; {kept}" if kept else ""
+        )
+    if usage.uses_temporal:
+        est._replaced[TEMPORAL_CLOUD] = f"{servers} -> Temporal Cloud" + (
+            f"; {kept}" if kept else ""
+        )
+    for r, svc in sorted(standins.items()):
+        cpu, pss = usage.cpu_s.get(r), usage.peak_pss.get(r)
+        est.notes.append(
+            f"{r} is a local stand-in for {svc}: its measured use ("
+            + (f"{cpu:.2f} CPU-s" if cpu is not None else "CPU not measured")
+            + ", "
+            + (f"{pss / 2**20:.0f} MiB peak PSS" if pss is not None else "memory not measured")
+            + f") is not priced as a server; {svc}'s own prices apply instead"
+        )
+
+
+def _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured) -> None:
+    """Object-store lines: bytes kept (per run) and requests (per time), or NOT MEASURED."""
+    if usage.object_bytes is None:
+        not_measured(
+            "object storage: replica bytes",
+            "per-run",
+            "no object-store usage (bytes in the bucket) in summary.json",
+            (SELF,),
+            "object_storage_gb_month",
+        )
+    else:
+        b = usage.object_bytes / accepted
+        per_run(
+            "object storage: replica bytes",
+            _x(p("object_storage_gb_month"), b / GB),
+            f"replica bytes grow with runs and are kept one month: {b / 1024:.1f} KiB/run "
+            "(bytes in the bucket at the end / accepted runs; compaction and retention would "
+            "cap this in practice)",
+            (SELF,),
+            "object_storage_gb_month",
+        )
+    for kind, count, key in (
+        ("PUT/LIST", usage.tier1_requests, "object_put_per_1000"),
+        ("GET/HEAD", usage.tier2_requests, "object_get_per_1000"),
+    ):
+        name = f"object-store {kind} requests"
+        if count is None or not usage.drive_s > 0:
+            what = "no request count" if count is None else "no drive duration (resources.csv)"
+            not_measured(name, "per-time", what, (SELF,), key)
+            continue
+        rate = count / usage.drive_s
+        per_time(
+            name,
+            _x(p(key), rate * hours * 3600 / 1000),
+            f"object-store requests scale with time, not runs: {rate * 60:.1f} {kind}/min "
+            f"measured ({count:.0f} over the {usage.drive_s:.0f} s drive; "
+            f"{usage.request_source}) at this sync-interval and this workload's duty cycle, "
+            "paid all month; the initial snapshot upload is included, so short runs "
+            "overstate the rate",
+            (SELF,),
+            key,
+        )

@@ -126,6 +126,7 @@ def run(req: Request) -> Outcome:
         manifest["deploy_ready_s"] = time.monotonic() - t0
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
+        manifest["managed_standins"] = deployment.managed_standins()  # for the cost model
         client = deployment.client()
         nemesis = None
         if req.fault is not None:
@@ -255,19 +256,24 @@ def _write(
     if drive is not None and events is not None and runs is not None:
         steps = metrics.step_table(events)
         warmup_end = drive.start_t + req.schedule.warmup_s
-        summary.update(metrics.summarize(runs, steps, warmup_end))
-        summary["offered_rate_per_s"] = req.schedule.offered_rate()
+        summary.update(metrics.summarize(runs, steps, warmup_end, drive.end_t))
+        # offered over the measured window (as runs/s is); the schedule's own average apart
+        summary["offered_rate_per_s"] = summary["throughput"]["offered_runs_per_s"]
+        summary["schedule_rate_per_s"] = req.schedule.offered_rate()
         summary["schedule_start_t"] = drive.start_t
         summary["dispatch_lag"] = metrics.latency_summary(drive.lags_s)
         runs.to_csv(run_dir / "runs.csv", index=False)
         steps.to_csv(run_dir / "steps.csv", index=False)
         metrics.timeseries(runs, steps).to_csv(run_dir / "timeseries.csv", index=False)
-        if w := lag_warning(drive.lags_s):
+        w = lag_warning(drive.lags_s)
+        summary["untrusted"] = [w] if w else []  # the report keeps these out of its medians
+        if w:
             warnings.append(w)
         if drive.drain_timed_out:
             warnings.append(
                 f"{summary['runs']['unfinished']} accepted run(s) had not finished "
-                f"{req.drain_timeout_s:.0f}s after the last arrival"
+                f"{req.drain_timeout_s:g}s after the last arrival; they count in run latency "
+                "as censored samples at the end of the drive (lower bounds)"
             )
         if summary["runs"]["completed"] == 0:
             warnings.append("NO RUN COMPLETED: this measurement did no real work")

@@ -7,8 +7,14 @@ Definitions (printed in the README):
 - step-commit latency = step-committed ack - start of that checkpoint's transaction;
 - engine overhead = run latency - simulated work on the run's critical path (LLM/tool waits and
   retry backoffs times the time-scale): what the engine adds on top of the agent's own waiting;
-- measured window = from the end of warm-up to the last run completion; throughput counts the
-  completions and step commits inside it. Warm-up runs are excluded from latency figures.
+- measured window = from the end of warm-up to the last run completion (or failure); runs/s
+  counts the runs that *completed* inside it (failed runs are counted apart, as failed runs/s),
+  steps/s the step commits, and the offered rate the arrivals scheduled inside it, so achieved
+  and offered load share one window. Warm-up runs are excluded from latency figures.
+- censored run latency: an accepted run that never finished (drain timeout, stuck, interrupted)
+  still counts in run latency, as drive end - scheduled arrival: a lower bound on its true
+  latency (right-censored). Dropping it would make overload *shorten* p99; counting it at the
+  censoring time can only understate the tail, and the count says by how many runs.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ HDR_MIN_US, HDR_MAX_US, HDR_DIGITS = 1, 3_600_000_000, 3
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
-def latency_summary(seconds: Iterable[float]) -> dict[str, Any]:
+def latency_summary(seconds: Iterable[float], censored: int = 0) -> dict[str, Any]:
     """Percentiles from an HDR histogram (microsecond resolution), plus the encoded histogram so
-    the raw distribution is kept on disk."""
+    the raw distribution is kept on disk. ``censored`` says how many of ``seconds`` are lower
+    bounds (runs still unfinished when the drive ended); it is reported, and the percentiles
+    are then lower bounds as well."""
     h = HdrHistogram(HDR_MIN_US, HDR_MAX_US, HDR_DIGITS)
     n = over = 0
     for s in seconds:
@@ -43,10 +51,11 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, Any]:
         h.record_value(us)
         n += 1
     if n == 0:
-        return {"count": 0, "over_range": over}
+        return {"count": 0, "over_range": over, "censored": censored}
     out: dict[str, Any] = {
         "count": n,
         "over_range": over,
+        "censored": censored,
         "mean_s": h.get_mean_value() / 1e6,
         "min_s": h.get_min_value() / 1e6,
     }
@@ -159,8 +168,8 @@ def step_table(events: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def timeseries(runs: pd.DataFrame, steps: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
-    """Per-bucket arrivals, completions, step commits and run-latency percentiles (by completion
-    time), for throughput-over-time charts."""
+    """Per-bucket arrivals, completed and failed runs, step commits and run-latency percentiles
+    (by completion time), for throughput-over-time charts."""
     end = max(
         runs["complete_t"].max(skipna=True) if len(runs) else 0.0,
         runs["scheduled_t"].max() if len(runs) else 0.0,
@@ -171,29 +180,53 @@ def timeseries(runs: pd.DataFrame, steps: pd.DataFrame, bucket_s: float = 1.0) -
     buckets = pd.DataFrame({"t": [i * bucket_s for i in range(n)]})
     arr = (runs["scheduled_t"] // bucket_s).value_counts()
     done = runs.dropna(subset=["complete_t"])
-    comp = (done["complete_t"] // bucket_s).value_counts()
+    comp = (done[done["status"] == "completed"]["complete_t"] // bucket_s).value_counts()
+    fail = (done[done["status"] == "failed"]["complete_t"] // bucket_s).value_counts()
     ok_steps = steps[steps["outcome"] == "ok"]
     st = (ok_steps["commit_t"] // bucket_s).value_counts()
     idx = (done["complete_t"] // bucket_s).astype(int)
     lat = done.groupby(idx)["latency_s"]
     buckets["arrivals"] = [int(arr.get(i, 0)) for i in range(n)]
     buckets["runs_completed"] = [int(comp.get(i, 0)) for i in range(n)]
+    buckets["runs_failed"] = [int(fail.get(i, 0)) for i in range(n)]
     buckets["steps_committed"] = [int(st.get(i, 0)) for i in range(n)]
     p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
     buckets["run_latency_p50_s"] = [p50.get(i, math.nan) for i in range(n)]
     buckets["run_latency_p99_s"] = [p99.get(i, math.nan) for i in range(n)]
-    buckets["in_flight"] = buckets["arrivals"].cumsum() - buckets["runs_completed"].cumsum()
+    finished = buckets["runs_completed"] + buckets["runs_failed"]
+    buckets["in_flight"] = buckets["arrivals"].cumsum() - finished.cumsum()
     return buckets
 
 
-def summarize(runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float) -> dict[str, Any]:
-    """Throughput over the measured window and latency figures of the measured runs."""
+def _rate(count: int, window_s: float) -> float:
+    return count / window_s if window_s and window_s > 0 else math.nan
+
+
+def censored_latency(runs: pd.DataFrame, drive_end_t: float) -> pd.Series:
+    """Lower bounds on the latency of accepted runs that never finished: drive end - scheduled
+    arrival (right-censored at the end of the drive)."""
+    open_ = runs[(runs["submit"] == "ok") & runs["complete_t"].isna()]
+    return drive_end_t - open_["scheduled_t"]
+
+
+def summarize(
+    runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float, drive_end_t: float
+) -> dict[str, Any]:
+    """Throughput over the measured window and latency figures of the measured runs.
+    ``drive_end_t`` (history time) is when the driver stopped waiting: runs accepted but not
+    finished by then count in run latency as censored samples at that time."""
     measured = runs[~runs["warmup"]]
     done = runs.dropna(subset=["complete_t"])
     end_t = float(done["complete_t"].max()) if len(done) else math.nan
     window = end_t - warmup_end_t if not math.isnan(end_t) else math.nan
     ok_steps = steps[steps["outcome"] == "ok"]
-    in_win_runs = int(((done["complete_t"] >= warmup_end_t) & (done["complete_t"] <= end_t)).sum())
+    in_win = (done["complete_t"] >= warmup_end_t) & (done["complete_t"] <= end_t)
+    in_win_runs = int((in_win & (done["status"] == "completed")).sum())
+    in_win_failed = int((in_win & (done["status"] == "failed")).sum())
+    # offered load over the same window as the achieved rate: arrivals scheduled inside it
+    in_win_arrivals = int(
+        ((runs["scheduled_t"] >= warmup_end_t) & (runs["scheduled_t"] <= end_t)).sum()
+    )
     in_win_steps = int(
         ((ok_steps["commit_t"] >= warmup_end_t) & (ok_steps["commit_t"] <= end_t)).sum()
     )
@@ -202,12 +235,19 @@ def summarize(runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float) -> d
     measured_ids = set(measured["run_id"])
     msteps = ok_steps[ok_steps["run_id"].isin(measured_ids)]
     dup = steps.drop_duplicates(["run_id", "step_id"])
+    censored = censored_latency(measured, drive_end_t)
+    run_lat = pd.concat([mok["latency_s"], censored], ignore_index=True)
+    cens_over = censored - measured.loc[censored.index, "simulated_s"]
     return {
         "window": {"start_t": warmup_end_t, "end_t": end_t, "duration_s": window},
         "throughput": {
-            "runs_per_s": in_win_runs / window if window and window > 0 else math.nan,
-            "steps_per_s": in_win_steps / window if window and window > 0 else math.nan,
+            "runs_per_s": _rate(in_win_runs, window),
+            "failed_runs_per_s": _rate(in_win_failed, window),
+            "steps_per_s": _rate(in_win_steps, window),
+            "offered_runs_per_s": _rate(in_win_arrivals, window),
             "runs_completed_in_window": in_win_runs,
+            "runs_failed_in_window": in_win_failed,
+            "arrivals_in_window": in_win_arrivals,
             "steps_committed_in_window": in_win_steps,
         },
         "runs": {
@@ -228,13 +268,26 @@ def summarize(runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float) -> d
             "replays": int(runs["replays"].sum()),
         },
         "latency": {
-            "run": latency_summary(mok["latency_s"]),
+            # completed runs plus the censored lower bounds of runs that never finished
+            "run": {
+                **latency_summary(run_lat, censored=len(censored)),
+                "censored_at_t": drive_end_t,
+            },
             "run_failed": latency_summary(mdone[mdone["status"] == "failed"]["latency_s"]),
             "submit_ack": latency_summary(measured["submit_latency_s"].dropna()),
             "step_commit": latency_summary(msteps["commit_latency_s"]),
             # asyncio timers may fire a hair early, so tiny negative overheads are counted
             # apart instead of being clamped into the histogram
-            "engine_overhead": latency_summary(mok["overhead_s"][mok["overhead_s"] >= 0]),
+            # a censored run's overhead is at least its censored latency - its simulated work;
+            # one whose bound is negative (still inside its own simulated waits) has no bound
+            "engine_overhead": latency_summary(
+                pd.concat(
+                    [mok["overhead_s"][mok["overhead_s"] >= 0], cens_over[cens_over >= 0]],
+                    ignore_index=True,
+                ),
+                censored=int((cens_over >= 0).sum()),
+            ),
+            "engine_overhead_unbounded": int((cens_over < 0).sum()),
             "engine_overhead_negative": int((mok["overhead_s"] < 0).sum()),
         },
     }

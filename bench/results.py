@@ -8,12 +8,17 @@ Layout
   runs.csv          one row per scheduled run (pandas.read_csv reads it as is)
   steps.csv         one row per step checkpoint
   timeseries.csv    one row per second: arrivals, completions, commits, latency
-  resources.csv     per-process CPU seconds and RSS, sampled
+  resources.csv     per-process CPU seconds, RSS and PSS, sampled
   history/*.jsonl   the raw history, one file per process (bench.history)
   logs/*.log        every child process's output
 
 Schema history (bump SCHEMA_VERSION on any incompatible change, and say what changed):
   1  first version
+  2  checks: one write_loss check on every run (acked_runs_durable gone), promise, replication,
+     history; figures that cannot fail have valid None. Memory: peak_pss_bytes (sampled PSS of
+     the process tree) and peak_rss_hwm_bytes (VmHWM, single processes) replace peak_rss_bytes;
+     runs/s counts completed runs only; offered_rate_per_s is over the measured window (the
+     schedule's average is schedule_rate_per_s); run latency has censored samples; untrusted.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import psutil
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PACKAGES = (
     "durabench",
     "hdrhistogram",

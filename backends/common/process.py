@@ -54,9 +54,18 @@ class ResourceUse:
     """Resource use of one role, summed over every incarnation (restarts) of its process."""
 
     cpu_s: float = 0.0
-    peak_rss_bytes: int = 0
+    # The one memory figure of durabench (same definition for every backend): the largest
+    # sampled PSS summed over the process tree. PSS charges a shared page to each sharer in
+    # proportion, so a tree's shared memory (Postgres's shared_buffers) counts once.
+    peak_pss_bytes: int = 0
+    # Beside it, where the kernel keeps one: VmHWM (peak RSS, never missed between samples) of
+    # a role that was a single process at every sample; None for a process tree, whose RSS
+    # high-water marks cannot be added up.
+    peak_rss_hwm_bytes: int | None = None
     rss_bytes: int = 0
+    pss_bytes: int = 0
     restarts: int = 0
+    tree: bool = False  # a sample ever saw children under the role's process
 
 
 class ManagedProcess:
@@ -181,6 +190,7 @@ class ManagedProcess:
         self._done_cpu += self._last_cpu
         self._last_cpu = 0.0
         self.usage.rss_bytes = 0
+        self.usage.pss_bytes = 0
         _LIVE.discard(self)
 
     # -- observation -------------------------------------------------------------------------
@@ -189,10 +199,10 @@ class ManagedProcess:
         """Update CPU seconds and peak memory of this process and its descendants.
 
         CPU: each live process's own time plus the time of the children it has reaped (so a
-        Postgres backend that exited still counts, through the postmaster). Memory: for a single
-        process, the kernel's high-water mark (VmHWM: no peak is missed between samples); for a
-        process tree, the largest sampled sum of PSS, which charges shared memory (Postgres's
-        shared_buffers) once instead of once per process, as summed RSS would."""
+        Postgres backend that exited still counts, through the postmaster). Memory: PSS summed
+        over the tree at each sample, and its largest value (``peak_pss_bytes``), for every
+        role alike; for a role that is a single process, also the kernel's high-water mark
+        (VmHWM, ``peak_rss_hwm_bytes``), which no sampling interval can miss."""
         if not self.alive or self.popen is None:
             return self.usage
         try:
@@ -205,13 +215,18 @@ class ManagedProcess:
                 t = p.cpu_times()
                 cpu += t.user + t.system + t.children_user + t.children_system
                 rss += p.memory_info().rss
-                if len(procs) > 1:
-                    pss += p.memory_full_info().pss
+                pss += p.memory_full_info().pss
             self._last_cpu = cpu
             self.usage.cpu_s = self._done_cpu + cpu
             self.usage.rss_bytes = rss
-            peak = _vm_hwm(proc.pid) if len(procs) == 1 else pss
-            self.usage.peak_rss_bytes = max(self.usage.peak_rss_bytes, peak)
+            self.usage.pss_bytes = pss
+            self.usage.peak_pss_bytes = max(self.usage.peak_pss_bytes, pss)
+            self.usage.tree = self.usage.tree or len(procs) > 1
+            hwm = vm_hwm(proc.pid)
+            if self.usage.tree or hwm is None:
+                self.usage.peak_rss_hwm_bytes = None
+            else:
+                self.usage.peak_rss_hwm_bytes = max(self.usage.peak_rss_hwm_bytes or 0, hwm)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
         return self.usage
@@ -224,7 +239,8 @@ class ManagedProcess:
         return "\n".join(text[-lines:])
 
 
-def _vm_hwm(pid: int) -> int:
+def vm_hwm(pid: int) -> int | None:
+    """The kernel's peak RSS of one process (VmHWM), or None where the kernel has none."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -232,7 +248,7 @@ def _vm_hwm(pid: int) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
 
 
 def stop_all_live() -> None:

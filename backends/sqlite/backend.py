@@ -395,6 +395,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
             )
         return topo
 
+    def managed_standins(self) -> dict[str, str]:
+        # the local SeaweedFS plays S3: production pays S3's storage and requests instead
+        return {"seaweedfs": "S3 (object storage and requests)"} if self.seaweed else {}
+
     def versions(self) -> dict[str, str]:
         v = {"sqlite": sqlite3.sqlite_version}
         if self.litestream is not None:

@@ -252,6 +252,7 @@ def build(
     if ctx.steady():
         b.latency_charts()
         b.timeseries_charts()
+    if ctx.rows():
         b.blocks += [Heading("Resources (fault-free runs)"), tables.resources(ctx)]
     b.fault_section()
     b.blocks += costs.section(ctx, prices, target_runs_per_s)

@@ -79,8 +79,22 @@ class Context:
         return out
 
     def excluded_steady(self) -> list[Run]:
-        """Fault-free runs left out of the aggregates (partial or failed)."""
+        """Fault-free runs left out of the medians (partial, failed, unknown or untrusted)."""
         return [r for r in self.runs if r.fault is None and not r.steady]
+
+    def apart(self) -> list[Run]:
+        """Complete fault-free runs shown on their own flagged rows, outside the medians."""
+        return [r for r in self.runs if r.apart]
+
+    def rows(self) -> list[tuple[str, list[Run], str]]:
+        """What the aggregate tables show: (row label, runs, basis). First each backend group's
+        median over its trustworthy runs, then each flagged run on its own row, so a run with
+        a failed verdict or an untrusted load generator stays visible without moving a
+        median."""
+        out = [(label, rs, f"{len(rs)} run(s)") for label, rs in self.steady().items()]
+        for r in self.apart():
+            out.append((f"⚠ {self.label(r)} ({r.run_id})", [r], f"NOT IN MEDIAN: {r.apart_reason}"))
+        return out
 
     def trials(self) -> list[Run]:
         return [r for r in self.runs if r.usable_trial]

@@ -38,7 +38,11 @@ def _estimate(r: Run, prices: cost.PriceTable, target: float) -> cost.Estimate:
     return cost.estimate(usage, prices, target)
 
 
-def _money_spread(vals: list[float | None]) -> str:
+def _money_spread(vals: list[float | None], missing: list[str] | None = None) -> str:
+    """Median [min..max] of money figures; a missing measurement says so ("NOT MEASURED"),
+    an unknown price says that, and neither is ever shown as a number."""
+    if missing:
+        return "NOT MEASURED: " + ", ".join(dict.fromkeys(missing))
     if any(v is None for v in vals):
         return "unknown price"
     s = Spread.of(vals)
@@ -57,8 +61,10 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             f"Measured resource use turned into list prices at a target load of **{target:g} "
             f"runs/s** ({target * prices.hours_per_month * 3600 / 1e6:,.1f} million runs per "
             "month). Per-run lines scale with the number of runs; per-time lines are paid every "
-            "month whatever the load. Only complete, valid, fault-free runs are priced; the "
-            "harness (load generator) is never priced."
+            "month whatever the load. Medians are over complete, valid, fault-free runs whose "
+            "load generator kept up; a run with a failed or unknown verdict or an untrusted "
+            "load generator is priced on its own row marked ⚠ NOT IN MEDIAN. The harness "
+            "(load generator) is never priced."
         ),
         prices_table(prices, ctx.rel),
     ]
@@ -70,31 +76,37 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
                 "warn",
             )
         )
-    steady = ctx.steady()
-    if not steady:
-        out.append(Para("No complete, valid, fault-free run: no cost can be derived."))
+    if not ctx.rows():
+        out.append(Para("No complete fault-free run: no cost can be derived."))
         return out
     summary_rows, summary_src, details = [], [], []
-    for label, rs in steady.items():
+    for label, rs, basis in ctx.rows():
         ests = [_estimate(r, prices, target) for r in rs]
         src = ctx.src(rs, "summary.json", "runs.csv", "resources.csv") + [ctx.rel(prices.path)]
         deps = ests[0].deployments()
         if not deps:
-            summary_rows.append([label, "-", "-", "-", "-", "; ".join(ests[0].notes)])
+            summary_rows.append(
+                [label, "-", "-", "-", "-", "-", basis + "; " + "; ".join(ests[0].notes)]
+            )
             summary_src.append(src)
             continue
         for d in deps:
             per_run = [e.per_million_runs(d) for e in ests]
             month = [e.total(d) for e in ests]
             per_time = [e.total(d, "per-time") for e in ests]
+
+            def gaps(kind: str | None, d: str = d, es: list = ests) -> list[str]:
+                return [c for e in es for c in e.not_measured(d, kind)]
+
             summary_rows.append(
                 [
                     label,
                     d,
-                    _money_spread(per_run),
-                    _money_spread(per_time),
-                    _money_spread(month),
-                    f"{len(rs)} run(s)",
+                    _money_spread(per_run, gaps("per-run")),
+                    _money_spread(per_time, gaps("per-time")),
+                    _money_spread(month, gaps(None)),
+                    ests[0].replaced(d),
+                    basis,
                 ]
             )
             summary_src.append(src)
@@ -107,6 +119,7 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
                 "per-run part: $ per million runs",
                 "per-time part: $ per month",
                 f"total $ per month at {target:g} runs/s",
+                "measured parts replaced by managed services",
                 "basis",
             ],
             summary_rows,
@@ -115,7 +128,11 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             notes=[
                 "'managed Postgres' and 'Temporal Cloud' are alternative lines: the same "
                 "measured workers, with the measured server replaced by the managed "
-                "service's price. Median [min..max] over repeats."
+                "service's price. A process that is only a local stand-in for a managed "
+                "service (the local SeaweedFS for S3) is never priced as a server: the "
+                "service's prices replace it. NOT MEASURED: a figure the total needs is "
+                "missing, so no total is given (never priced as zero). Median [min..max] over "
+                "repeats."
             ],
         )
     )
@@ -128,6 +145,7 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
         same = [
             e.lines[i] for e in ests if len(e.lines) > i and e.lines[i].component == line.component
         ]
+        missing = [x.missing for x in same if x.missing]
         rows.append(
             [
                 line.component,
@@ -135,8 +153,9 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
                 ", ".join(line.deployments),
                 "-"
                 if line.kind == "per-time"
-                else _money_spread([x.per_million_runs for x in same]),
-                _money_spread([x.per_month for x in same]),
+                else _money_spread([x.per_million_runs for x in same], missing),
+                _money_spread([x.per_month for x in same], missing),
+                line.replaced,
                 line.assumption,
             ]
         )
@@ -144,7 +163,15 @@ def _detail(label: str, rs: list[Run], ests: list[cost.Estimate], src: list[str]
     notes = [f"Assumption figures quoted from {rs[0].run_id}."] + ests[0].notes
     return [
         Table(
-            ["component", "kind", "in totals", "$ per million runs", "$ per month", "assumption"],
+            [
+                "component",
+                "kind",
+                "in totals",
+                "$ per million runs",
+                "$ per month",
+                "replaced by managed services (per total)",
+                "assumption",
+            ],
             rows,
             sources,
             caption=f"Cost details: {label}",

@@ -87,6 +87,28 @@ class Run:
     def warnings(self) -> list[str]:
         return list(self.summary.get("warnings") or [])
 
+    @property
+    def untrusted(self) -> list[str]:
+        """Why the harness itself distrusts this run's speed figures (the load generator fell
+        behind its schedule). Results written before ``summary.untrusted`` existed carry the
+        same reason only as a warning, recognised by its wording."""
+        if "untrusted" in self.summary:
+            return list(self.summary.get("untrusted") or [])
+        return [w for w in self.warnings if "load generator fell behind" in w]
+
+    @property
+    def apart_reason(self) -> str | None:
+        """Why a complete fault-free run is shown on its own row instead of in the medians."""
+        if self.partial or self.fault is not None:
+            return None
+        if self.verdict is False:
+            return "verdict FALSE"
+        if self.verdict is not True:
+            return f"verdict {self.verdict}"
+        if self.untrusted:
+            return "untrusted: load generator fell behind"
+        return None
+
     @cached_property
     def problems(self) -> list[str]:
         """Everything a reader must know before trusting this run's figures."""
@@ -104,8 +126,17 @@ class Run:
 
     @property
     def steady(self) -> bool:
-        """Usable for throughput / latency / cost aggregates: complete, valid, no fault."""
-        return not self.partial and self.verdict is True and self.fault is None
+        """Usable for throughput / latency / cost medians: complete, valid, no fault, and the
+        harness kept to its schedule."""
+        return (
+            not self.partial and self.verdict is True and self.fault is None and not self.untrusted
+        )
+
+    @property
+    def apart(self) -> bool:
+        """Complete and fault-free but not trustworthy (failed or unknown verdict, or the load
+        generator fell behind): shown on its own flagged row, never folded into a median."""
+        return self.apart_reason is not None
 
     @property
     def usable_trial(self) -> bool:

@@ -40,9 +40,11 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     tab.add_column("figure")
     tab.add_column("value", justify="right")
     rows = [
-        ("runs/s", _num(t.get("runs_per_s"))),
+        ("runs/s (completed)", _num(t.get("runs_per_s"))),
+        ("failed runs/s", _num(t.get("failed_runs_per_s"))),
         ("steps/s", _num(t.get("steps_per_s"))),
-        ("offered runs/s (schedule)", _num(summary.get("offered_rate_per_s"))),
+        ("offered runs/s (arrivals in the window)", _num(summary.get("offered_rate_per_s"))),
+        ("schedule average runs/s", _num(summary.get("schedule_rate_per_s"))),
         ("measured window s", _num(w.get("duration_s"))),
         (
             "runs accepted / completed / failed",
@@ -61,10 +63,11 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
         title="latency, ms (run: from its scheduled arrival; measured runs only)",
         title_justify="left",
     )
-    for col in ("what", "count", "p50", "p90", "p99", "p99.9", "max"):
+    for col in ("what", "count", "censored", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="right" if col != "what" else "left")
     names = {
-        "run": "run",
+        "run": "run (completed + censored)",
+        "run_failed": "run (failed)",
         "engine_overhead": "engine overhead",
         "step_commit": "step commit",
         "submit_ack": "submit ack",
@@ -74,6 +77,7 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
         lat.add_row(
             label,
             _num(h.get("count"), ","),
+            _num(h.get("censored"), ","),
             _ms(h.get("p50_s")),
             _ms(h.get("p90_s")),
             _ms(h.get("p99_s")),
@@ -81,9 +85,22 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
             _ms(h.get("max_s")),
         )
     console.print(lat)
+    run_lat = summary.get("latency", {}).get("run", {})
+    if run_lat.get("censored"):
+        console.print(
+            f"  {run_lat['censored']} run(s) never finished: counted at the end of the drive "
+            "(censored), so run percentiles are lower bounds"
+        )
 
     res = Table(title="resources", title_justify="left")
-    for col in ("process", "cpu s (total)", "core % in drive", "peak RSS MiB", "restarts"):
+    for col in (
+        "process",
+        "cpu s (total)",
+        "core % in drive",
+        "peak PSS MiB (sampled, tree)",
+        "peak RSS HWM MiB (kernel)",
+        "restarts",
+    ):
         res.add_column(col, justify="right" if col != "process" else "left")
     for role, u in (summary.get("resources") or {}).items():
         util = u.get("cpu_util_during_drive")
@@ -91,7 +108,8 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
             role,
             _num(u.get("cpu_s"), ",.2f"),
             "-" if util is None else f"{util * 100:.0f}%",
-            _mib(u.get("peak_rss_bytes")),
+            _mib(u.get("peak_pss_bytes")),
+            _mib(u.get("peak_rss_hwm_bytes")) if u.get("peak_rss_hwm_bytes") else "- (tree)",
             str(u.get("restarts", 0)),
         )
     console.print(res)

@@ -2,8 +2,11 @@
 them), the topology each backend was measured on, what it takes to operate, and the
 throughput / latency / resource tables with their spread over repeats.
 
-Aggregates use only complete, valid, fault-free runs; every other run is named in a banner with
-the reason it was left out, so a reader never mistakes a partial measurement for a result."""
+Medians use only complete, valid, fault-free runs whose load generator kept to its schedule. A
+complete fault-free run that fails one of those (verdict false or unknown, load generator behind)
+stays visible on its own row flagged ⚠ NOT IN MEDIAN, with a banner; a partial run is named in a
+banner and left out. A reader never mistakes a partial or untrusted measurement for a result,
+and never loses sight of one either."""
 
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ def role_of(r: Run) -> str:
 def _usage(r: Run) -> str:
     if r.steady:
         return "throughput, latency, resources, cost"
+    if r.apart:
+        return f"own flagged rows, not medians ({r.apart_reason})"
     if r.usable_trial:
         return "fault tables and charts"
     return "nothing (excluded)"
@@ -49,8 +54,15 @@ def banners(ctx: Context) -> list[Block]:
                     "warn",
                 )
             )
-        elif r.verdict is not True:
-            out.append(Banner(f"{r.run_id}: {what}. Excluded from the aggregate tables.", "error"))
+        elif r.apart:
+            out.append(
+                Banner(
+                    f"{r.run_id}: {what}. Shown on its own row (marked ⚠, NOT IN MEDIAN) in the "
+                    "throughput, latency, resource and cost tables; left out of every median "
+                    "and chart.",
+                    "error" if r.verdict is not True else "warn",
+                )
+            )
         else:
             out.append(
                 Banner(f"{r.run_id}: {what}. Included in the aggregates, marked with ⚠.", "warn")
@@ -141,7 +153,7 @@ def _mark(label: str, rs: list[Run]) -> str:
 
 def throughput(ctx: Context) -> Table:
     rows, sources = [], []
-    for label, rs in ctx.steady().items():
+    for label, rs, basis in ctx.rows():
         s = [r.summary for r in rs]
 
         def sp(*path: str, src: list = s) -> Spread | None:
@@ -150,11 +162,14 @@ def throughput(ctx: Context) -> Table:
         rows.append(
             [
                 _mark(label, rs),
-                str(len(rs)),
+                basis,
                 fmt_spread(sp("throughput", "runs_per_s")),
+                fmt_spread(sp("throughput", "failed_runs_per_s")),
                 fmt_spread(sp("throughput", "steps_per_s")),
                 fmt_spread(sp("offered_rate_per_s")),
                 fmt_spread(sp("runs", "completed"), ".0f")
+                + " / "
+                + fmt_spread(sp("runs", "failed"), ".0f")
                 + " / "
                 + fmt_spread(sp("runs", "accepted"), ".0f"),
                 fmt_spread(sp("runs", "unfinished"), ".0f"),
@@ -166,11 +181,12 @@ def throughput(ctx: Context) -> Table:
     return Table(
         [
             "backend group",
-            "repeats",
+            "basis",
             "runs/s",
+            "failed runs/s",
             "steps/s",
             "offered runs/s",
-            "completed / accepted",
+            "completed / failed / accepted",
             "unfinished",
             "window s",
             "dispatch lag p99 ms",
@@ -179,13 +195,16 @@ def throughput(ctx: Context) -> Table:
         sources,
         notes=[
             "median [min..max] over repeats; measured window = end of warm-up to the last "
-            "completion. Runs/s well below the offered rate means the backend was saturated."
+            "completion. Runs/s counts completed runs only (failed runs/s apart); offered "
+            "runs/s counts the arrivals scheduled inside the same window. Runs/s well below "
+            "the offered rate means the backend was saturated."
         ],
     )
 
 
 LATENCY = (
-    ("run", "run (scheduled -> completed)"),
+    ("run", "run (scheduled -> completed, or censored)"),
+    ("run_failed", "run that failed (scheduled -> failed)"),
     ("engine_overhead", "engine overhead"),
     ("step_commit", "step commit"),
     ("submit_ack", "submit ack"),
@@ -194,7 +213,7 @@ LATENCY = (
 
 def latency(ctx: Context) -> Table:
     rows, sources = [], []
-    for label, rs in ctx.steady().items():
+    for label, rs, _ in ctx.rows():
         for key, name in LATENCY:
             hs = [_get(r.summary, "latency", key) or {} for r in rs]
             rows.append(
@@ -202,6 +221,7 @@ def latency(ctx: Context) -> Table:
                     _mark(label, rs),
                     name,
                     fmt_spread(Spread.of([h.get("count") for h in hs]), ".0f"),
+                    fmt_spread(Spread.of([h.get("censored") for h in hs]), ".0f"),
                 ]
                 + [
                     fmt_spread(Spread.of([h.get(p) for h in hs]), ".3g", 1e3)
@@ -210,19 +230,31 @@ def latency(ctx: Context) -> Table:
             )
             sources.append(ctx.src(rs, "summary.json"))
     return Table(
-        ["backend group", "latency", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"],
+        [
+            "backend group",
+            "latency",
+            "count",
+            "censored",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+        ],
         rows,
         sources,
         notes=[
             "median [min..max] over repeats of each run's own percentile (HDR histograms, "
-            "warm-up runs excluded)."
+            "warm-up runs excluded). Censored: accepted runs that never finished, counted at "
+            "the end of the drive (a lower bound on their latency), so that overload can never "
+            "shorten the tail; where it is not 0 the percentiles are lower bounds too."
         ],
     )
 
 
 def resources(ctx: Context) -> Table:
     rows, sources = [], []
-    for label, rs in ctx.steady().items():
+    for label, rs, _ in ctx.rows():
         roles = list(dict.fromkeys(k for r in rs for k in (r.summary.get("resources") or {})))
         for role in roles:
             us = [_get(r.summary, "resources", role) or {} for r in rs]
@@ -232,7 +264,8 @@ def resources(ctx: Context) -> Table:
                     role + (" (load generator, not priced)" if role == "harness" else ""),
                     fmt_spread(Spread.of([u.get("cpu_s_during_drive") for u in us]), ".3g"),
                     fmt_spread(Spread.of([u.get("cpu_util_during_drive") for u in us]), ".0f", 100),
-                    fmt_spread(Spread.of([u.get("peak_rss_bytes") for u in us]), ".1f", 2**-20),
+                    fmt_spread(Spread.of([u.get("peak_pss_bytes") for u in us]), ".1f", 2**-20),
+                    fmt_spread(Spread.of([u.get("peak_rss_hwm_bytes") for u in us]), ".1f", 2**-20),
                     fmt_spread(Spread.of([u.get("restarts") for u in us]), ".0f"),
                 ]
             )
@@ -243,31 +276,44 @@ def resources(ctx: Context) -> Table:
             "process",
             "CPU s in drive",
             "core % in drive",
-            "peak RSS MiB",
+            "peak PSS MiB",
+            "peak RSS HWM MiB",
             "restarts",
         ],
         rows,
         sources,
+        notes=[
+            "peak PSS: the largest sampled PSS summed over the role's process tree (one "
+            "definition for every backend; shared memory charged once; sampled every 0.5 s). "
+            "peak RSS HWM: the kernel's own high-water mark (VmHWM) of a single-process role; "
+            "'-' for a process tree, where no such figure exists."
+        ],
     )
 
 
 def section(ctx: Context) -> list[Block]:
-    excluded = ctx.excluded_steady()
     out: list[Block] = [Heading("Throughput and latency (fault-free runs)")]
-    if excluded:
+    left_out = [r for r in ctx.excluded_steady() if not r.apart]
+    if left_out:
         out.append(
             Banner(
-                "Left out of these tables: "
-                + ", ".join(
-                    f"{r.run_id} ({'; '.join(r.problems) or 'not steady'})" for r in excluded
-                ),
+                "Left out of these tables (partial): "
+                + ", ".join(f"{r.run_id} ({'; '.join(r.problems)})" for r in left_out),
                 "error",
             )
         )
-    if not ctx.steady():
+    if ctx.apart():
         out.append(
-            Para("No complete, valid, fault-free run among the inputs: nothing to aggregate.")
+            Banner(
+                "Shown on their own rows (⚠ ... NOT IN MEDIAN), never in a median: "
+                + ", ".join(f"{r.run_id} ({r.apart_reason})" for r in ctx.apart()),
+                "error",
+            )
         )
+    if not ctx.rows():
+        out.append(Para("No complete fault-free run among the inputs: nothing to tabulate."))
         return out
+    if not ctx.steady():
+        out.append(Para("No complete, valid, trustworthy fault-free run: no median can be formed."))
     out += [throughput(ctx), latency(ctx)]
     return out

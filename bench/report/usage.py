@@ -22,8 +22,13 @@ def usage_of(
     """Collect the model's inputs from manifest.json, summary.json, runs.csv, resources.csv.
     The harness (load generator, checkers) is not part of any backend and is left out."""
     res = {r: u for r, u in (summary.get("resources") or {}).items() if r != "harness"}
-    cpu = {r: float(u.get("cpu_s_during_drive") or 0.0) for r, u in res.items()}
-    rss = {r: int(u.get("peak_rss_bytes") or 0) for r, u in res.items()}
+    cpu = {
+        r: None if u.get("cpu_s_during_drive") is None else float(u["cpu_s_during_drive"])
+        for r, u in res.items()
+    }
+    # 0 or absent = never measured (a live process always has some PSS; results written before
+    # peak_pss_bytes existed measured a different figure): missing, never priced as zero
+    pss = {r: int(u["peak_pss_bytes"]) if u.get("peak_pss_bytes") else None for r, u in res.items()}
     drive_s = math.nan
     if len(resources) and "t" in resources:
         drive_s = float(resources["t"].max() - resources["t"].min())
@@ -44,15 +49,16 @@ def usage_of(
         runs_accepted=int(counts.get("accepted") or finished),
         drive_s=drive_s,
         cpu_s=cpu,
-        peak_rss=rss,
+        peak_pss=pss,
         state_bytes=float(state) if state else None,
-        object_bytes=float(obj) if obj else None,
+        object_bytes=None if obj is None else float(obj),
         tier1_requests=t1,
         tier2_requests=t2,
         request_source=src,
         exec_attempts_per_run=attempts,
         uses_temporal="temporal" in versions,
         uses_postgres="postgresql" in versions,
+        standins=manifest.get("managed_standins"),
     )
 
 
