@@ -96,9 +96,11 @@ def test_saturated_run_whose_tail_never_finishes(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
+    # runs that never finished fail exactly-once (stuck runs), so the run exits 1
+    assert out.returncode == 1, out.stderr[-2000:]
     (run_dir,) = (tmp_path / "r").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["checks"]["exactly_once"]["valid"] is False
     runs = pd.read_csv(run_dir / "runs.csv")
     run = summary["latency"]["run"]
     unfinished = runs[(runs["submit"] == "ok") & runs["complete_t"].isna()]

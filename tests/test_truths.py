@@ -16,6 +16,7 @@ import pytest
 
 from backends.errors import ConfigError
 from bench.report.load import load_run
+from bench.results import SCHEMA_VERSION
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -75,7 +76,7 @@ def test_report_refuses_an_unknown_schema_version(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     (run,) = (tmp_path / "r").iterdir()
-    assert load_run(run).manifest["schema_version"] == 1
+    assert load_run(run).manifest["schema_version"] == SCHEMA_VERSION
     newer = Path(shutil.copytree(run, tmp_path / "newer"))
     summary = json.loads((newer / "summary.json").read_text())
     (newer / "summary.json").write_text(json.dumps({**summary, "schema_version": 99}))
