@@ -14,6 +14,7 @@ from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
 from backends.errors import ConfigError, DurabenchError
+from bench import lastresort, validate
 from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
@@ -295,6 +296,7 @@ def cmd_crash(args: argparse.Namespace, console: Console) -> int:
     for spec in specs:  # refuse every unsupported fault before running any trial
         check_supported(spec.fault, get(args.backend).factory, args.backend)
     base = _request(args, "smoke")
+    validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {spec.fault: crash.run_trials(base, spec, args.trials) for spec in specs}
     crash.render(
         rows,
@@ -331,9 +333,11 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
             values.append((v, opt.type(v)))
         except ValueError as e:
             raise ConfigError(f"--set {key}: {v!r} is not a valid {opt.type.__name__}") from e
+        validate.check_option(opt, values[-1][1])
     spec = _fault(args, args.fault)
     check_supported(spec.fault, info.factory, args.backend)
     base = _request(args, "smoke")
+    validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {}
     for text, value in values:
         req = dataclasses.replace(base, options={**base.options, opt.dest: value})
@@ -364,6 +368,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     args.backend = names[0]
     base = _request(args)
     fault = _fault(args, args.fault) if args.fault else None
+    if fault is not None:
+        validate.check_fault_time(args.at, base.schedule.duration_s)
     records = compare.run_compare(base, names, options, args.repeats, fault)
     group = crash_write_group(
         args.results_dir,
@@ -429,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     try:
         args = parser().parse_args(argv)
+        validate.check_args(args)
         if args.cmd == "backends":
             for info in registered().values():
                 kind = "durable" if info.durable else "not durable"
@@ -467,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, traceback in a log
+        print(lastresort.message(e), file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_ERROR
 
 

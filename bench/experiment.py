@@ -21,7 +21,7 @@ import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
 from backends.errors import ConfigError
-from bench import checkers, metrics, results
+from bench import checkers, lastresort, metrics, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -77,7 +77,10 @@ def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
         nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
-    run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
+    try:
+        run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
+    except OSError as e:  # checked up front, but the directory can change under us
+        raise ConfigError(f"cannot create a run directory under {req.results_root}: {e}") from e
     ctx = RunContext(
         workdir=run_dir / "work",
         logdir=run_dir / "logs",
@@ -158,6 +161,9 @@ def run(req: Request) -> Outcome:
             state_checks = _check_state(req, client, events, runs, timeline, deployment)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
+        if not isinstance(e, KeyboardInterrupt):
+            logging.getLogger("durabench").error("the run failed", exc_info=e)
+            lastresort.attach_log(e, ctx.logdir / "harness.log")
     finally:
         if deployment is not None:
             try:

@@ -28,7 +28,16 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from backends.base import BackendInfo, Client, Deployment, Option, RunContext, RunSpec, register
+from backends.base import (
+    BackendInfo,
+    Client,
+    Deployment,
+    Option,
+    Range,
+    RunContext,
+    RunSpec,
+    register,
+)
 from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
@@ -60,7 +69,13 @@ OPTIONS = (
     ),
     Option("--postgres-dsn", "postgres_dsn", "use this server (libpq DSN or URI) instead"),
     Option("--postgres-schema", "postgres_schema", "schema for the tables", default="durabench"),
-    Option("--postgres-port", "postgres_port", "embedded server port (default: free)", type=int),
+    Option(
+        "--postgres-port",
+        "postgres_port",
+        "embedded server port (default: free)",
+        type=int,
+        range=Range(1, 65535),
+    ),
     Option(
         "--postgres-bin-dir",
         "postgres_bin_dir",

@@ -25,9 +25,12 @@ from backends.base import (
     Client,
     Deployment,
     Option,
+    Range,
     RunContext,
+    float_option,
     register,
 )
+from backends.common.net import address_problem
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.temporal.client import LoopThread, Target, TemporalClient
@@ -43,6 +46,7 @@ OPTIONS = (
         "--temporal-address",
         "temporal_address",
         "host:port of an existing Temporal frontend to use instead of starting a local dev server",
+        check=address_problem,
     ),
     Option(
         "--temporal-namespace",
@@ -55,6 +59,7 @@ OPTIONS = (
         "temporal_port",
         "frontend gRPC port of the local dev server (default: a free port)",
         type=int,
+        range=Range(1, 65535),
     ),
     Option(
         "--temporal-bin",
@@ -77,6 +82,7 @@ OPTIONS = (
         "simulated latency); a killed worker's attempt is retried after it",
         default=10.0,
         type=float,
+        range=Range(0, 86400, low_open=True),
     ),
 )
 
@@ -93,7 +99,7 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.opts = options
         self.namespace = str(options.get("temporal_namespace") or "default")
         task_queue = str(options.get("task_queue") or "durabench")
-        self.activity_timeout_s = float(options.get("activity_timeout_s") or 10.0)
+        self.activity_timeout_s = float_option(options, "activity_timeout_s", 10.0)
         if self.activity_timeout_s <= 0:
             raise ConfigError("temporal: --activity-timeout must be > 0 seconds")
         self.external = options.get("temporal_address")

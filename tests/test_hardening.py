@@ -1,0 +1,208 @@
+"""Hardening (issue 10): every bad input is a one-line error with exit 2 before anything is
+written, unexpected failures are one line plus a log, and nothing leaks. Each case runs the
+command a user would run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2, a single ``error:`` line (no traceback), mentioning every needle."""
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+# -- 1. exit codes mean one thing --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_schedule_rate_scale_not_finite(value: str) -> None:
+    one_line_error(bench("schedule", f"--rate-scale={value}"), "--rate-scale")
+
+
+def test_run_rate_scale_inf(tmp_path: Path) -> None:
+    out = bench("run", "--backend", "sqlite", "--rate-scale", "inf", "--results-dir", str(tmp_path))
+    one_line_error(out, "--rate-scale", "inf")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporal_address_garbage(tmp_path: Path) -> None:
+    out = bench(
+        "run",
+        "--backend",
+        "temporal",
+        "--temporal-address",
+        "garbage::address",
+        "--results-dir",
+        str(tmp_path),
+    )
+    one_line_error(out, "--temporal-address", "host:port")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_dir_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for target in (f, f / "below"):
+        out = bench(
+            "run", "--backend", "memory", "--workload", "smoke", "--results-dir", str(target)
+        )
+        one_line_error(out, "not a directory")
+
+
+@pytest.fixture
+def mount_point(tmp_path: Path):
+    """A directory to mount a tmpfs on (root only); unmounted in teardown."""
+    if sys.platform != "linux" or __import__("os").geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_read_only_results_dir(mount_point: Path) -> None:
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount_point)], check=True
+    )
+    out = bench(
+        "run", "--backend", "memory", "--workload", "smoke", "--results-dir", str(mount_point)
+    )
+    one_line_error(out, "not writable")
+
+
+def test_unexpected_exception_is_one_line_and_a_log(monkeypatch, capsys, tmp_path) -> None:
+    """The last-resort handler: any exception nobody expected -> one line naming a log file
+    that holds the traceback, exit 2 (never 1, which means a check failed)."""
+
+    def boom(*a, **kw):
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setattr(cli, "cmd_run", boom)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    rc = cli.main(["run", "--backend", "memory", "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "something nobody expected" in lines[0], err
+    log = Path(lines[0].rsplit("traceback in ", 1)[1])
+    assert "Traceback" in log.read_text() and "boom" in log.read_text()
+
+
+# -- 2. every number is validated --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (["--drain-timeout", "-5"], "--drain-timeout"),
+        (["--lease", "0"], "--lease"),
+        (["--workers", "0"], "--workers"),
+        (["--concurrency", "-1"], "--concurrency"),
+        (["--time-scale", "nan"], "--time-scale"),
+        (["--sync-interval", "0"], "--sync-interval"),
+        (["--s3-port", "70000"], "--s3-port"),
+    ],
+)
+def test_numbers_out_of_range_sqlite(bad: list[str], needle: str, tmp_path: Path) -> None:
+    out = bench("run", "--backend", "sqlite", *bad, "--results-dir", str(tmp_path))
+    one_line_error(out, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "backend,bad,needle",
+    [
+        ("temporal", ["--activity-timeout", "0"], "--activity-timeout"),
+        ("temporal", ["--temporal-port", "0"], "--temporal-port"),
+        ("postgres", ["--postgres-port", "65536"], "--postgres-port"),
+    ],
+)
+def test_backend_numbers_out_of_range(backend, bad, needle, tmp_path: Path) -> None:
+    out = bench("run", "--backend", backend, *bad, "--results-dir", str(tmp_path))
+    one_line_error(out, needle)
+
+
+def test_every_numeric_option_has_a_range() -> None:
+    """A new numeric option without a range would accept 0, negatives and inf again."""
+    import argparse
+
+    from backends.base import registered
+    from bench import validate
+
+    for info in registered().values():
+        for o in info.options:
+            if o.type in (int, float):
+                assert o.range is not None, f"{info.name} {o.flag} has no range"
+    ap = cli.parser()
+    subs = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    backend_dests = {o.dest for i in registered().values() for o in i.options}
+    for name, sp in subs.choices.items():
+        for a in sp._actions:
+            if a.type in (int, float) and a.dest not in backend_dests:
+                assert a.dest in validate.CLI_RANGES, (
+                    f"bench {name} {a.option_strings} has no range"
+                )
+
+
+def test_sweep_refuses_a_value_that_would_be_substituted(tmp_path: Path) -> None:
+    out = bench(
+        "sweep",
+        "--backend",
+        "sqlite",
+        "--fault",
+        "kill-store",
+        "--set",
+        "sync-interval=0,1",
+        "--results-dir",
+        str(tmp_path),
+    )
+    one_line_error(out, "--sync-interval", "got 0")
+
+
+@pytest.mark.parametrize("at", ["100000", "-5", "3"])
+def test_crash_at_outside_the_schedule(at: str, tmp_path: Path) -> None:
+    out = bench(
+        "crash",
+        "--backend",
+        "sqlite",
+        "--workload",
+        "smoke",
+        "--fault",
+        "kill-store",
+        "--at",
+        at,
+        "--results-dir",
+        str(tmp_path),
+    )
+    one_line_error(out, "--at")
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_zero_is_honoured_not_substituted() -> None:
+    """float_option keeps a given 0 (the range refuses it at the CLI); only None is the default."""
+    from backends.base import float_option
+
+    assert float_option({"x": 0.0}, "x", 1.0) == 0.0
+    assert float_option({"x": None}, "x", 1.0) == 1.0
