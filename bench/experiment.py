@@ -7,6 +7,8 @@ was recorded is written, with ``partial: true`` and the reason when the run did 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import re
 import shutil
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
-from backends.errors import ConfigError
+from backends.errors import ConfigError, DiskFull
 from bench import checkers, lastresort, metrics, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
@@ -63,11 +65,19 @@ def redact(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log line that cannot be written (full disk) is dropped, not reported on the terminal
+    with a traceback: the run itself says why it stopped."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def _log_to_file(logdir: Path) -> logging.Handler:
     """Library warnings (a connection pool retrying while the store is down) go to
     logs/harness.log instead of the terminal, where they would garble the progress line."""
     logdir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logdir / "harness.log")
+    handler = _QuietFileHandler(logdir / "harness.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
@@ -148,6 +158,8 @@ def run(req: Request) -> Outcome:
             nemesis,
         )
         drive = asyncio.run(_drive(driver, client))
+        if drive.fatal is not None:  # what was recorded is still tabulated and written below
+            raise drive.fatal
         if nemesis is not None:
             manifest["fault"]["timeline"] = nemesis.timeline.to_dict()
         sampler.sample(history.now())
@@ -176,14 +188,38 @@ def run(req: Request) -> Outcome:
     if drive is not None and runs is None:  # the run failed between the drive and the checks
         events = read_history(ctx.history_dir)
         runs = _runs_table(req, events, drive)
-    summary = _write(
-        req, run_dir, manifest, drive, events, runs, sampler, backend_metrics, state_checks, error
-    )
-    if not req.keep_data:
+    if not req.keep_data:  # before the results are written: on a full disk this makes room
         shutil.rmtree(ctx.workdir, ignore_errors=True)
+    try:
+        summary = _write(
+            req,
+            run_dir,
+            manifest,
+            drive,
+            events,
+            runs,
+            sampler,
+            backend_metrics,
+            state_checks,
+            error,
+        )
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        _mark_partial_in_place(run_dir / "manifest.json", manifest, DiskFull(run_dir))
+        raise DiskFull(run_dir) from e
     if error is not None:
         raise error
     return Outcome(run_dir, summary, manifest)
+
+
+def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) -> None:
+    """Last resort on a full disk: rewrite the manifest in place (no temporary copy, which
+    needs room for a second file) so it says why the run is partial."""
+    manifest.update(partial=True, partial_reason=f"error: {why}", ended_at=results.now_iso())
+    with contextlib.suppress(OSError), open(path, "r+") as f:
+        f.truncate(0)
+        f.write(results.dumps(manifest))
 
 
 async def _drive(driver: Driver, client: Any) -> DriveResult:

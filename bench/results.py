@@ -107,10 +107,19 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def dumps(data: dict[str, Any]) -> str:
+    """A result file's text: versioned, NaN written as null."""
+    return json.dumps(_clean({"schema_version": SCHEMA_VERSION, **data}), indent=2)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_clean({"schema_version": SCHEMA_VERSION, **data}), indent=2))
-    tmp.replace(path)
+    """Atomic: readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(dumps(data))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any]:

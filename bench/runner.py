@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
-from backends.errors import Indeterminate
+from backends.errors import DiskFull, Indeterminate
 from bench.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
@@ -33,6 +34,9 @@ LAG_WARN_S = 0.010  # an arrival dispatched later than this is "late"
 LAG_WARN_FRACTION = 0.01  # warn when more than this share of arrivals was late ...
 LAG_WARN_MIN_COUNT = 3  # ... and at least this many (one hiccup in a 30-run smoke is noise)
 LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
+# the run stops when the results filesystem has less than this free: what remains is for the
+# results themselves (manifest, summary, CSVs), so a full disk still leaves a readable result
+DISK_RESERVE_BYTES = 512 * 1024
 
 
 @dataclass
@@ -56,6 +60,7 @@ class DriveResult:
     progress: Progress
     interrupted: bool = False
     drain_timed_out: bool = False
+    fatal: BaseException | None = None  # the drive stopped early because of this (disk full)
 
 
 class Driver:
@@ -84,6 +89,7 @@ class Driver:
         self.show_progress = show_progress
         self.p = Progress(total=len(schedule.runs))
         self.stop = asyncio.Event()
+        self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
         self._tails: dict[Path, HistoryTail] = {}
 
     async def drive(self) -> DriveResult:
@@ -154,7 +160,23 @@ class Driver:
                 loop.remove_signal_handler(sig)
             self._read_tails()
             self._render(final=True)
-        return DriveResult(start_t, self.h.now(), lags, self.p, self.stop.is_set(), drain_timed_out)
+        return DriveResult(
+            start_t, self.h.now(), lags, self.p, self.stop.is_set(), drain_timed_out, self.fatal
+        )
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop the drive now; the result carries ``error`` for the caller to raise."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stop.set()
+
+    def _check_disk(self) -> None:
+        try:
+            free = shutil.disk_usage(self.history_dir).free
+        except OSError:
+            return
+        if free < DISK_RESERVE_BYTES:
+            self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
         return len(self.p.acked_ids - self.p.finished_ids - self.lost_ids)
@@ -181,6 +203,12 @@ class Driver:
         )
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
+        try:
+            await self._submit_one(run, scheduled_t)
+        except DiskFull as e:  # the history cannot be written: nothing after it would count
+            self._fail(e)
+
+    async def _submit_one(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1
         self.h.record(INVOKE, "submit", run.run_id, value={"scheduled_t": round(scheduled_t, 6)})
         try:
@@ -221,6 +249,7 @@ class Driver:
         last_line = 0.0
         while True:
             await asyncio.sleep(0.5)
+            self._check_disk()
             self._read_tails()
             self.sampler.sample(self.h.now())
             if self.show_progress:

@@ -4,8 +4,10 @@ command a user would run."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,37 @@ def test_read_only_results_dir(mount_point: Path) -> None:
         "run", "--backend", "memory", "--workload", "smoke", "--results-dir", str(mount_point)
     )
     one_line_error(out, "not writable")
+
+
+def test_full_disk_stops_the_run_and_keeps_a_partial_result(mount_point: Path) -> None:
+    """A 2 MB tmpfs as results directory: the run stops within seconds (it used to run into
+    the drain timeout with "Task exception was never retrieved", then a traceback, and left
+    the manifest at "still running"), every process is stopped (the autouse fixture checks),
+    and what was written is kept and marked partial."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    t0 = time.monotonic()
+    out = bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--replica",
+        "none",
+        "--time-scale",
+        "0",
+        "--no-progress",
+        "--results-dir",
+        str(mount_point),
+        timeout=120,
+    )
+    elapsed = time.monotonic() - t0
+    line = one_line_error(out, "disk full at", str(mount_point))
+    assert elapsed < 60, (elapsed, line)
+    (run_dir,) = [d for d in mount_point.iterdir() if d.is_dir()]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["partial"] is True and "disk full at" in manifest["partial_reason"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["partial"] is True and summary["verdict"] == "unknown"
+    assert (run_dir / "history" / "harness.jsonl").stat().st_size > 0
 
 
 def test_unexpected_exception_is_one_line_and_a_log(monkeypatch, capsys, tmp_path) -> None:
