@@ -14,7 +14,7 @@ from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
 from backends.errors import ConfigError, DurabenchError
-from bench import lastresort, validate
+from bench import lastresort, signals, validate
 from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
@@ -434,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     # tables stay readable in logs and pipes, where rich would otherwise assume 80 columns
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     try:
+        signals.install()
         args = parser().parse_args(argv)
         validate.check_args(args)
         if args.cmd == "backends":

@@ -14,7 +14,7 @@ from typing import Any
 
 from backends.base import get
 from backends.errors import ConfigError
-from bench import experiment
+from bench import experiment, signals
 from bench.crash import trial_figures
 from bench.nemesis import FaultSpec, check_supported
 
@@ -48,6 +48,8 @@ def run_compare(
             base, backend=backend, options=options[backend], fault=fault, trial=repeat
         )
         out = experiment.run(req)
+        if out.interrupted_by:  # Ctrl-C / SIGTERM stops the comparison, not only this run
+            signals.raise_for(out.interrupted_by)
         if out.manifest["schedule"]["hash"] != base.schedule.hash:  # a harness bug, not input
             raise RuntimeError("schedule hash changed between backends")
         rec = {

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import experiment
+from bench import experiment, signals
 from bench.nemesis import FaultSpec
 
 
@@ -57,7 +57,10 @@ def run_trials(base: experiment.Request, fault: FaultSpec, trials: int) -> list[
     figures = []
     for k in range(trials):
         req = dataclasses.replace(base, fault=fault, trial=k)
-        figures.append(trial_figures(experiment.run(req)))
+        out = experiment.run(req)
+        if out.interrupted_by:  # Ctrl-C / SIGTERM stops the command, not only this trial
+            signals.raise_for(out.interrupted_by)
+        figures.append(trial_figures(out))
     return figures
 
 

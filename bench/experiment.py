@@ -23,7 +23,7 @@ import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
 from backends.errors import ConfigError, DiskFull
-from bench import checkers, lastresort, metrics, results
+from bench import checkers, lastresort, metrics, results, signals
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -52,6 +52,7 @@ class Outcome:
     run_dir: Path
     summary: dict[str, Any]
     manifest: dict[str, Any]
+    interrupted_by: str | None = None  # SIGINT / SIGTERM stopped the drive (results partial)
 
 
 def redact(options: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +171,8 @@ def run(req: Request) -> Outcome:
             events = read_history(ctx.history_dir)
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
-            state_checks = _check_state(req, client, events, runs, timeline, deployment)
+            if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
+                state_checks = _check_state(req, client, events, runs, timeline, deployment)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
         if not isinstance(e, KeyboardInterrupt):
@@ -210,7 +212,7 @@ def run(req: Request) -> Outcome:
         raise DiskFull(run_dir) from e
     if error is not None:
         raise error
-    return Outcome(run_dir, summary, manifest)
+    return Outcome(run_dir, summary, manifest, drive.signal if drive is not None else None)
 
 
 def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) -> None:
@@ -323,16 +325,22 @@ def _write(
     partial_reason = None
     if error is not None:
         partial_reason = (
-            "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"error: {error}"
+            f"interrupted ({signals.label(signals.name_of(error))})"
+            if isinstance(error, KeyboardInterrupt)
+            else f"error: {error}"
         )
         manifest["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
     elif drive is not None and drive.interrupted:
-        partial_reason = "interrupted (Ctrl-C): the schedule did not finish"
+        partial_reason = f"interrupted ({signals.label(drive.signal)}): the schedule did not finish"
     manifest["partial"] = partial_reason is not None
     manifest["partial_reason"] = partial_reason
     manifest["ended_at"] = results.now_iso()
     summary["partial"] = manifest["partial"]
     summary["verdict"] = state_checks.get("valid", "unknown") if state_checks else "unknown"
+    if (
+        manifest["partial"] and summary["verdict"] is True
+    ):  # a run that did not finish passes no check
+        summary["verdict"] = "unknown"
     results.write_json(run_dir / "manifest.json", manifest)
     results.write_json(run_dir / "summary.json", summary)
     return summary

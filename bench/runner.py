@@ -61,6 +61,7 @@ class DriveResult:
     interrupted: bool = False
     drain_timed_out: bool = False
     fatal: BaseException | None = None  # the drive stopped early because of this (disk full)
+    signal: str | None = None  # interrupted by this signal
 
 
 class Driver:
@@ -90,6 +91,7 @@ class Driver:
         self.p = Progress(total=len(schedule.runs))
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
+        self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
 
     async def drive(self) -> DriveResult:
@@ -97,15 +99,17 @@ class Driver:
         main = asyncio.current_task()
         interrupts = 0
 
-        def on_signal() -> None:
+        def on_signal(sig: signal.Signals) -> None:
             nonlocal interrupts
             interrupts += 1
+            self.signal = self.signal or sig.name
             self.stop.set()
             if interrupts > 1 and main is not None:
                 main.cancel()  # a second Ctrl-C: stop waiting for anything
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in before:
+            loop.add_signal_handler(sig, on_signal, sig)
         set_main_thread_runner(_main_thread_runner(loop))
         ticker = asyncio.create_task(self._tick())
         engine_coro = self.inline_engine
@@ -156,12 +160,20 @@ class Driver:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig, handler in before.items():
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # asyncio would leave SIGTERM at its default: death
             self._read_tails()
             self._render(final=True)
         return DriveResult(
-            start_t, self.h.now(), lags, self.p, self.stop.is_set(), drain_timed_out, self.fatal
+            start_t,
+            self.h.now(),
+            lags,
+            self.p,
+            self.signal is not None,
+            drain_timed_out,
+            self.fatal,
+            self.signal,
         )
 
     def _fail(self, error: BaseException) -> None:

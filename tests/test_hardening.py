@@ -5,6 +5,8 @@ command a user would run."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -239,3 +241,95 @@ def test_zero_is_honoured_not_substituted() -> None:
 
     assert float_option({"x": 0.0}, "x", 1.0) == 0.0
     assert float_option({"x": None}, "x", 1.0) == 1.0
+
+
+# -- 4. signals --------------------------------------------------------------------------------
+
+
+def start_bench(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(pred, proc: subprocess.Popen[str], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert proc.poll() is None, f"bench exited early ({what}): {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def finish(proc: subprocess.Popen[str], timeout_s: float = 90) -> str:
+    try:
+        return proc.communicate(timeout=timeout_s)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def drive_started(root: Path) -> bool:
+    """A worker of the first trial has recorded work: the drive phase is on."""
+    return any(p.stat().st_size > 500 for p in root.glob("*/history/worker-*.jsonl"))
+
+
+@pytest.mark.parametrize("sig,name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_signal_during_crash_trials_stops_the_whole_command(sig, name, tmp_path: Path) -> None:
+    """Ctrl-C used to stop only the current trial (which then said verdict True) and the next
+    trial started; SIGTERM was recorded as Ctrl-C."""
+    proc = start_bench(
+        "crash",
+        "--backend",
+        "sqlite",
+        "--replica",
+        "none",
+        "--workload",
+        "smoke",
+        "--fault",
+        "kill-worker",
+        "--trials",
+        "3",
+        "--no-progress",
+        "--results-dir",
+        str(tmp_path),
+    )
+    wait_for(lambda: drive_started(tmp_path), proc, 60, "the first trial's drive")
+    os.kill(proc.pid, sig)
+    err = finish(proc)
+    assert proc.returncode == 130, err
+    dirs = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert len(dirs) == 1, f"trials after the interrupted one ran: {dirs}"
+    manifest = json.loads((dirs[0] / "manifest.json").read_text())
+    assert manifest["partial"] is True and name in manifest["partial_reason"], manifest
+    summary = json.loads((dirs[0] / "summary.json").read_text())
+    assert summary["partial"] is True and summary["verdict"] is not True, summary["verdict"]
+
+
+def test_sigterm_during_deploy_stops_everything(tmp_path: Path) -> None:
+    """SIGTERM while the deployment starts (SeaweedFS takes a second or two): every process is
+    stopped (the autouse fixture checks), the run is partial and says SIGTERM."""
+    proc = start_bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--workload",
+        "smoke",
+        "--no-progress",
+        "--results-dir",
+        str(tmp_path),
+    )
+    def service_started() -> bool:  # a service's log exists: a process of it was started
+        return any(p.name != "harness.log" for p in tmp_path.glob("*/logs/*"))
+
+    wait_for(service_started, proc, 60, "the deployment to start")
+    os.kill(proc.pid, signal.SIGTERM)
+    err = finish(proc)
+    assert proc.returncode == 130, err
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["partial"] is True and "SIGTERM" in manifest["partial_reason"], manifest
+    assert "deploy_ready_s" not in manifest, "the signal came after the deployment was ready"
