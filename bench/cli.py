@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
+from backends.common.redact import redact_text
 from backends.errors import ConfigError, DurabenchError
 from bench import lastresort, signals, validate
 from bench.report import commands as report_commands
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc is not None:
             return rc
     except DurabenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import re
 import shutil
 import sys
 import time
@@ -22,6 +21,8 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, get
+from backends.common.redact import RedactingFilter, redact_text
+from backends.common.redact import redact as redact_value
 from backends.errors import ConfigError, DiskFull
 from bench import checkers, lastresort, metrics, results, signals
 from bench import nemesis as nemesis_mod
@@ -57,13 +58,7 @@ class Outcome:
 
 def redact(options: dict[str, Any]) -> dict[str, Any]:
     """Options as written to the manifest: passwords in connection strings masked."""
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, str):
-            v = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", v)
-            v = re.sub(r"(password=)\S+", r"\1***", v)
-        out[k] = v
-    return out
+    return {k: redact_value(v) for k, v in options.items()}
 
 
 class _QuietFileHandler(logging.FileHandler):
@@ -80,6 +75,7 @@ def _log_to_file(logdir: Path) -> logging.Handler:
     logdir.mkdir(parents=True, exist_ok=True)
     handler = _QuietFileHandler(logdir / "harness.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())
     logging.getLogger().addHandler(handler)
     return handler
 
@@ -101,7 +97,7 @@ def run(req: Request) -> Outcome:
     )
     manifest: dict[str, Any] = {
         "run_id": run_dir.name,
-        "command": list(req.command) or sys.argv,
+        "command": redact_value(list(req.command or sys.argv)),
         "backend": req.backend,
         "backend_options": redact(req.options),
         "workload": req.schedule.spec.to_dict(),
@@ -327,9 +323,11 @@ def _write(
         partial_reason = (
             f"interrupted ({signals.label(signals.name_of(error))})"
             if isinstance(error, KeyboardInterrupt)
-            else f"error: {error}"
+            else f"error: {redact_text(str(error))}"
         )
-        manifest["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+        manifest["error"] = redact_text(
+            "".join(traceback.format_exception_only(type(error), error)).strip()
+        )
     elif drive is not None and drive.interrupted:
         partial_reason = f"interrupted ({signals.label(drive.signal)}): the schedule did not finish"
     manifest["partial"] = partial_reason is not None

@@ -11,6 +11,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from backends.common.redact import redact_text
+
 LOG_ATTR = "durabench_log"  # set on an exception by whoever already logged its traceback
 
 
@@ -27,9 +29,8 @@ def message(error: BaseException) -> str:
     log = getattr(error, LOG_ATTR, None)
     if log is None or not Path(log).exists():
         log = _fallback_log(error)
-    what = (
-        f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
-    )
+    text = redact_text(str(error))
+    what = f"{type(error).__name__}: {text}".splitlines()[0] if text else type(error).__name__
     where = f"traceback in {log}" if log is not None else "no log could be written"
     return f"error: unexpected failure ({what}); {where}"
 
@@ -38,7 +39,7 @@ def _fallback_log(error: BaseException) -> Path | None:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(tempfile.gettempdir()) / f"durabench-harness-{stamp}-{os.getpid()}.log"
     try:
-        path.write_text("".join(traceback.format_exception(error)))
+        path.write_text(redact_text("".join(traceback.format_exception(error))))
     except OSError:
         return None
     return path

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -322,6 +324,7 @@ def test_sigterm_during_deploy_stops_everything(tmp_path: Path) -> None:
         "--results-dir",
         str(tmp_path),
     )
+
     def service_started() -> bool:  # a service's log exists: a process of it was started
         return any(p.name != "harness.log" for p in tmp_path.glob("*/logs/*"))
 
@@ -333,3 +336,74 @@ def test_sigterm_during_deploy_stops_everything(tmp_path: Path) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["partial"] is True and "SIGTERM" in manifest["partial_reason"], manifest
     assert "deploy_ready_s" not in manifest, "the signal came after the deployment was ready"
+
+
+# -- 5. no secret at rest ----------------------------------------------------------------------
+
+SECRET = "SECRETPW123"
+
+
+def assert_secret_nowhere(*roots: Path) -> None:
+    for root in roots:
+        for p in root.rglob("*"):
+            if p.is_file():
+                assert SECRET.encode() not in p.read_bytes(), f"password in {p}"
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["run", "--backend", "postgres", f"--postgres-dsn=postgresql://u:{SECRET}@127.0.0.1:1/db"],
+        [
+            "run",
+            "--backend",
+            "postgres",
+            "--postgres-dsn",
+            f"host=127.0.0.1 port=1 password={SECRET}",
+        ],
+    ],
+)
+def test_unreachable_dsn_password_is_never_written(cmd: list[str], tmp_path: Path) -> None:
+    out = bench(*cmd, "--workload", "smoke", "--results-dir", str(tmp_path))
+    one_line_error(out, "cannot connect")
+    assert SECRET not in out.stderr + out.stdout
+    assert_secret_nowhere(tmp_path)
+
+
+def test_reachable_dsn_password_is_never_written(tmp_path: Path) -> None:
+    """A real server (trust auth ignores the password, so any password connects): a complete
+    run with --keep-data, then nothing under the results directory holds the password."""
+    from backends.postgres.server import PostgresServer
+
+    root = Path(tempfile.mkdtemp(prefix="durabench-pgsecret-"))
+    root.chmod(0o711)  # the server's system user traverses it
+    server = PostgresServer(root / "data", root / "logs")
+    try:
+        server.init(sync=False)
+        server.start()
+        dsn = f"postgresql://postgres:{SECRET}@127.0.0.1:{server.port}/postgres"
+        out = bench(
+            "run",
+            "--backend",
+            "postgres",
+            "--postgres-dsn",
+            dsn,
+            "--workload",
+            "smoke",
+            "--time-scale",
+            "0",
+            "--keep-data",
+            "--no-progress",
+            "--results-dir",
+            str(tmp_path),
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stderr
+        assert SECRET not in out.stderr + out.stdout
+        (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert "postgres:***@" in " ".join(manifest["command"])
+        assert_secret_nowhere(tmp_path)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
