@@ -407,3 +407,37 @@ def test_reachable_dsn_password_is_never_written(tmp_path: Path) -> None:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- 7. names that cannot collide --------------------------------------------------------------
+
+
+def test_group_files_of_commands_started_in_the_same_second_do_not_collide(tmp_path: Path) -> None:
+    """Two processes (as two `bench crash` finishing together) each write 25 group files into
+    one results directory within the same seconds: every file survives, complete and
+    versioned. The old timestamp name kept one file per second."""
+    code = (
+        "import sys; from pathlib import Path; from bench.crash import write_group\n"
+        "for i in range(25):\n"
+        "    write_group(Path(sys.argv[1]), 'crash', {'who': sys.argv[2], 'i': i}, {'f': []})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path), who]) for who in ("a", "b")
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    files = sorted(tmp_path.glob("*-crash.json"))
+    assert len(files) == 50, files
+    seen = set()
+    for f in files:
+        data = json.loads(f.read_text())
+        assert data["kind"] == "crash" and data["schema_version"] >= 1
+        seen.add((data["who"], data["i"]))
+    assert len(seen) == 50
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_run_dirs_are_unique(tmp_path: Path) -> None:
+    from bench.results import new_run_dir
+
+    dirs = {new_run_dir(tmp_path, "memory", "smoke") for _ in range(300)}
+    assert len(dirs) == 300  # 2 random hex bytes per second: collisions were likely here
