@@ -294,8 +294,9 @@ def cmd_crash(args: argparse.Namespace, console: Console) -> int:
 
     faults = [f.strip() for f in args.fault.split(",") if f.strip()]
     specs = [_fault(args, f) for f in faults]
+    options = _backend_options(args, args.backend)
     for spec in specs:  # refuse every unsupported fault before running any trial
-        check_supported(spec.fault, get(args.backend).factory, args.backend)
+        check_supported(spec.fault, get(args.backend).factory, args.backend, options)
     base = _request(args, "smoke")
     validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {spec.fault: crash.run_trials(base, spec, args.trials) for spec in specs}
@@ -336,7 +337,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
             raise ConfigError(f"--set {key}: {v!r} is not a valid {opt.type.__name__}") from e
         validate.check_option(opt, values[-1][1])
     spec = _fault(args, args.fault)
-    check_supported(spec.fault, info.factory, args.backend)
+    check_supported(spec.fault, info.factory, args.backend, _backend_options(args, args.backend))
     base = _request(args, "smoke")
     validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {}

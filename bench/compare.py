@@ -41,7 +41,7 @@ def run_compare(
     for b in backends:
         info = get(b)  # unknown backend: refused before anything runs
         if fault is not None:
-            check_supported(fault.fault, info.factory, b)
+            check_supported(fault.fault, info.factory, b, options[b])
     records = []
     for repeat, backend in plan_order(backends, repeats):
         req = dataclasses.replace(

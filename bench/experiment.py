@@ -83,7 +83,8 @@ def _log_to_file(logdir: Path) -> logging.Handler:
 def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
-        nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
+        nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend, req.options)
+    root_existed = req.results_root.exists()
     try:
         run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     except OSError as e:  # checked up front, but the directory can change under us
@@ -183,6 +184,14 @@ def run(req: Request) -> Outcome:
         history.close()
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()
+    if deployment is None and isinstance(error, ConfigError):
+        # the backend refused its options before starting anything: a refused run leaves no
+        # results behind (only its log, which held nothing but this refusal, was written)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not root_existed:
+            with contextlib.suppress(OSError):
+                req.results_root.rmdir()
+        raise error
     if drive is not None and runs is None:  # the run failed between the drive and the checks
         events = read_history(ctx.history_dir)
         runs = _runs_table(req, events, drive)
@@ -296,6 +305,11 @@ def _write(
         metrics.timeseries(runs, steps).to_csv(run_dir / "timeseries.csv", index=False)
         if w := lag_warning(drive.lags_s):
             warnings.append(w)
+        if drive.missing_runs and req.fault is None:
+            warnings.append(
+                f"{drive.missing_runs} accepted run(s) are missing from the store, so they could "
+                "never finish: the drain stopped waiting for them (see the checks)"
+            )
         if drive.drain_timed_out:
             warnings.append(
                 f"{summary['runs']['unfinished']} accepted run(s) had not finished "

@@ -37,6 +37,7 @@ LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
 # the run stops when the results filesystem has less than this free: what remains is for the
 # results themselves (manifest, summary, CSVs), so a full disk still leaves a readable result
 DISK_RESERVE_BYTES = 512 * 1024
+STALL_PROBE_S = 2.0  # no run finished for this long while draining: ask the store what is left
 
 
 @dataclass
@@ -62,6 +63,7 @@ class DriveResult:
     drain_timed_out: bool = False
     fatal: BaseException | None = None  # the drive stopped early because of this (disk full)
     signal: str | None = None  # interrupted by this signal
+    missing_runs: int = 0  # accepted runs the store no longer had: the drain stopped waiting
 
 
 class Driver:
@@ -143,6 +145,7 @@ class Driver:
             next_probe = time.monotonic()
             if fault is not None:
                 await self._probe_store()
+            finished, progress_t = len(self.p.finished_ids), time.monotonic()
             while not self.stop.is_set() and (self._outstanding() > 0 or self.store_unfinished):
                 if time.monotonic() > deadline:
                     drain_timed_out = True
@@ -150,7 +153,13 @@ class Driver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
-                if fault is not None and time.monotonic() > next_probe:
+                if len(self.p.finished_ids) != finished:
+                    finished, progress_t = len(self.p.finished_ids), time.monotonic()
+                # without a fault the store is asked only once nothing has finished for a
+                # while: an accepted run it no longer has can never finish, so waiting for it
+                # until the drain timeout would prove nothing (the checks report it as lost)
+                stalled = time.monotonic() - progress_t > STALL_PROBE_S
+                if (fault is not None or stalled) and time.monotonic() > next_probe:
                     next_probe = time.monotonic() + 1.0
                     await self._probe_store()
         finally:
@@ -174,6 +183,7 @@ class Driver:
             drain_timed_out,
             self.fatal,
             self.signal,
+            len(self.lost_ids - self.p.finished_ids),
         )
 
     def _fail(self, error: BaseException) -> None:

@@ -441,3 +441,92 @@ def test_run_dirs_are_unique(tmp_path: Path) -> None:
 
     dirs = {new_run_dir(tmp_path, "memory", "smoke") for _ in range(300)}
     assert len(dirs) == 300  # 2 random hex bytes per second: collisions were likely here
+
+
+# -- 8. fail early -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["crash", "--backend", "postgres", "--postgres-dsn", "postgresql://u@127.0.0.1:1/db"],
+        ["crash", "--backend", "temporal", "--temporal-address", "127.0.0.1:1"],
+    ],
+)
+def test_fault_refused_for_an_external_server_writes_nothing(cmd, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    out = bench(*cmd, "--fault", "kill-store", "--workload", "smoke", "--results-dir", str(results))
+    one_line_error(out, "cannot inject kill-store", "external")
+    assert not results.exists(), list(results.rglob("*"))
+
+
+def test_options_refused_by_the_backend_leave_no_results(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    out = bench(
+        "run",
+        "--backend",
+        "temporal",
+        "--temporal-address",
+        "127.0.0.1:1",
+        "--temporal-port",
+        "5000",
+        "--results-dir",
+        str(results),
+    )
+    one_line_error(out, "--temporal-port")
+    assert not results.exists()
+
+
+def test_drain_stops_when_the_unfinished_runs_are_gone_from_the_store(tmp_path: Path) -> None:
+    """No fault, but the store loses accepted runs (the test deletes unfinished rows from the
+    SQLite file while the schedule runs): the drain used to wait its whole timeout for runs
+    that could never finish; now it stops once the store says they are gone, says why, and
+    the checks report the loss (exit 1)."""
+    import sqlite3
+    import threading
+
+    stop = threading.Event()
+    deleted: list[int] = []
+
+    def delete_unfinished() -> None:
+        while not stop.is_set():
+            for db in tmp_path.glob("*/work/**/durabench.db"):
+                try:
+                    with sqlite3.connect(db, timeout=1) as c:
+                        n = c.execute(
+                            "DELETE FROM runs WHERE status IN ('queued', 'running')"
+                        ).rowcount
+                        deleted.append(n)
+                except sqlite3.Error:
+                    pass
+            time.sleep(0.2)
+
+    t = threading.Thread(target=delete_unfinished, daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    try:
+        out = bench(
+            "run",
+            "--backend",
+            "sqlite",
+            "--replica",
+            "none",
+            "--workload",
+            "smoke",
+            "--drain-timeout",
+            "60",
+            "--no-progress",
+            "--json",
+            "--results-dir",
+            str(tmp_path),
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert sum(deleted) > 0, "the test deleted nothing: it proves nothing"
+    summary = json.loads(out.stdout)
+    assert elapsed < 40, f"waited {elapsed:.0f}s: the drain timeout, not the store, ended it"
+    assert any("missing from the store" in w for w in summary["warnings"]), summary["warnings"]
+    assert summary["verdict"] is False and out.returncode == 1

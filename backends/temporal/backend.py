@@ -226,12 +226,20 @@ class TemporalDeployment(PooledWorkers, Deployment):
     def resume_store(self) -> None:
         self._own_server().resume()
 
-    def fault_refusal(self, fault: str) -> str | None:
-        if self.server is None and fault in ("kill-store", "pause-store", "lose-node"):
+    @staticmethod
+    def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
+        """Why ``fault`` cannot be injected with these options (known before anything starts)."""
+        address = options.get("temporal_address")
+        if address and fault in ("kill-store", "pause-store", "lose-node"):
             return (
-                f"the store is the external cluster at {self.target.address}: the harness "
+                f"the store is the external cluster at {address}: the harness "
                 "owns none of its processes (leave out --temporal-address)"
             )
+        return None
+
+    def fault_refusal(self, fault: str) -> str | None:
+        if self.server is None:
+            return self.refuse_fault({"temporal_address": self.target.address}, fault)
         return None
 
     def lose_node(self) -> None:
