@@ -177,6 +177,7 @@ class RunContext:
     history_dir: Path  # workers append their history here, one file per process
     epoch_ns: int  # time.monotonic_ns() at schedule start; events are seconds since it
     settings: ExecutionSettings
+    keep_data: bool = False  # data kept elsewhere (a temporary root) is moved into workdir
 
 
 class Deployment(abc.ABC):

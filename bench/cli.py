@@ -335,7 +335,7 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
             values.append((v, opt.type(v)))
         except ValueError as e:
             raise ConfigError(f"--set {key}: {v!r} is not a valid {opt.type.__name__}") from e
-        validate.check_option(opt, values[-1][1])
+        validate.check_option(args.backend, opt, values[-1][1])
     spec = _fault(args, args.fault)
     check_supported(spec.fault, info.factory, args.backend, _backend_options(args, args.backend))
     base = _request(args, "smoke")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ from backends.base import ExecutionSettings, RunContext, get
 from backends.common.redact import RedactingFilter, redact_text
 from backends.common.redact import redact as redact_value
 from backends.errors import ConfigError, DiskFull
-from bench import checkers, lastresort, metrics, results, signals
+from bench import checkers, lastresort, leftovers, metrics, results, signals
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -85,6 +86,8 @@ def run(req: Request) -> Outcome:
     if req.fault is not None:  # refuse before anything starts
         nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend, req.options)
     root_existed = req.results_root.exists()
+    for work in leftovers.clean(req.results_root):
+        print(f"removed {work}: its harness was killed before it could clean up", file=sys.stderr)
     try:
         run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     except OSError as e:  # checked up front, but the directory can change under us
@@ -95,6 +98,7 @@ def run(req: Request) -> Outcome:
         history_dir=run_dir / "history",
         epoch_ns=time.monotonic_ns(),
         settings=req.settings,
+        keep_data=req.keep_data,
     )
     manifest: dict[str, Any] = {
         "run_id": run_dir.name,
@@ -108,8 +112,10 @@ def run(req: Request) -> Outcome:
         "machine": results.machine(),
         "packages": results.package_versions(),
         "started_at": results.now_iso(),
+        "harness": leftovers.owner(os.getpid()),
+        "keep_data": req.keep_data,
         "partial": True,
-        "partial_reason": "still running (or the harness died)",
+        "partial_reason": leftovers.STILL_RUNNING,
     }
     results.write_json(run_dir / "manifest.json", manifest)
     log_handler = _log_to_file(ctx.logdir)

@@ -69,6 +69,7 @@ def new_run_dir(root: Path, backend: str, workload: str) -> Path:
         break
     for sub in ("history", "logs", "work"):
         (path / sub).mkdir(parents=True, exist_ok=True)
+    (path / "work").chmod(0o700)  # databases hold workload payloads: not for other users
     return path
 
 

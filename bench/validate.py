@@ -44,14 +44,14 @@ def check_number(name: str, value: Any, rng: Range) -> None:
         raise ConfigError(f"{name} {why}")
 
 
-def check_option(opt: Option, value: Any) -> None:
+def check_option(backend: str, opt: Option, value: Any) -> None:
     """A backend option's value (from the command line or a `bench sweep --set` list)."""
     if value is None:
         return
     if opt.range is not None:
-        check_number(opt.flag, value, opt.range)
+        check_number(f"{backend}: {opt.flag}", value, opt.range)
     if opt.check is not None and (why := opt.check(value)):
-        raise ConfigError(f"{opt.flag} {why}")
+        raise ConfigError(f"{backend}: {opt.flag} {why}")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -60,7 +60,7 @@ def check_args(args: argparse.Namespace) -> None:
         check_number(flag(dest), getattr(args, dest, None), rng)
     for info in registered().values():
         for opt in info.options:
-            check_option(opt, getattr(args, opt.dest, None))
+            check_option(info.name, opt, getattr(args, opt.dest, None))
     if getattr(args, "cmd", None) in ("run", "crash", "sweep", "compare"):
         check_results_dir(args.results_dir)
 

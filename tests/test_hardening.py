@@ -135,7 +135,6 @@ def test_unexpected_exception_is_one_line_and_a_log(monkeypatch, capsys, tmp_pat
 
     monkeypatch.setattr(cli, "cmd_run", boom)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
     rc = cli.main(["run", "--backend", "memory", "--results-dir", str(tmp_path / "r")])
@@ -530,3 +529,90 @@ def test_drain_stops_when_the_unfinished_runs_are_gone_from_the_store(tmp_path: 
     assert elapsed < 40, f"waited {elapsed:.0f}s: the drain timeout, not the store, ended it"
     assert any("missing from the store" in w for w in summary["warnings"]), summary["warnings"]
     assert summary["verdict"] is False and out.returncode == 1
+
+
+# -- 6. no side effects outside the run --------------------------------------------------------
+
+
+def _modes(path: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mode for p in [path, *path.parents]}
+
+
+def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: Path) -> None:
+    """The results directory sits under a 0700 directory (a home). The embedded server used to
+    get there by adding o+x to every parent, for good; now nothing outside the run changes.
+    A temporary root left by a SIGKILLed harness (its pid gone) is removed at the next start,
+    and said so; one whose owner still runs is kept. With --keep-data the server's data is
+    kept under the run's work/, readable by its owner only."""
+    if os.geteuid() != 0:
+        pytest.skip("the privilege drop (and the old chmod) only happen as root")
+    home = tmp_path / "home"
+    (home / "deep").mkdir(parents=True)
+    home.chmod(0o700)
+    results = home / "deep" / "results"
+    before = _modes(home / "deep")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    tmp = Path(tempfile.gettempdir())
+    stale = tmp / f"durabench-pg-{gone.pid}-0badc0de"
+    alive = tmp / f"durabench-pg-{os.getpid()}-0badc0de"
+    for d in (stale, alive):
+        (d / "postgres").mkdir(parents=True)
+    try:
+        out = bench(
+            "run",
+            "--backend",
+            "postgres",
+            "--workload",
+            "smoke",
+            "--time-scale",
+            "0",
+            "--keep-data",
+            "--no-progress",
+            "--results-dir",
+            str(results),
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stderr
+        assert _modes(home / "deep") == before, "a directory outside the run changed mode"
+        assert not stale.exists() and f"removed {stale}" in out.stderr, out.stderr
+        assert alive.exists(), "a directory whose owner still runs was removed"
+        ours = [p for p in tmp.glob("durabench-pg-*") if p != alive]
+        assert not ours, f"temporary roots left behind: {ours}"
+        (run_dir,) = [d for d in results.iterdir() if d.is_dir()]
+        data = run_dir / "work" / "postgres"
+        assert (data / "PG_VERSION").exists()
+        for d in (run_dir / "work", data):
+            assert d.stat().st_mode & 0o077 == 0, f"{d} is readable by other users"
+    finally:
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def test_work_of_a_sigkilled_harness_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    proc = start_bench(
+        "run",
+        "--backend",
+        "sqlite",
+        "--replica",
+        "none",
+        "--workload",
+        "smoke",
+        "--no-progress",
+        "--results-dir",
+        str(tmp_path),
+    )
+    wait_for(lambda: drive_started(tmp_path), proc, 60, "the drive")
+    proc.kill()  # SIGKILL: no cleanup; the workers die with it (parent-death signal)
+    finish(proc)
+    (killed,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert (killed / "work").exists()
+    out = bench(
+        "run", "--backend", "memory", "--workload", "smoke", "--time-scale", "0",
+        "--results-dir", str(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"removed {killed / 'work'}" in out.stderr, out.stderr
+    assert not (killed / "work").exists()
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert "died" in manifest["partial_reason"] and manifest["partial"] is True

@@ -19,6 +19,8 @@ standby flushed there too).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -41,7 +43,7 @@ from backends.base import (
 from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
-from backends.postgres import store
+from backends.postgres import dataroot, store
 from backends.postgres.faults import PostgresFaults
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
@@ -165,6 +167,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.settings: dict[str, str | None] = {}
         self.schema_info: dict[str, Any] = {}
         self.ready_s: dict[str, float] = {}
+        self._data_root: Path | None = None  # temporary root of the data dirs (when root)
+        self.stale_removed: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,7 +185,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
                 t0 = time.monotonic()
                 sync = self.standby_mode == "sync"
                 self.standby = self.server.create_standby(
-                    self.ctx.workdir / "postgres-standby", self.ctx.logdir, sync, name="standby"
+                    self._data_dir("postgres-standby"), self.ctx.logdir, sync, name="standby"
                 )
                 self.ready_s["standby"] = time.monotonic() - t0
             with self._conn() as c:  # as the store's sessions see them, standby included
@@ -204,7 +208,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         if self.port is not None:  # fail before initdb, not after
             require_port_free(self.port, "postgres", "PostgreSQL", "--postgres-port")
         self.server = PostgresServer(
-            self.ctx.workdir / "postgres",
+            self._data_dir("postgres"),
             self.ctx.logdir,
             port=self.port,
             settings={"synchronous_commit": self.sync_commit},
@@ -217,6 +221,28 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         if not self.server.sql("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]):
             self.server.sql(f"CREATE DATABASE {DATABASE}")
         return self.server.dsn(DATABASE)
+
+    def _data_dir(self, name: str) -> Path:
+        """A server's data directory: under the run's work/ when the harness runs as the
+        server's user, else under a harness-owned temporary root (see ``dataroot``), which
+        spares every parent of the results directory a permission change."""
+        if os.geteuid() != 0:
+            return self.ctx.workdir / name
+        if self._data_root is None:
+            for path, pid in dataroot.clean_stale():
+                self.stale_removed.append(str(path))
+                print(
+                    f"postgres: removed {path}, left behind by process {pid}, which is gone",
+                    file=sys.stderr,
+                )
+            self._data_root = dataroot.create()
+        return self._data_root / name
+
+    def _remove_data_root(self) -> None:
+        if self._data_root is not None:
+            keep = self.ctx.workdir if self.ctx.keep_data else None
+            root, self._data_root = self._data_root, None
+            dataroot.remove(root, keep)
 
     def _hold_lock(self, conn: psycopg.Connection[Any]) -> None:
         """One measurement per schema at a time (each empties the tables when it starts)."""
@@ -235,6 +261,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         steps += [self.workers.stop] if self.workers else []
         steps += [self._lock.close] if self._lock else []
         steps += [s.stop for s in (self.standby, self.server) if s is not None]
+        steps += [self._remove_data_root]  # after the servers: they hold files in it
         self._client, self._lock = None, None
         errors = []
         for step in steps:
