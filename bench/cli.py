@@ -94,6 +94,17 @@ def _add_measurement(p: argparse.ArgumentParser, default_workload: str | None) -
         help="seconds before another worker may take over a silent worker's run",
     )
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    _add_memory_limit(p)
+
+
+def _add_memory_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=validate.default_memory_limit_gb(),
+        help="refuse a workload whose estimated harness memory is above this "
+        "(default: half of this machine's memory)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -182,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
     sch.add_argument("--workload", default=DEFAULT_WORKLOAD)
     sch.add_argument("--seed", type=int, default=1)
     sch.add_argument("--rate-scale", type=float, default=1.0)
+    _add_memory_limit(sch)
 
     base = sub.add_parser(
         "baseline",

@@ -616,3 +616,36 @@ def test_work_of_a_sigkilled_harness_is_removed_at_the_next_start(tmp_path: Path
     assert not (killed / "work").exists()
     manifest = json.loads((killed / "manifest.json").read_text())
     assert "died" in manifest["partial_reason"] and manifest["partial"] is True
+
+
+# -- 3. bounded work ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", [["schedule"], ["run", "--backend", "memory"]])
+def test_a_schedule_that_cannot_fit_is_refused_before_it_is_built(cmd, tmp_path: Path) -> None:
+    """``duration_s = 1e12`` grew the harness to 14.7 GB before it was stopped; now the size is
+    estimated from the spec and refused at once, with the estimate and the limit."""
+    toml = tmp_path / "huge.toml"
+    toml.write_text('name = "huge"\ndescription = "does not fit"\nduration_s = 1e12\n')
+    t0 = time.monotonic()
+    extra = [] if cmd == ["schedule"] else ["--results-dir", str(tmp_path / "r")]
+    out = bench(*cmd, "--workload", str(toml), *extra)
+    assert time.monotonic() - t0 < 30
+    one_line_error(out, "runs", "GB", "--memory-limit-gb")
+    assert not (tmp_path / "r").exists()
+
+
+def test_memory_limit_is_overridable() -> None:
+    one_line_error(bench("schedule", "--workload", "smoke", "--memory-limit-gb", "0.0001"), "smoke")
+    out = bench("schedule", "--workload", "smoke", "--memory-limit-gb", "1")
+    assert out.returncode == 0 and json.loads(out.stdout)["runs"] == 30
+
+
+def test_expected_runs_is_close_to_what_is_built() -> None:
+    from bench.workload.builtin import BUILTIN
+    from bench.workload.schedule import build_schedule, expected_runs
+
+    for name in ("smoke", "agent-burst", "steady"):  # the others are deterministic counts
+        spec = BUILTIN[name]
+        built = [len(build_schedule(spec, seed).runs) for seed in (1, 2)]
+        assert 0.5 * min(built) <= expected_runs(spec) <= 2 * max(built), (name, built)
