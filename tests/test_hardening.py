@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -159,6 +160,7 @@ def test_unexpected_exception_is_one_line_and_a_log(monkeypatch, capsys, tmp_pat
         (["--time-scale", "nan"], "--time-scale"),
         (["--sync-interval", "0"], "--sync-interval"),
         (["--s3-port", "70000"], "--s3-port"),
+        (["--s3-port", "0"], "--s3-port"),
     ],
 )
 def test_numbers_out_of_range_sqlite(bad: list[str], needle: str, tmp_path: Path) -> None:
@@ -558,6 +560,7 @@ def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: P
     alive = tmp / f"durabench-pg-{os.getpid()}-0badc0de"
     for d in (stale, alive):
         (d / "postgres").mkdir(parents=True)
+    existing = set(tmp.glob("durabench-pg-*"))  # other harnesses on this machine may add some
     try:
         out = bench(
             "run",
@@ -577,7 +580,8 @@ def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: P
         assert _modes(home / "deep") == before, "a directory outside the run changed mode"
         assert not stale.exists() and f"removed {stale}" in out.stderr, out.stderr
         assert alive.exists(), "a directory whose owner still runs was removed"
-        ours = [p for p in tmp.glob("durabench-pg-*") if p != alive]
+        new = set(tmp.glob("durabench-pg-*")) - existing
+        ours = [p for p in new if re.fullmatch(r"durabench-pg-\d+-[0-9a-f]+", p.name)]
         assert not ours, f"temporary roots left behind: {ours}"
         (run_dir,) = [d for d in results.iterdir() if d.is_dir()]
         data = run_dir / "work" / "postgres"

@@ -86,7 +86,7 @@ OPTIONS = (
         "s3_port",
         "S3 port of the local SeaweedFS (default: a free port)",
         type=int,
-        range=Range(1, 55535),  # weed derives a gRPC port as port + 10000
+        range=Range(1, 65535),  # its gRPC port is set explicitly, not derived from it
     ),
     Option(
         "--litestream-bin",
