@@ -147,6 +147,30 @@ def test_unexpected_exception_is_one_line_and_a_log(monkeypatch, capsys, tmp_pat
     assert "Traceback" in log.read_text() and "boom" in log.read_text()
 
 
+def test_unexpected_exception_during_a_run_points_at_its_harness_log(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    from bench import experiment
+
+    def broken_checks(*a, **kw):
+        raise RuntimeError("checker blew up")
+
+    monkeypatch.setattr(experiment, "_check_state", broken_checks)
+    rc = cli.main(
+        ["run", "--backend", "memory", "--workload", "smoke", "--time-scale", "0",
+         "--no-progress", "--results-dir", str(tmp_path)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    log = run_dir / "logs" / "harness.log"
+    assert line.endswith(f"traceback in {log}") and "checker blew up" in line, line
+    assert "Traceback" in log.read_text() and "broken_checks" in log.read_text()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["partial"] is True and "checker blew up" in manifest["partial_reason"]
+
+
 # -- 2. every number is validated --------------------------------------------------------------
 
 
