@@ -55,6 +55,7 @@ def run_trials(base: experiment.Request, fault: FaultSpec, trials: int) -> list[
     figures = []
     for k in range(trials):
         req = dataclasses.replace(base, fault=fault, trial=k)
+        signals.check()
         out = experiment.run(req)
         if out.interrupted_by:  # Ctrl-C / SIGTERM stops the command, not only this trial
             signals.raise_for(out.interrupted_by)

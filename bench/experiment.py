@@ -136,6 +136,7 @@ def run(req: Request) -> Outcome:
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()
+        signals.check()  # a signal during the deploy whose exception Python dropped
         manifest["deploy_ready_s"] = time.monotonic() - t0
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
@@ -161,6 +162,7 @@ def run(req: Request) -> Outcome:
             deployment.inline_engine(),
             nemesis,
         )
+        signals.check()
         drive = asyncio.run(_drive(driver, client))
         if drive.fatal is not None:  # what was recorded is still tabulated and written below
             raise drive.fatal
@@ -174,10 +176,13 @@ def run(req: Request) -> Outcome:
             events = read_history(ctx.history_dir)
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
+            signals.check()
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
                 state_checks = _check_state(req, client, events, runs, timeline, deployment)
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
+        if isinstance(e, KeyboardInterrupt):
+            signals.handled()
         if not isinstance(e, KeyboardInterrupt):
             logging.getLogger("durabench").error("the run failed", exc_info=e)
             lastresort.attach_log(e, ctx.logdir / "harness.log")
