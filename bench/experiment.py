@@ -91,6 +91,8 @@ def run(req: Request) -> Outcome:
     try:
         run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
     except OSError as e:  # checked up front, but the directory can change under us
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(req.results_root) from e
         raise ConfigError(f"cannot create a run directory under {req.results_root}: {e}") from e
     ctx = RunContext(
         workdir=run_dir / "work",
@@ -117,7 +119,12 @@ def run(req: Request) -> Outcome:
         "partial": True,
         "partial_reason": leftovers.STILL_RUNNING,
     }
-    results.write_json(run_dir / "manifest.json", manifest)
+    try:
+        results.write_json(run_dir / "manifest.json", manifest)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(run_dir) from e
+        raise
     log_handler = _log_to_file(ctx.logdir)
     deployment = None
     drive: DriveResult | None = None
