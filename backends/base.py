@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +179,7 @@ class RunContext:
     history_dir: Path  # workers append their history here, one file per process
     epoch_ns: int  # time.monotonic_ns() at schedule start; events are seconds since it
     settings: ExecutionSettings
+    keep_data: bool = False  # data kept elsewhere (a temporary root) is moved into workdir
 
 
 class Deployment(abc.ABC):
@@ -336,9 +337,38 @@ class LosableNode(Protocol):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric option accepts (always finite): ``low <= v`` (``low < v`` when
+    ``low_open``) and ``v <= high``. The CLI refuses anything outside before a run starts."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is refused, or None."""
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"must be a finite number {self}, got {value}"
+        too_low = self.low is not None and (
+            value <= self.low if self.low_open else value < self.low
+        )
+        if too_low or (self.high is not None and value > self.high):
+            return f"must be {self}, got {value:g}"
+        return None
+
+    def __str__(self) -> str:
+        lo = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = None if self.high is None else f"<= {self.high:g}"
+        if lo and hi:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return lo or hi or "(any value)"
+
+
+@dataclass(frozen=True)
 class Option:
     """A command-line option a backend adds to `bench run`. ``flag`` is e.g. ``--s3-endpoint``;
-    the parsed value reaches the backend factory under ``dest``."""
+    the parsed value reaches the backend factory under ``dest``. Every numeric option has a
+    ``range``; ``check`` (optional) returns why a value is refused, before anything starts."""
 
     flag: str
     dest: str
@@ -346,6 +376,15 @@ class Option:
     default: Any = None
     type: type = str
     choices: Sequence[Any] | None = None
+    range: Range | None = None
+    check: Callable[[Any], str | None] | None = None
+
+
+def float_option(options: dict[str, Any], dest: str, default: float) -> float:
+    """A float option as given: the default only when it was not given (None), never in place
+    of a given 0 (a sweep row labelled 0 must not silently measure the default)."""
+    value = options.get(dest)
+    return float(default if value is None else value)
 
 
 @dataclass(frozen=True)

@@ -24,3 +24,14 @@ class Indeterminate(DurabenchError):
 
 class LeaseLost(DurabenchError):
     """A worker tried to write for a run another worker now owns (fenced out)."""
+
+
+class DiskFull(DurabenchError):
+    """The filesystem holding the results filled up: the run stops, what was written is kept
+    (marked partial)."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"disk full at {path}: the run was stopped; what was written is kept, marked partial"
+        )
+        self.path = path

@@ -13,7 +13,9 @@ from typing import Any
 from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
+from backends.common.redact import redact_text
 from backends.errors import ConfigError, DurabenchError
+from bench import lastresort, signals, validate
 from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
@@ -99,6 +101,17 @@ def _add_measurement(p: argparse.ArgumentParser, default_workload: str | None) -
         help="seconds before another worker may take over a silent worker's run",
     )
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    _add_memory_limit(p)
+
+
+def _add_memory_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=validate.default_memory_limit_gb(),
+        help="refuse a workload whose estimated harness memory is above this "
+        "(default: half of this machine's memory)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
     sch.add_argument("--workload", default=DEFAULT_WORKLOAD)
     sch.add_argument("--seed", type=int, default=1)
     sch.add_argument("--rate-scale", type=float, default=1.0)
+    _add_memory_limit(sch)
 
     base = sub.add_parser(
         "baseline",
@@ -329,9 +343,11 @@ def cmd_crash(args: argparse.Namespace, console: Console) -> int:
 
     faults = [f.strip() for f in args.fault.split(",") if f.strip()]
     specs = [_fault(args, f) for f in faults]
+    options = _backend_options(args, args.backend)
     for spec in specs:  # refuse every unsupported fault before running any trial
-        check_supported(spec.fault, get(args.backend).factory, args.backend)
+        check_supported(spec.fault, get(args.backend).factory, args.backend, options)
     base = _request(args, "smoke")
+    validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {spec.fault: crash.run_trials(base, spec, args.trials) for spec in specs}
     crash.render(
         rows,
@@ -368,9 +384,11 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
             values.append((v, opt.type(v)))
         except ValueError as e:
             raise ConfigError(f"--set {key}: {v!r} is not a valid {opt.type.__name__}") from e
+        validate.check_option(args.backend, opt, values[-1][1])
     spec = _fault(args, args.fault)
-    check_supported(spec.fault, info.factory, args.backend)
+    check_supported(spec.fault, info.factory, args.backend, _backend_options(args, args.backend))
     base = _request(args, "smoke")
+    validate.check_fault_time(args.at, base.schedule.duration_s)
     rows = {}
     for text, value in values:
         req = dataclasses.replace(base, options={**base.options, opt.dest: value})
@@ -401,6 +419,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     args.backend = names[0]
     base = _request(args)
     fault = _fault(args, args.fault) if args.fault else None
+    if fault is not None:
+        validate.check_fault_time(args.at, base.schedule.duration_s)
     records = compare.run_compare(base, names, options, args.repeats, fault)
     group = crash_write_group(
         args.results_dir,
@@ -486,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     # tables stay readable in logs and pipes, where rich would otherwise assume 80 columns
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     try:
+        signals.install()
         args = parser().parse_args(argv)
+        validate.check_args(args)
         if args.cmd == "backends":
             for info in registered().values():
                 kind = "durable" if info.durable else "not durable"
@@ -519,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc is not None:
             return rc
     except DurabenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(
@@ -527,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, traceback in a log
+        print(lastresort.message(e), file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_ERROR
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from backends.base import get
 from backends.errors import ConfigError
-from bench import experiment
+from bench import experiment, signals
 from bench.crash import trial_figures
 from bench.nemesis import FaultSpec, check_supported
 
@@ -41,13 +41,15 @@ def run_compare(
     for b in backends:
         info = get(b)  # unknown backend: refused before anything runs
         if fault is not None:
-            check_supported(fault.fault, info.factory, b)
+            check_supported(fault.fault, info.factory, b, options[b])
     records = []
     for repeat, backend in plan_order(backends, repeats):
         req = dataclasses.replace(
             base, backend=backend, options=options[backend], fault=fault, trial=repeat
         )
         out = experiment.run(req)
+        if out.interrupted_by:  # Ctrl-C / SIGTERM stops the comparison, not only this run
+            signals.raise_for(out.interrupted_by)
         if out.manifest["schedule"]["hash"] != base.schedule.hash:  # a harness bug, not input
             raise RuntimeError("schedule hash changed between backends")
         rec = {

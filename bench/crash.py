@@ -6,8 +6,6 @@ fault timeline and checker output; a group file ``results/<group-id>.json`` list
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import experiment
+from bench import experiment, results, signals
 from bench.nemesis import FaultSpec
 
 
@@ -66,9 +64,11 @@ def run_trials(base: experiment.Request, fault: FaultSpec, trials: int) -> list[
     figures = []
     for k in range(trials):
         req = dataclasses.replace(base, fault=fault, trial=k)
-        figures.append(trial_figures(experiment.run(req)))
-        if figures[-1]["partial"]:  # interrupted: the user asked to stop
-            break
+        signals.check()
+        out = experiment.run(req)
+        if out.interrupted_by:  # Ctrl-C / SIGTERM stops the command, not only this trial
+            signals.raise_for(out.interrupted_by)
+        figures.append(trial_figures(out))
     return figures
 
 
@@ -171,7 +171,6 @@ def render(
 
 
 def write_group(root: Path, kind: str, meta: dict[str, Any], rows: dict[str, Any]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{kind}.json"
-    path.write_text(json.dumps({"kind": kind, **meta, "rows": rows}, indent=2, default=str))
-    return path
+    """``results/<stamp>-<random>-<kind>.json``: unique even for commands started in the same
+    second, written atomically, versioned (``schema_version``)."""
+    return results.write_new_json(root, kind, {"kind": kind, **meta, "rows": rows})

@@ -7,8 +7,10 @@ was recorded is written, with ``partial: true`` and the reason when the run did 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
-import re
+import os
 import shutil
 import sys
 import time
@@ -21,9 +23,20 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, StateView, get
-from backends.errors import ConfigError
+from backends.common.redact import RedactingFilter, redact_text
+from backends.common.redact import redact as redact_value
+from backends.errors import ConfigError, DiskFull
 from backends.promises import Promise
-from bench import checkers, metrics, promise_check, replication, results
+from bench import (
+    checkers,
+    lastresort,
+    leftovers,
+    metrics,
+    promise_check,
+    replication,
+    results,
+    signals,
+)
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -52,25 +65,29 @@ class Outcome:
     run_dir: Path
     summary: dict[str, Any]
     manifest: dict[str, Any]
+    interrupted_by: str | None = None  # SIGINT / SIGTERM stopped the drive (results partial)
 
 
 def redact(options: dict[str, Any]) -> dict[str, Any]:
     """Options as written to the manifest: passwords in connection strings masked."""
-    out = {}
-    for k, v in options.items():
-        if isinstance(v, str):
-            v = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", v)
-            v = re.sub(r"(password=)\S+", r"\1***", v)
-        out[k] = v
-    return out
+    return {k: redact_value(v) for k, v in options.items()}
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log line that cannot be written (full disk) is dropped, not reported on the terminal
+    with a traceback: the run itself says why it stopped."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
 
 
 def _log_to_file(logdir: Path) -> logging.Handler:
     """Library warnings (a connection pool retrying while the store is down) go to
     logs/harness.log instead of the terminal, where they would garble the progress line."""
     logdir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(logdir / "harness.log")
+    handler = _QuietFileHandler(logdir / "harness.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())
     logging.getLogger().addHandler(handler)
     return handler
 
@@ -78,20 +95,29 @@ def _log_to_file(logdir: Path) -> logging.Handler:
 def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
-        nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend)
+        nemesis_mod.check_supported(req.fault.fault, info.factory, req.backend, req.options)
     if (preflight := getattr(info.factory, "preflight", None)) is not None:
         preflight(req.options)  # external services answer, before any file is written
-    run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
+    root_existed = req.results_root.exists()
+    for work in leftovers.clean(req.results_root):
+        print(f"removed {work}: its harness was killed before it could clean up", file=sys.stderr)
+    try:
+        run_dir = results.new_run_dir(req.results_root, req.backend, req.schedule.spec.name)
+    except OSError as e:  # checked up front, but the directory can change under us
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(req.results_root) from e
+        raise ConfigError(f"cannot create a run directory under {req.results_root}: {e}") from e
     ctx = RunContext(
         workdir=run_dir / "work",
         logdir=run_dir / "logs",
         history_dir=run_dir / "history",
         epoch_ns=time.monotonic_ns(),
         settings=req.settings,
+        keep_data=req.keep_data,
     )
     manifest: dict[str, Any] = {
         "run_id": run_dir.name,
-        "command": list(req.command) or sys.argv,
+        "command": redact_value(list(req.command or sys.argv)),
         "backend": req.backend,
         "backend_options": redact(req.options),
         "workload": req.schedule.spec.to_dict(),
@@ -101,10 +127,17 @@ def run(req: Request) -> Outcome:
         "machine": results.machine(),
         "packages": results.package_versions(),
         "started_at": results.now_iso(),
+        "harness": leftovers.owner(os.getpid()),
+        "keep_data": req.keep_data,
         "partial": True,
-        "partial_reason": "still running (or the harness died)",
+        "partial_reason": leftovers.STILL_RUNNING,
     }
-    results.write_json(run_dir / "manifest.json", manifest)
+    try:
+        results.write_json(run_dir / "manifest.json", manifest)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(run_dir) from e
+        raise
     log_handler = _log_to_file(ctx.logdir)
     deployment = None
     drive: DriveResult | None = None
@@ -123,6 +156,7 @@ def run(req: Request) -> Outcome:
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()
+        signals.check()  # a signal during the deploy whose exception Python dropped
         manifest["deploy_ready_s"] = time.monotonic() - t0
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
@@ -149,7 +183,10 @@ def run(req: Request) -> Outcome:
             deployment.inline_engine(),
             nemesis,
         )
+        signals.check()
         drive = asyncio.run(_drive(driver, client))
+        if drive.fatal is not None:  # what was recorded is still tabulated and written below
+            raise drive.fatal
         if nemesis is not None:
             manifest["fault"]["timeline"] = nemesis.timeline.to_dict()
         sampler.sample(history.now())
@@ -161,12 +198,19 @@ def run(req: Request) -> Outcome:
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
             integrity = getattr(deployment, "integrity_check", None)
-            extra = _replication_checks(deployment)
-            state_checks = _check_state(
-                req, client.state, events, runs, timeline, integrity, extra, deployment.promise
-            )
+            signals.check()
+            if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
+                extra = _replication_checks(deployment)
+                state_checks = _check_state(
+                    req, client.state, events, runs, timeline, integrity, extra, deployment.promise
+                )
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
+        if isinstance(e, KeyboardInterrupt):
+            signals.handled()
+        if not isinstance(e, KeyboardInterrupt):
+            logging.getLogger("durabench").error("the run failed", exc_info=e)
+            lastresort.attach_log(e, ctx.logdir / "harness.log")
     finally:
         if deployment is not None:
             try:
@@ -177,17 +221,49 @@ def run(req: Request) -> Outcome:
         history.close()
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()
+    if deployment is None and isinstance(error, ConfigError):
+        # the backend refused its options before starting anything: a refused run leaves no
+        # results behind (only its log, which held nothing but this refusal, was written)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not root_existed:
+            with contextlib.suppress(OSError):
+                req.results_root.rmdir()
+        raise error
     if drive is not None and runs is None:  # the run failed between the drive and the checks
         events = read_history(ctx.history_dir)
         runs = _runs_table(req, events, drive)
-    summary = _write(
-        req, run_dir, manifest, drive, events, runs, sampler, backend_metrics, state_checks, error
-    )
-    if not req.keep_data:
+    if not req.keep_data:  # before the results are written: on a full disk this makes room
         shutil.rmtree(ctx.workdir, ignore_errors=True)
+    try:
+        summary = _write(
+            req,
+            run_dir,
+            manifest,
+            drive,
+            events,
+            runs,
+            sampler,
+            backend_metrics,
+            state_checks,
+            error,
+        )
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        _mark_partial_in_place(run_dir / "manifest.json", manifest, DiskFull(run_dir))
+        raise DiskFull(run_dir) from e
     if error is not None:
         raise error
-    return Outcome(run_dir, summary, manifest)
+    return Outcome(run_dir, summary, manifest, drive.signal if drive is not None else None)
+
+
+def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) -> None:
+    """Last resort on a full disk: rewrite the manifest in place (no temporary copy, which
+    needs room for a second file) so it says why the run is partial."""
+    manifest.update(partial=True, partial_reason=f"error: {why}", ended_at=results.now_iso())
+    with contextlib.suppress(OSError), open(path, "r+") as f:
+        f.truncate(0)
+        f.write(results.dumps(manifest))
 
 
 async def _drive(driver: Driver, client: Any) -> DriveResult:
@@ -269,6 +345,11 @@ def _write(
         summary["untrusted"] = [w] if w else []  # the report keeps these out of its medians
         if w:
             warnings.append(w)
+        if drive.missing_runs and req.fault is None:
+            warnings.append(
+                f"{drive.missing_runs} accepted run(s) are missing from the store, so they could "
+                "never finish: the drain stopped waiting for them (see the checks)"
+            )
         if drive.drain_timed_out:
             warnings.append(
                 f"{summary['runs']['unfinished']} accepted run(s) had not finished "
@@ -297,16 +378,24 @@ def _write(
     partial_reason = None
     if error is not None:
         partial_reason = (
-            "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"error: {error}"
+            f"interrupted ({signals.label(signals.name_of(error))})"
+            if isinstance(error, KeyboardInterrupt)
+            else f"error: {redact_text(str(error))}"
         )
-        manifest["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+        manifest["error"] = redact_text(
+            "".join(traceback.format_exception_only(type(error), error)).strip()
+        )
     elif drive is not None and drive.interrupted:
-        partial_reason = "interrupted (Ctrl-C): the schedule did not finish"
+        partial_reason = f"interrupted ({signals.label(drive.signal)}): the schedule did not finish"
     manifest["partial"] = partial_reason is not None
     manifest["partial_reason"] = partial_reason
     manifest["ended_at"] = results.now_iso()
     summary["partial"] = manifest["partial"]
     summary["verdict"] = state_checks.get("valid", "unknown") if state_checks else "unknown"
+    if (
+        manifest["partial"] and summary["verdict"] is True
+    ):  # a run that did not finish passes no check
+        summary["verdict"] = "unknown"
     results.write_json(run_dir / "manifest.json", manifest)
     results.write_json(run_dir / "summary.json", summary)
     return summary

@@ -25,6 +25,7 @@ SIGKILL is in the file, so the history of a killed worker is complete up to its 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -32,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from backends.errors import DiskFull
 
 INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 
@@ -71,7 +74,12 @@ class HistoryWriter:
         if value is not None:
             parts.append(f',"value":{json.dumps(value, separators=(",", ":"))}')
         parts.append("}\n")
-        os.write(self._fd, "".join(parts).encode())
+        try:
+            os.write(self._fd, "".join(parts).encode())
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(self.path.parent) from e
+            raise
         return t
 
     def close(self) -> None:

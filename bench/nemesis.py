@@ -53,8 +53,15 @@ class Timeline:
         return asdict(self)
 
 
-def check_supported(fault: str, deployment: Deployment | type, backend: str) -> None:
-    """Refuse a fault the deployment (an instance, or its class) cannot support."""
+def check_supported(
+    fault: str,
+    deployment: Deployment | type,
+    backend: str,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Refuse a fault the deployment (an instance, or its class) cannot support; with the
+    backend's ``options``, also one its configuration refuses (``refuse_fault``: an external
+    server whose processes the harness does not own)."""
     if fault not in FAULTS:
         raise ConfigError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
     cap, why = FAULTS[fault]
@@ -64,6 +71,9 @@ def check_supported(fault: str, deployment: Deployment | type, backend: str) -> 
         else isinstance(deployment, cap)
     )
     if not ok:
+        raise ConfigError(f"{backend}: cannot inject {fault}: {why}")
+    refuse = getattr(deployment, "refuse_fault", None)
+    if options is not None and refuse is not None and (why := refuse(options, fault)):
         raise ConfigError(f"{backend}: cannot inject {fault}: {why}")
 
 

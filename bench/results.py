@@ -11,6 +11,8 @@ Layout
   resources.csv     per-process CPU seconds, RSS and PSS, sampled
   history/*.jsonl   the raw history, one file per process (bench.history)
   logs/*.log        every child process's output
+Group files ``results/<stamp>-<random>-<kind>.json`` (kind crash, sweep, compare) list the run
+directories of one command; they carry the same ``schema_version``.
 
 Schema history (bump SCHEMA_VERSION on any incompatible change, and say what changed):
   1  first version
@@ -55,13 +57,44 @@ PACKAGES = (
 )
 
 
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def new_run_dir(root: Path, backend: str, workload: str) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_id = f"{stamp}-{backend}-{workload}-{secrets.token_hex(2)}"
-    path = root / run_id
+    """A run directory no other run (even one started in the same second) has: the random
+    suffix is retried until the directory is created by us (mkdir is atomic)."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = root / f"{_stamp()}-{backend}-{workload}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        break
     for sub in ("history", "logs", "work"):
         (path / sub).mkdir(parents=True, exist_ok=True)
+    (path / "work").chmod(0o700)  # databases hold workload payloads: not for other users
     return path
+
+
+def write_new_json(root: Path, suffix: str, data: dict[str, Any]) -> Path:
+    """A new versioned JSON file ``<stamp>-<random>-<suffix>.json`` under ``root``, written
+    atomically (a complete temporary file hard-linked to its name, which fails rather than
+    replaces when another process took the name: never overwritten, never half-written)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{suffix}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        tmp.write_text(dumps(data))
+        while True:
+            path = root / f"{_stamp()}-{secrets.token_hex(3)}-{suffix}.json"
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            return path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def now_iso() -> str:
@@ -112,10 +145,19 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def dumps(data: dict[str, Any]) -> str:
+    """A result file's text: versioned, NaN written as null."""
+    return json.dumps(_clean({"schema_version": SCHEMA_VERSION, **data}), indent=2, default=str)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_clean({"schema_version": SCHEMA_VERSION, **data}), indent=2))
-    tmp.replace(path)
+    """Atomic: readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(dumps(data))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> dict[str, Any]:

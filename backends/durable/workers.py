@@ -57,7 +57,11 @@ class WorkerPool:
             cfg_dir / f"{name}.ready",
             self.ctx.epoch_ns,
         )
-        cfg_path.write_text(json.dumps(cfg, indent=1))
+        # the store arguments may hold a password: readable by the harness's user only, and
+        # removed when the pool stops (also with --keep-data)
+        fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(cfg, indent=1))
         self.procs[name] = ManagedProcess(
             name,
             [sys.executable, "-m", self.entry, cfg_path],
@@ -97,6 +101,8 @@ class WorkerPool:
     def stop(self) -> None:
         for p in self.procs.values():
             p.stop(timeout_s=10)
+        for name in self.procs:
+            (self.ctx.workdir / "workers" / f"{name}.json").unlink(missing_ok=True)
 
 
 class PooledWorkers:

@@ -19,7 +19,9 @@ standby flushed there too).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,11 +33,20 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from backends.base import BackendInfo, Client, Deployment, Option, RunContext, RunSpec, register
+from backends.base import (
+    BackendInfo,
+    Client,
+    Deployment,
+    Option,
+    Range,
+    RunContext,
+    RunSpec,
+    register,
+)
 from backends.common.net import require_port_free
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
-from backends.postgres import store
+from backends.postgres import dataroot, store
 from backends.postgres.faults import PostgresFaults, amcheck_schema
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
@@ -64,7 +75,13 @@ OPTIONS = (
     ),
     Option("--postgres-dsn", "postgres_dsn", "use this server (libpq DSN or URI) instead"),
     Option("--postgres-schema", "postgres_schema", "schema for the tables", default="durabench"),
-    Option("--postgres-port", "postgres_port", "embedded server port (default: free)", type=int),
+    Option(
+        "--postgres-port",
+        "postgres_port",
+        "embedded server port (default: free)",
+        type=int,
+        range=Range(1, 65535),
+    ),
     Option(
         "--postgres-bin-dir",
         "postgres_bin_dir",
@@ -168,6 +185,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.schema_info: dict[str, Any] = {}
         self.ready_s: dict[str, float] = {}
         self.standby_catch_up_s = 10.0  # replication_health's wait for the standby's replay
+        self._data_root: Path | None = None  # temporary root of the data dirs (when root)
+        self.stale_removed: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -184,7 +203,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
                 t0 = time.monotonic()
                 sync = self.standby_mode == "sync"
                 self.standby = self.server.create_standby(
-                    self.ctx.workdir / "postgres-standby", self.ctx.logdir, sync, name="standby"
+                    self._data_dir("postgres-standby"), self.ctx.logdir, sync, name="standby"
                 )
                 self.ready_s["standby"] = time.monotonic() - t0
             with self._conn() as c:  # as the store's sessions see them, standby included
@@ -207,7 +226,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         if self.port is not None:  # fail before initdb, not after
             require_port_free(self.port, "postgres", "PostgreSQL", "--postgres-port")
         self.server = PostgresServer(
-            self.ctx.workdir / "postgres",
+            self._data_dir("postgres"),
             self.ctx.logdir,
             port=self.port,
             settings={"synchronous_commit": self.sync_commit},
@@ -220,6 +239,28 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         if not self.server.sql("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]):
             self.server.sql(f"CREATE DATABASE {DATABASE}")
         return self.server.dsn(DATABASE)
+
+    def _data_dir(self, name: str) -> Path:
+        """A server's data directory: under the run's work/ when the harness runs as the
+        server's user, else under a harness-owned temporary root (see ``dataroot``), which
+        spares every parent of the results directory a permission change."""
+        if os.geteuid() != 0:
+            return self.ctx.workdir / name
+        if self._data_root is None:
+            for path, pid in dataroot.clean_stale():
+                self.stale_removed.append(str(path))
+                print(
+                    f"postgres: removed {path}, left behind by process {pid}, which is gone",
+                    file=sys.stderr,
+                )
+            self._data_root = dataroot.create()
+        return self._data_root / name
+
+    def _remove_data_root(self) -> None:
+        if self._data_root is not None:
+            keep = self.ctx.workdir if self.ctx.keep_data else None
+            root, self._data_root = self._data_root, None
+            dataroot.remove(root, keep)
 
     def _hold_lock(self, conn: psycopg.Connection[Any]) -> None:
         """One measurement per schema at a time (each empties the tables when it starts)."""
@@ -238,6 +279,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         steps += [self.workers.stop] if self.workers else []
         steps += [self._lock.close] if self._lock else []
         steps += [s.stop for s in (self.standby, self.server) if s is not None]
+        steps += [self._remove_data_root]  # after the servers: they hold files in it
         self._client, self._lock = None, None
         errors = []
         for step in steps:
@@ -403,15 +445,24 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             )
         bin_dir = opts.get("postgres_bin_dir")
         logdir = Path(tempfile.mkdtemp(prefix="durabench-check-"))  # not the result's logs
-        server = PostgresServer(
-            datadir,
-            logdir,
-            settings={"default_transaction_read_only": "on"},
-            bin_dir=Path(bin_dir) if bin_dir else None,
-        )
+        # a copy under a harness-owned root (see ``dataroot``): the server's system user can
+        # reach it without touching the results directory's parents, and starting a server
+        # (which may replay WAL) leaves the kept files as the run left them
+        root = dataroot.create() if os.geteuid() == 0 else None
+        served = datadir if root is None else root / datadir.name
         view = None
+        server = None
         try:
-            server.system_user.own_dir(datadir)  # its parents may have lost o+x since the run
+            if root is not None:
+                shutil.copytree(datadir, served, symlinks=True)
+            server = PostgresServer(
+                served,
+                logdir,
+                settings={"default_transaction_read_only": "on"},
+                bin_dir=Path(bin_dir) if bin_dir else None,
+            )
+            if root is not None:
+                server.system_user.own_tree(served)
             server.start()
             schema = str(opts.get("postgres_schema") or "durabench")
             view = KeptPostgresState(server.dsn(DATABASE), schema)
@@ -419,7 +470,10 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         finally:
             if view is not None:
                 view.close()
-            server.stop()
+            if server is not None:
+                server.stop()
+            if root is not None:
+                dataroot.remove(root)
             shutil.rmtree(logdir, ignore_errors=True)
 
     def replication_health(self) -> dict[str, Any] | None:

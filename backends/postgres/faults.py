@@ -34,9 +34,16 @@ class PostgresFaults(PostgresPromises):
     """Mixin for ``PostgresDeployment``; relies on its server, standby, workers, client and
     lock attributes."""
 
+    @staticmethod
+    def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
+        """Why ``fault`` cannot be injected with these options (known before anything starts)."""
+        if fault in OWN_PROCESS_FAULTS and options.get("postgres_dsn"):
+            return "the server is external (--postgres-dsn): durabench does not own its processes"
+        return None
+
     def fault_refusal(self, fault: str) -> str | None:
         if fault in OWN_PROCESS_FAULTS and self.external:  # type: ignore[attr-defined]
-            return "the server is external (--postgres-dsn): durabench does not own its processes"
+            return self.refuse_fault({"postgres_dsn": self.external}, fault)  # type: ignore[attr-defined]
         return None
 
     def store_processes(self) -> list[str]:

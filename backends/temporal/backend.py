@@ -29,10 +29,13 @@ from backends.base import (
     Client,
     Deployment,
     Option,
+    Range,
     RunContext,
     StateView,
+    float_option,
     register,
 )
+from backends.common.net import address_problem
 from backends.common.nodeloss import verify_gone
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
@@ -50,6 +53,7 @@ OPTIONS = (
         "--temporal-address",
         "temporal_address",
         "host:port of an existing Temporal frontend to use instead of starting a local dev server",
+        check=address_problem,
     ),
     Option(
         "--temporal-namespace",
@@ -62,6 +66,7 @@ OPTIONS = (
         "temporal_port",
         "frontend gRPC port of the local dev server (default: a free port)",
         type=int,
+        range=Range(1, 65535),
     ),
     Option(
         "--temporal-bin",
@@ -84,6 +89,7 @@ OPTIONS = (
         "simulated latency); a killed worker's attempt is retried after it",
         default=10.0,
         type=float,
+        range=Range(0, 86400, low_open=True),
     ),
 )
 
@@ -99,7 +105,7 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.opts = options
         self.namespace = str(options.get("temporal_namespace") or "default")
         task_queue = str(options.get("task_queue") or "durabench")
-        self.activity_timeout_s = float(options.get("activity_timeout_s") or 10.0)
+        self.activity_timeout_s = float_option(options, "activity_timeout_s", 10.0)
         if self.activity_timeout_s <= 0:
             raise ConfigError("temporal: --activity-timeout must be > 0 seconds")
         self.external = options.get("temporal_address")
@@ -271,12 +277,20 @@ class TemporalDeployment(PooledWorkers, Deployment):
     def resume_store(self) -> None:
         self._own_server().resume()
 
-    def fault_refusal(self, fault: str) -> str | None:
-        if self.server is None and fault in ("kill-store", "pause-store", "lose-node"):
+    @staticmethod
+    def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
+        """Why ``fault`` cannot be injected with these options (known before anything starts)."""
+        address = options.get("temporal_address")
+        if address and fault in ("kill-store", "pause-store", "lose-node"):
             return (
-                f"the store is the external cluster at {self.target.address}: the harness "
+                f"the store is the external cluster at {address}: the harness "
                 "owns none of its processes (leave out --temporal-address)"
             )
+        return None
+
+    def fault_refusal(self, fault: str) -> str | None:
+        if self.server is None:
+            return self.refuse_fault({"temporal_address": self.target.address}, fault)
         return None
 
     def lose_node(self) -> dict[str, Any]:

@@ -134,3 +134,15 @@ def critical_path_s(plan: Plan, retry: RetryPolicy) -> float:
         if failed:
             break
     return total
+
+
+def expected_runs(spec: WorkloadSpec) -> float:
+    """How many runs ``spec`` schedules, on average over seeds, computed from the spec alone
+    (before anything is built). Rate scaling does not change it: the same runs arrive faster."""
+    a, d = spec.arrivals, spec.duration_s
+    if a.profile == "burst":
+        cycles = d / (a.idle_mean_s + a.burst_duration_s)
+        return a.tenants * cycles * (a.burst_runs_min + a.burst_runs_max) / 2
+    if a.profile == "ramp":
+        return (a.start_rate_per_s + a.end_rate_per_s) / 2 * d
+    return a.rate_per_s * d  # poisson (mean) and constant
