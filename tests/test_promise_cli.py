@@ -85,8 +85,9 @@ def test_help_documents_exit_codes(cmd: str, capsys: pytest.CaptureFixture[str])
 
 
 def test_a_fault_that_never_happened_is_not_a_pass(tmp_path: Path) -> None:
-    """Ctrl-C while the nemesis still waits for its time (``--at`` far past the schedule): the
-    trial is partial, its promise ``unknown`` (never injected), its verdict not True, exit 130."""
+    """Ctrl-C while the nemesis still waits for its time (``--at`` late in a slowed-down
+    schedule; an ``--at`` past the schedule is refused up front): the trial is partial, gets no
+    verdict (an interrupted drive is not judged), the fault never happened, exit 130."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -100,7 +101,9 @@ def test_a_fault_that_never_happened_is_not_a_pass(tmp_path: Path) -> None:
             "--fault",
             "kill-worker",
             "--at",
-            "600",
+            "25",
+            "--rate-scale",
+            "0.1",
             "--workload",
             "smoke",
             "--results-dir",
@@ -113,9 +116,9 @@ def test_a_fault_that_never_happened_is_not_a_pass(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 90
-        while True:  # wait until the 3 s schedule has been driven (the fault is still ahead)
+        while True:  # wait until runs are being driven (the fault is still 20 s ahead)
             dirs = list(tmp_path.glob("*/history/harness.jsonl"))
-            if dirs and dirs[0].read_text().count('"submit"') >= 60:  # 30 invokes + 30 acks
+            if dirs and dirs[0].read_text().count('"submit"') >= 10:
                 break
             assert time.monotonic() < deadline and proc.poll() is None, "run never got going"
             time.sleep(0.2)
@@ -128,7 +131,6 @@ def test_a_fault_that_never_happened_is_not_a_pass(tmp_path: Path) -> None:
     assert proc.returncode == cli.EXIT_INTERRUPTED, err[-3000:]
     (summary_path,) = tmp_path.glob("*/summary.json")
     summary = json.loads(summary_path.read_text())
-    promise = summary["checks"]["promise"]
-    assert promise["verdict"] == "unknown" and "never injected" in promise["reason"]
     assert summary["verdict"] is not True and summary["partial"] is True
-    assert "never injected" in out
+    history = (summary_path.parent / "history" / "harness.jsonl").read_text()
+    assert '"phase": "fault"' not in history and '"phase":"fault"' not in history

@@ -150,7 +150,9 @@ def test_postgres_kept_cluster_is_served_again_for_the_check(pg_tmp: Path) -> No
     ok = bench("check", str(run_dir))
     assert ok.returncode == 0 and "verdict True" in ok.stdout, ok.stdout + ok.stderr
     assert "integrity=True" in ok.stdout, "amcheck runs on the kept cluster too"
-    # touch the kept cluster by hand: one accepted run (and its steps) deleted
+    # touch the kept cluster by hand: one accepted run (and its steps) deleted; work/ is 0700
+    # (payloads are not world-readable), so let the server's user through for this edit
+    (run_dir / "work").chmod(0o711)
     server = PostgresServer(run_dir / "work" / "postgres", tmp_path / "logs")
     server.start()
     try:
