@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--fault",
             required=True,
-            help="kill-worker, kill-store, lose-node, pause-store"
+            help="kill-worker, kill-store, lose-node, pause-store, lose-power"
             + (" (comma-separated for several)" if name == "crash" else ""),
         )
         c.add_argument("--trials", type=int, default=1, help="trials per fault (default 1)")

@@ -116,6 +116,8 @@ def run(req: Request) -> Outcome:
         refusal = getattr(deployment, "fault_refusal", None)
         if req.fault is not None and refusal is not None and (why := refusal(req.fault.fault)):
             raise ConfigError(f"{req.backend}: cannot inject {req.fault.fault}: {why}")
+        if req.fault is not None:
+            nemesis_mod.prepare(req.fault.fault, deployment)
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()
