@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backends.base import BackendInfo, Client, Deployment, Option, RunContext, RunSpec, register
 from backends.common.net import require_port_free
+from backends.common.powerloss import PowerNode
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.postgres import store
@@ -42,6 +43,7 @@ STANDBY = ("none", "async", "sync")
 DATABASE = "durabench"  # created in the embedded cluster
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level")
 SETTINGS += ("synchronous_standby_names", "shared_buffers", "max_connections", "wal_sync_method")
+SETTINGS += ("wal_writer_delay",)
 
 OPTIONS = (
     Option(
@@ -150,6 +152,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.settings: dict[str, str | None] = {}
         self.schema_info: dict[str, Any] = {}
         self.ready_s: dict[str, float] = {}
+        self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -195,6 +198,10 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             settings={"synchronous_commit": self.sync_commit},
             bin_dir=self.bin_dir,
         )
+        if self.power is not None:  # the data directory is a lazy mount before initdb runs
+            t0 = time.monotonic()
+            self.power.start()
+            self.ready_s["lazyfs"] = time.monotonic() - t0
         t0 = time.monotonic()
         self.server.init()
         self.ready_s["initdb"] = time.monotonic() - t0
@@ -220,6 +227,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         steps += [self.workers.stop] if self.workers else []
         steps += [self._lock.close] if self._lock else []
         steps += [s.stop for s in (self.standby, self.server) if s is not None]
+        steps += [self.power.stop] if self.power is not None else []  # after the server
         self._client, self._lock = None, None
         errors = []
         for step in steps:
@@ -258,6 +266,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             db = conninfo_to_dict(self.external).get("dbname", "(default database)")
             where = f"external PostgreSQL {version} server at {store.where(self.external)} ({db})"
         fsync = self.settings.get("fsync", "?")
+        if self.power is not None:
+            where += ", data directory on the lazy filesystem (FUSE; lose-power trial)"
         topo = {
             "store": f"{where}, schema {self.schema}, synchronous_commit={self.sync_commit}, "
             f"fsync {fsync}",
@@ -300,6 +310,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             "pool_per_process": {"min": store.POOL_MIN, "max": store.POOL_MAX},
             "prepare_threshold": store.PREPARE_THRESHOLD,
             "schema_info": self.schema_info,
+            "lazyfs": self.power is not None,
             "ready_s": {**self.ready_s, **(self.workers.ready_s if self.workers else {})},
         }
 
@@ -347,6 +358,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         }
         if end["cpu_s"] is not None and start["cpu_s"] is not None:
             m["server_cpu_s"] = end["cpu_s"] - start["cpu_s"]  # exited backends included
+        if self.power is not None:
+            m["lazyfs"] = self.power.describe()
         if self.standby is not None:
             try:
                 m["standby"] = self.standby.replication_row()

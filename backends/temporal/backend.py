@@ -28,10 +28,13 @@ from backends.base import (
     RunContext,
     register,
 )
+from backends.common.powerloss import PowerNode
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
+from backends.promises import Promise
 from backends.temporal.client import LoopThread, Target, TemporalClient
 from backends.temporal.payloads import INLINE_LIMIT
+from backends.temporal.power import power_loss_promise
 from backends.temporal.server import TemporalDevServer, call_sync, probe
 from backends.temporal.worker import worker_limits
 from backends.temporal.workflows import retry_policy
@@ -140,12 +143,17 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.server_version: str | None = None
         self._client: TemporalClient | None = None
         self.ready_s: dict[str, float] = {}
+        self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.power is not None:
+                t0 = time.monotonic()
+                self.power.start()
+                self.ready_s["lazyfs"] = time.monotonic() - t0
             t0 = time.monotonic()
             if self.server is not None:
                 self.server.start()
@@ -167,6 +175,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.workers.stop()
         if self.server is not None:
             self.server.stop()
+        if self.power is not None:  # last: the server no longer uses the mount
+            self.power.stop()
 
     def client(self) -> Client:
         if self._client is None:
@@ -221,7 +231,12 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self._own_server().resume()
 
     def fault_refusal(self, fault: str) -> str | None:
-        if self.server is None and fault in ("kill-store", "pause-store", "lose-node"):
+        if self.server is None and fault in (
+            "kill-store",
+            "pause-store",
+            "lose-node",
+            "lose-power",
+        ):
             return (
                 f"the store is the external cluster at {self.target.address}: the harness "
                 "owns none of its processes (leave out --temporal-address)"
@@ -249,6 +264,37 @@ class TemporalDeployment(PooledWorkers, Deployment):
             "rebuild_s": time.monotonic() - t0,
         }
 
+    def prepare_power_loss(self) -> None:
+        """The dev server's SQLite file (and the payload directory beside it) on the lazy
+        filesystem."""
+        self._own_server()
+        self.power = PowerNode(self.data_dir, self.ctx.logdir)
+
+    def lose_power(self) -> None:
+        """The dev server's node loses power: the server dies, its unsynced writes are gone.
+        The workers and the harness are clients on other machines."""
+        server = self._own_server()
+        if self.power is None:
+            raise BackendError("temporal: lose-power needs prepare_power_loss() before start()")
+        server.kill()
+        self.power.lose()
+
+    def recover_power(self) -> dict[str, Any]:
+        assert self.power is not None
+        remount_s = self.power.remount()
+        t0 = time.monotonic()
+        self._own_server().start()
+        return {
+            "lazyfs_dropped": self.power.losses[-1] if self.power.losses else None,
+            "remount_s": remount_s,
+            "restart_s": time.monotonic() - t0,
+        }
+
+    def promise(self, fault: str) -> Promise | None:
+        if fault == "lose-power" and self.server is not None:
+            return power_loss_promise(self.journal)
+        return None
+
     # -- description -------------------------------------------------------------------------
 
     def topology(self) -> dict[str, Any]:
@@ -264,6 +310,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
                 f"SQLite file {self.server.db_path} (journal_mode={self.journal}, "
                 "synchronous=FULL: every commit fsynced)"
             )
+            if self.power is not None:
+                persistence += ", on the lazy filesystem (FUSE; lose-power trial)"
         else:
             store = (
                 f"external Temporal cluster at {self.target.address} (Server "
@@ -332,6 +380,7 @@ class TemporalDeployment(PooledWorkers, Deployment):
             if self.server
             else None,
             "ready_s": self.ready_s,
+            "lazyfs": self.power is not None,
         }
 
     def collect_metrics(self) -> dict[str, Any]:
@@ -348,6 +397,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
             m["histories"] = _history_stats(self.target)
         except Exception as e:  # noqa: BLE001 - a figure, not a verdict
             m["histories"] = {"error": str(e)}
+        if self.power is not None:
+            m["lazyfs"] = self.power.describe()
         return m
 
 
