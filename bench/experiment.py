@@ -43,6 +43,7 @@ class Request:
     command: tuple[str, ...] = ()
     fault: FaultSpec | None = None
     trial: int = 0
+    on_lazyfs: bool = False  # a plain run with the node's data on the lazy filesystem
 
 
 @dataclass
@@ -118,6 +119,12 @@ def run(req: Request) -> Outcome:
             raise ConfigError(f"{req.backend}: cannot inject {req.fault.fault}: {why}")
         if req.fault is not None:
             nemesis_mod.prepare(req.fault.fault, deployment)
+        elif req.on_lazyfs:
+            nemesis_mod.on_lazyfs(deployment)
+        # figures of a run on the lazy filesystem are not the backend's (FUSE costs time)
+        manifest["lazyfs"] = req.on_lazyfs or (
+            req.fault is not None and req.fault.fault == nemesis_mod.powerloss.FAULT
+        )
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()

@@ -85,8 +85,15 @@ def prepare(fault: str, deployment: Deployment) -> None:
     """Before the deployment starts: what a fault needs in place from the beginning (the lazy
     filesystem under the node's data for lose-power; nothing for the others)."""
     if fault == powerloss.FAULT:
-        assert isinstance(deployment, PowerLosable)
-        deployment.prepare_power_loss()
+        on_lazyfs(deployment)
+
+
+def on_lazyfs(deployment: Deployment) -> None:
+    """Put the node's data on the lazy filesystem before it starts: for lose-power trials, and
+    for plain runs that measure what the lazy filesystem itself costs."""
+    check_supported(powerloss.FAULT, deployment, deployment.backend)
+    assert isinstance(deployment, PowerLosable)
+    deployment.prepare_power_loss()
 
 
 def _members(cap: type) -> list[str]:

@@ -103,8 +103,14 @@ class Run:
 
     @property
     def steady(self) -> bool:
-        """Usable for throughput / latency / cost aggregates: complete, valid, no fault."""
-        return not self.partial and self.verdict is True and self.fault is None
+        """Usable for throughput / latency / cost aggregates: complete, valid, no fault, not
+        slowed by the lazy filesystem."""
+        return (
+            not self.partial
+            and self.verdict is True
+            and self.fault is None
+            and not self.manifest.get("lazyfs")
+        )
 
     @property
     def usable_trial(self) -> bool:
