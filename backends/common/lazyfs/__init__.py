@@ -1,0 +1,223 @@
+"""lazyfs: a FUSE filesystem that holds back unsynced writes and drops them on a power loss.
+
+The harness mounts it over a backend's data directory for power-loss trials (issue 11, after
+Jepsen's lazyfs). Reads and writes pass through to a *backing* directory, but file contents
+written since the file's last fsync/fdatasync are held in the server's memory;
+:meth:`LazyMount.lose_power` discards them, as a machine losing power would. Namespace
+operations (create, rename, unlink, mkdir, chmod/chown) reach the backing directory at once
+and are *not* held back: an unsynced new file survives a power loss as an empty file, an
+unsynced rename survives. See :mod:`.server` for the exact model.
+
+Pure Python: the server speaks the kernel's FUSE protocol on ``/dev/fuse`` and mounts with
+mount(2) (no libfuse, no system package). It runs as a child process of the harness (never in
+the harness's own process: the harness opens files on the mount), dies with it
+(PR_SET_PDEATHSIG), and a mount left by a crashed harness is found and removed by
+:func:`clean_stale_mounts`.
+
+A power-loss cycle: SIGKILL every process using the mount -> :meth:`LazyMount.lose_power`
+-> :meth:`LazyMount.stop` -> :meth:`LazyMount.start` -> restart the processes. A clean
+:meth:`LazyMount.stop` makes everything durable first (a clean shutdown syncs), so the backing
+directory holds exactly what the mount showed; after ``lose_power`` it holds only what was
+durable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any
+
+from backends.common.lazyfs import mounts
+from backends.common.process import ManagedProcess
+from backends.errors import BackendError, ConfigError
+
+__all__ = ["LazyMount", "available", "clean_stale_mounts"]
+
+_ROOT = Path(__file__).resolve().parents[3]  # the project root, for the server's imports
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_LIVE: weakref.WeakSet[LazyMount] = weakref.WeakSet()
+
+
+def available() -> str | None:
+    """None if lazyfs can mount here, else why not (shown to the user, one line)."""
+    if not sys.platform.startswith("linux"):
+        return "lazyfs needs Linux (FUSE)"
+    if os.geteuid() != 0:
+        return "lazyfs needs root (mount(2) of a FUSE filesystem without fusermount)"
+    try:
+        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return f"lazyfs needs /dev/fuse: {e.strerror}"
+    os.close(fd)
+    return None
+
+
+def clean_stale_mounts(root: Path) -> list[str]:
+    """Unmount lazyfs mounts at or under ``root`` whose server is gone (a crashed harness);
+    return their mount points. Mounts of live servers and other filesystems are left alone."""
+    base = os.path.abspath(root)
+    removed = []
+    for m in reversed(mounts.lazyfs_mounts()):  # innermost first
+        inside = m.mountpoint == base or m.mountpoint.startswith(base.rstrip("/") + "/")
+        dead = inside and not mounts.server_alive(m.pid)
+        if dead and mounts.umount(m.mountpoint, detach=True) == 0:
+            removed.append(m.mountpoint)
+    return removed
+
+
+def syncfs(path: Path) -> None:
+    """Ask the kernel to write back its dirty pages on the mount (mmap writes) to the server."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
+
+
+class LazyMount:
+    """One lazyfs mount of ``backing`` at ``mountpoint``, served by a child process."""
+
+    def __init__(self, backing: Path, mountpoint: Path, log_path: Path | None = None) -> None:
+        self.backing = Path(os.path.abspath(backing))
+        self.mountpoint = Path(os.path.abspath(mountpoint))
+        b, m = str(self.backing), str(self.mountpoint)
+        if b == m or b.startswith(m + "/") or m.startswith(b + "/"):
+            raise ConfigError(f"lazyfs: backing dir {b} and mount point {m} must not nest")
+        self.log_path = log_path or self.backing.with_name(self.backing.name + "-lazyfs.log")
+        self._proc: ManagedProcess | None = None
+        self._sock: socket.socket | None = None
+        self._rfile: Any = None
+        self._last_stats: dict[str, Any] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.alive else None
+
+    @property
+    def mounted(self) -> bool:
+        m = mounts.mount_at(self.mountpoint)
+        return m is not None and self._proc is not None and m.pid == self._proc.pid
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start the server and mount; returns when the mount answers."""
+        if self.pid is not None:
+            return
+        why = available()
+        if why is not None:
+            raise BackendError(why)
+        self.backing.mkdir(parents=True, exist_ok=True)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        stale = mounts.mount_at(self.mountpoint)
+        if stale is not None:
+            if mounts.server_alive(stale.pid):
+                raise BackendError(
+                    f"lazyfs: {self.mountpoint} is already served by lazyfs pid {stale.pid}"
+                )
+            clean_stale_mounts(self.mountpoint)
+            print(f"lazyfs: removed a stale mount at {self.mountpoint}", file=sys.stderr)
+        if os.path.ismount(self.mountpoint):
+            raise BackendError(f"lazyfs: {self.mountpoint} is already a mount point")
+        control = f"durabench-lazyfs-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+        argv = [sys.executable, "-m", "backends.common.lazyfs.server"]
+        argv += [str(self.backing), str(self.mountpoint), control]
+        self._proc = ManagedProcess("lazyfs", argv, self.log_path, env=env)
+        self._proc.start()
+        _LIVE.add(self)
+        try:
+            self._proc.wait_ready(lambda: self._connect(control), timeout_s, "mounted")
+            os.stat(self.mountpoint)  # the mount answers (GETATTR through the kernel)
+        except BaseException:
+            self.stop(flush=False)
+            raise
+
+    def _connect(self, control: str) -> bool:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect("\0" + control)
+        except OSError:
+            s.close()
+            return False
+        self._sock, self._rfile = s, s.makefile("rb")
+        return bool(self._call("ping").get("pid"))
+
+    def _call(self, op: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        if self._sock is None:
+            raise BackendError("lazyfs: the server is not running")
+        self._sock.settimeout(timeout_s)
+        try:
+            self._sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+            line = self._rfile.readline()
+        except OSError as e:
+            raise BackendError(f"lazyfs: control channel failed during {op}: {e}") from e
+        if not line:
+            raise BackendError(f"lazyfs: the server died during {op}; see {self.log_path}")
+        resp = json.loads(line)
+        if not resp.pop("ok", False):
+            raise BackendError(f"lazyfs: {op} failed: {resp.get('error')}")
+        return resp
+
+    def lose_power(self) -> dict[str, Any]:
+        """Discard every write not made durable by fsync/fdatasync. The caller has killed every
+        process using the mount. The mount stays usable and shows only durable data."""
+        if self.pid is None:
+            raise BackendError("lazyfs: lose_power without a running server")
+        syncfs(self.mountpoint)  # dirty mmap pages first reach the server, to be dropped too
+        return self._call("drop")
+
+    def stats(self) -> dict[str, Any]:
+        if self.pid is None:
+            return dict(self._last_stats)
+        self._last_stats = self._call("stats")
+        return dict(self._last_stats)
+
+    def stop(self, flush: bool = True, timeout_s: float = 10.0) -> None:
+        """Unmount and stop the server. ``flush`` (default) first makes every unsynced write
+        durable, as a clean shutdown would. Idempotent; safe after errors."""
+        proc = self._proc
+        if proc is not None and proc.alive and self._sock is not None:
+            with contextlib.suppress(BackendError, OSError):
+                if flush:
+                    syncfs(self.mountpoint)
+                    self._call("flush")
+                self._last_stats = self._call("stats", timeout_s=5)
+        if proc is not None and mounts.mount_at(self.mountpoint) is not None:
+            m = mounts.mount_at(self.mountpoint)
+            if m is not None and m.pid == proc.pid:
+                err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
+                if err:  # in use (or no server to answer): detach lazily
+                    mounts.umount(str(self.mountpoint), detach=True)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._rfile.close()
+                self._sock.close()
+            self._sock = self._rfile = None
+        if proc is not None:
+            deadline = time.monotonic() + timeout_s
+            while proc.alive and time.monotonic() < deadline:  # exits on ENODEV after umount
+                time.sleep(0.02)
+            proc.stop(timeout_s=2)
+        _LIVE.discard(self)
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Last resort at interpreter exit (error paths): no mount may outlive the harness."""
+    for m in list(_LIVE):
+        with contextlib.suppress(Exception):
+            m.stop()

@@ -1,0 +1,102 @@
+"""mount(2)/umount2(2) through ctypes, and the lazyfs mounts listed in ``/proc/self/mounts``.
+
+A lazyfs mount has the source ``lazyfs:<server pid>`` and the type ``fuse.lazyfs``, so the
+harness can tell its own mounts from everyone else's and find the process serving each one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+FSTYPE = "fuse.lazyfs"
+MS_NOSUID, MS_NODEV = 2, 4
+MNT_DETACH = 2
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: str
+    pid: int | None  # the server that mounted it
+
+
+def _unescape(field: str) -> str:  # /proc/mounts writes space, tab, newline, \ as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def lazyfs_mounts() -> list[Mount]:
+    out = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3 or parts[2] != FSTYPE:
+                continue
+            pid = None
+            if parts[0].startswith("lazyfs:"):
+                with contextlib.suppress(ValueError):
+                    pid = int(parts[0].split(":", 1)[1])
+            out.append(Mount(_unescape(parts[1]), pid))
+    return out
+
+
+def mount_at(path: str | Path) -> Mount | None:
+    """The lazyfs mount on top at ``path`` (the last one listed wins), if any."""
+    p = os.path.abspath(path)
+    found = None
+    for m in lazyfs_mounts():
+        if m.mountpoint == p:
+            found = m
+    return found
+
+
+def server_alive(pid: int | None) -> bool:
+    """Is ``pid`` a running lazyfs server (not a reused pid of something else)?"""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"backends.common.lazyfs.server" in cmd and state not in ("Z", "X")
+
+
+def mount_fuse(fd: int, mountpoint: str, pid: int) -> None:
+    opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions"
+    r = _libc.mount(
+        f"lazyfs:{pid}".encode(),
+        os.fsencode(mountpoint),
+        FSTYPE.encode(),
+        MS_NOSUID | MS_NODEV,
+        opts.encode(),
+    )
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {mountpoint}: {os.strerror(e)}")
+
+
+def umount(mountpoint: str, detach: bool = False) -> int:
+    """0 on success, else the errno (EBUSY: still in use; EINVAL: not a mount point)."""
+    r = _libc.umount2(os.fsencode(mountpoint), MNT_DETACH if detach else 0)
+    return 0 if r == 0 else ctypes.get_errno()
+
+
+def detach_if_ours(mountpoint: str, pid: int) -> bool:
+    m = mount_at(mountpoint)
+    if m is None or m.pid != pid:
+        return False
+    return umount(mountpoint, detach=True) == 0
