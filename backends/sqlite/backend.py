@@ -325,11 +325,14 @@ class SqliteDeployment(PooledWorkers, Deployment):
         return None
 
     def integrity_check(self) -> dict[str, Any]:
-        conn = connect(self.db_path, readonly=True)
         try:
-            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-        finally:
-            conn.close()
+            conn = connect(self.db_path, readonly=True)
+            try:
+                rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:  # "file is not a database": damaged beyond reading
+            return {"valid": False, "check": "PRAGMA integrity_check", "error": str(e)}
         return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
     # -- description -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Details: ``backends.temporal.client`` and ``backends.temporal.workflows``.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -289,6 +290,21 @@ class TemporalDeployment(PooledWorkers, Deployment):
             "remount_s": remount_s,
             "restart_s": time.monotonic() - t0,
         }
+
+    def integrity_check(self) -> dict[str, Any]:
+        """``PRAGMA integrity_check`` on the dev server's SQLite file (read-only, beside the
+        running server: WAL readers do not block it)."""
+        if self.server is None:
+            return {"valid": None, "check": "PRAGMA integrity_check", "note": "external cluster"}
+        try:
+            conn = sqlite3.connect(f"file:{self.server.db_path}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:  # "file is not a database": damaged beyond reading
+            return {"valid": False, "check": "PRAGMA integrity_check", "error": str(e)}
+        return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
     def promise(self, fault: str) -> Promise | None:
         if fault == "lose-power" and self.server is not None:

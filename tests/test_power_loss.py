@@ -1,0 +1,116 @@
+"""lose-power on the real lazy filesystem (issue 11): the known answer of each durability setting,
+at smoke size, one trial each, with the fault placed while acks are arriving (so something is
+at risk): the fully synced settings lose nothing; NORMAL / OFF / synchronous_commit=off lose the
+acks their store had not synced, within the promise each backend states for the setting."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.common import powerloss
+from backends.postgres.power import power_loss_promise as pg_promise
+from backends.sqlite.backend import SqliteDeployment
+from backends.sqlite.power import power_loss_promise as sqlite_promise
+from backends.temporal.power import power_loss_promise as temporal_promise
+from bench.history import read_history
+from tests.helpers import context
+
+pytestmark = pytest.mark.skipif(
+    powerloss.unavailable() is not None, reason=f"lazy filesystem: {powerloss.unavailable()}"
+)
+
+FAULT_AT_S = 2.0  # smoke offers 10 runs/s for 3 s: acks arrive right up to the fault
+CASES = [
+    ("sqlite", ["--synchronous", "FULL"], False),
+    ("sqlite", ["--synchronous", "NORMAL"], True),
+    ("sqlite", ["--synchronous", "OFF"], True),
+    ("postgres", ["--synchronous-commit", "on"], False),
+    ("postgres", ["--synchronous-commit", "off"], True),
+    ("temporal", [], False),
+]
+
+
+def promise_of(backend: str, manifest: dict[str, Any]) -> Any:
+    cfg = manifest["backend_config"]
+    if backend == "sqlite":
+        return sqlite_promise(cfg["synchronous"])
+    if backend == "postgres":
+        return pg_promise(cfg["synchronous_commit"], cfg["server_settings"]["wal_writer_delay"])
+    return temporal_promise(cfg["sqlite_pragmas"]["journal_mode"])
+
+
+@pytest.mark.parametrize(("backend", "opts", "loses"), CASES, ids=lambda v: str(v))
+def test_power_loss_known_answers(backend: str, opts: list[str], loses: bool, tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", backend, *opts]
+        + ["--fault", "lose-power", "--trials", "1", "--workload", "smoke", "--time-scale", "0"]
+        + ["--at", str(FAULT_AT_S), "--restart-delay", "0.3", "--no-progress"]
+        + ["--results-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ran with the node's data on the lazy filesystem" in out.stdout
+    (group,) = tmp_path.glob("*-crash.json")
+    (trial,) = json.loads(group.read_text())["rows"]["lose-power"]
+    run_dir = Path(trial["run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["lazyfs"] is True
+    assert len(summary["backend_metrics"]["lazyfs"]["losses"]) == 1, "the drop happened once"
+
+    # something was at risk: acks in the half second before the power went off
+    fault_t = manifest["fault"]["timeline"]["start_t"]
+    acks = [
+        e
+        for e in read_history(run_dir / "history")
+        if e["type"] == "ok" and e["op"] in ("submit", "commit", "complete")
+    ]
+    recent = [e for e in acks if fault_t - 0.5 <= e["t"] <= fault_t]
+    assert len(recent) >= 5, f"only {len(recent)} acks in the 0.5 s before the fault"
+
+    loss = summary["checks"]["write_loss"]
+    integrity = summary["checks"]["integrity"]
+    assert integrity["valid"] is not None, "the integrity check must run after recovery"
+    if loses:
+        assert trial["lost_acks"] > 0, "an unsynced setting lost nothing: the fault dropped nothing"
+    else:
+        assert trial["lost_acks"] == 0, loss["lost"][:5]
+        assert integrity["valid"] is True, integrity
+
+    # the promise the backend states for this setting is kept
+    promise = promise_of(backend, manifest)
+    ages = [x["age_at_fault_s"] for x in loss["lost"] if not x["after_fault"]]
+    if promise.max_lost_age_s == 0.0:
+        assert not loss["lost"], promise
+    elif promise.max_lost_age_s is not None:
+        assert max(ages, default=0.0) <= promise.max_lost_age_s, (ages, promise)
+    if promise.intact:
+        assert integrity["valid"] is True, (integrity, promise)
+
+
+def test_sqlite_integrity_check_reports_a_damaged_file(tmp_path: Path) -> None:
+    """The check the power-loss trials rely on must fail on a damaged file."""
+    dep = SqliteDeployment({"replica": "none"}, context(tmp_path))
+    dep.data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(dep.db_path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX t_v ON t (v)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [(f"value-{i:06d}",) for i in range(5000)])
+    conn.commit()
+    conn.close()
+    assert dep.integrity_check()["valid"] is True
+    raw = bytearray(dep.db_path.read_bytes())
+    page = 4096
+    for off in range(3 * page + 100, 3 * page + 600):  # inside a b-tree page, past the header
+        raw[off] ^= 0x5A
+    dep.db_path.write_bytes(bytes(raw))
+    assert dep.integrity_check()["valid"] is False
