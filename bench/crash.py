@@ -18,6 +18,8 @@ from rich.table import Table
 from bench import experiment
 from bench.nemesis import FaultSpec
 
+LOST_SAMPLE = 5  # lost acks listed per trial in the terminal (all of them are in summary.json)
+
 
 def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
     """The figures of one trial, flat, from its summary."""
@@ -48,6 +50,12 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
         "steps_per_s": (out.summary.get("throughput") or {}).get("steps_per_s"),
         "lazyfs": bool(out.manifest.get("lazyfs")),
         "integrity": (c.get("integrity") or {}).get("valid"),
+        "lost_sample": [  # the oldest lost acks: ids and ages, for the terminal
+            {"kind": x.get("kind"), "id": x.get("id"), "age_s": x.get("age_at_fault_s")}
+            for x in sorted(loss.get("lost") or [], key=lambda x: -(x.get("age_at_fault_s") or 0))[
+                :LOST_SAMPLE
+            ]
+        ],
     }
 
 
@@ -129,6 +137,21 @@ def render(
         "oldest lost ack; verdict False = an acknowledged write was lost or a run "
         "did not finish exactly once"
     )
+    for key, trials in rows.items():
+        for k, t in enumerate(trials):
+            if t.get("lost_acks"):
+                ids = ", ".join(
+                    f"{x['kind']} {x['id']} ({x['age_s']:.3f} s)"
+                    for x in t.get("lost_sample") or []
+                    if x.get("age_s") is not None
+                )
+                more = t["lost_acks"] - len(t.get("lost_sample") or [])
+                tail = f" and {more} more" if more > 0 else ""
+                console.print(
+                    f"{key} trial {k}: {t['lost_acks']} lost, oldest first (age at the fault): "
+                    f"{ids}{tail}; all in {t['run_dir']}/summary.json",
+                    highlight=False,
+                )
     lazy = [t for ts in rows.values() for t in ts if t.get("lazyfs")]
     if lazy:
         console.print(
