@@ -125,6 +125,12 @@ def run(req: Request) -> Outcome:
         manifest["lazyfs"] = req.on_lazyfs or (
             req.fault is not None and req.fault.fault == nemesis_mod.powerloss.FAULT
         )
+        if manifest["lazyfs"] and (stale := nemesis_mod.powerloss.clean_stale(req.results_root)):
+            print(
+                f"removed {len(stale)} stale lazy-filesystem mount(s) left by a crashed "
+                f"harness: {', '.join(stale)}",
+                file=sys.stderr,
+            )
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()

@@ -29,6 +29,15 @@ def unavailable() -> str | None:
     return available()
 
 
+def clean_stale(root: Path) -> list[str]:
+    """Unmount lazy mounts under ``root`` whose server died with an earlier harness."""
+    if unavailable() is not None:
+        return []
+    from backends.common.lazyfs import clean_stale_mounts
+
+    return clean_stale_mounts(root)
+
+
 class PowerNode:
     """One lazy mount at ``mountpoint`` for a node's data. ``prepare_backing`` runs on the
     backing directory before the first mount (e.g. hand it to the Postgres system user, so the
