@@ -196,19 +196,22 @@ class LazyMount:
                     syncfs(self.mountpoint)
                     self._call("flush")
                 self._last_stats = self._call("stats", timeout_s=5)
-        if proc is not None and mounts.mount_at(self.mountpoint) is not None:
-            m = mounts.mount_at(self.mountpoint)
-            if m is not None and m.pid == proc.pid:
-                err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
-                if err:  # in use (or no server to answer): detach lazily
-                    mounts.umount(str(self.mountpoint), detach=True)
+        detached = False
+        m = mounts.mount_at(self.mountpoint)
+        if proc is not None and m is not None and m.pid == proc.pid:
+            err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
+            if err:  # in use (or no server to answer): detach; open files then fail
+                mounts.umount(str(self.mountpoint), detach=True)
+                detached = True
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._rfile.close()
                 self._sock.close()
             self._sock = self._rfile = None
         if proc is not None:
-            deadline = time.monotonic() + timeout_s
+            # After a plain umount the server reads ENODEV and exits by itself; a detached
+            # mount still has users, and the server would serve them until they close.
+            deadline = time.monotonic() + (0 if detached else timeout_s)
             while proc.alive and time.monotonic() < deadline:  # exits on ENODEV after umount
                 time.sleep(0.02)
             proc.stop(timeout_s=2)

@@ -162,7 +162,13 @@ class Server:
         h = self.handles.get(fh) if fh is not None else None
         if isinstance(h, Handle):
             return os.fstat(h.fd)
-        return os.lstat(n.path)
+        try:
+            return os.lstat(n.path)
+        except FileNotFoundError:  # unlinked while open: the handles still reach it
+            for other in self.handles.values():
+                if isinstance(other, Handle) and other.node is n:
+                    return os.fstat(other.fd)
+            raise
 
     def attr(self, st: os.stat_result) -> bytes:
         ov = self.overlays.get((st.st_dev, st.st_ino))
