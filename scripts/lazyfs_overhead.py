@@ -3,9 +3,12 @@
 One small INSERT per transaction, journal_mode=WAL, synchronous=FULL (one fsync per commit,
 each becoming a FUSE FSYNC request that flushes the file's held-back pages). The same loop runs
 in a child process against a directory on the same filesystem and against a lazyfs mount of a
-sibling directory. Prints one JSON object.
+sibling directory. ``--postgres-seconds N`` adds the same comparison for an embedded
+PostgreSQL 18 server (pgbench, one single-row INSERT per transaction, synchronous_commit=on,
+1 and 4 clients). Prints one JSON object.
 
     python scripts/lazyfs_overhead.py [--commits 2000] [--sync FULL|NORMAL|OFF]
+                                      [--postgres-seconds 3]
 """
 
 from __future__ import annotations
@@ -47,10 +50,27 @@ def rate(db: Path, sync: str, commits: int) -> float:
     return float(r.stdout.strip())
 
 
+def pg_rates(datadir: Path, logdir: Path, seconds: int) -> dict[str, float]:
+    from backends.postgres.pgbench import pgbench_commit_rate
+    from backends.postgres.server import PostgresServer
+
+    s = PostgresServer(datadir, logdir)
+    try:
+        s.init(sync=True)
+        s.start()
+        return {
+            f"tps_{c}_clients": round(pgbench_commit_rate(s, seconds, clients=c)["tps"], 1)
+            for c in (1, 4)
+        }
+    finally:
+        s.stop()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL", "OFF"])
+    ap.add_argument("--postgres-seconds", type=int, default=0, help="0: skip postgres")
     ap.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
     args = ap.parse_args()
     why = available()
@@ -58,14 +78,24 @@ def main() -> int:
         print(f"error: {why}", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="lazyfs-overhead-", dir=args.dir))
+    base.chmod(0o711)  # postgres runs as its own user and must traverse it
+    pg: dict[str, object] = {}
     try:
         (base / "direct").mkdir()
         direct = rate(base / "direct" / "x.db", args.sync, args.commits)
+        if args.postgres_seconds:
+            pg["postgres_direct"] = pg_rates(
+                base / "direct" / "pg", base / "logs-direct", args.postgres_seconds
+            )
         m = LazyMount(base / "backing", base / "mnt", base / "lazyfs.log")
         m.start()
         try:
             lazy = rate(m.mountpoint / "x.db", args.sync, args.commits)
             stats = m.stats()
+            if args.postgres_seconds:
+                pg["postgres_lazyfs"] = pg_rates(
+                    m.mountpoint / "pg", base / "logs-lazy", args.postgres_seconds
+                )
         finally:
             m.stop()
     finally:
@@ -78,6 +108,8 @@ def main() -> int:
         "lazyfs_relative": round(lazy / direct, 3),
         "lazyfs_fsyncs": stats.get("fsyncs"),
         "lazyfs_requests": stats.get("requests"),
+        "lazyfs_ops": stats.get("ops"),
+        **pg,
     }
     print(json.dumps(out))
     return 0

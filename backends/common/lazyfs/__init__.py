@@ -31,6 +31,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -100,6 +101,7 @@ class LazyMount:
         self._sock: socket.socket | None = None
         self._rfile: Any = None
         self._last_stats: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one control request at a time (faults run off-thread)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -159,10 +161,11 @@ class LazyMount:
     def _call(self, op: str, timeout_s: float = 60.0) -> dict[str, Any]:
         if self._sock is None:
             raise BackendError("lazyfs: the server is not running")
-        self._sock.settimeout(timeout_s)
         try:
-            self._sock.sendall(json.dumps({"op": op}).encode() + b"\n")
-            line = self._rfile.readline()
+            with self._lock:
+                self._sock.settimeout(timeout_s)
+                self._sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+                line = self._rfile.readline()
         except OSError as e:
             raise BackendError(f"lazyfs: control channel failed during {op}: {e}") from e
         if not line:

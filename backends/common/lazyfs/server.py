@@ -98,6 +98,7 @@ class Server:
         self.overlays: dict[Key, Overlay] = {}
         self.counts: dict[str, int] = {"requests": 0, "writes": 0, "write_bytes": 0, "fsyncs": 0}
         self.counts |= {"fsyncdirs": 0, "drops": 0, "flushes": 0}
+        self.ops: dict[int, int] = {}  # requests per opcode
         self.fuse_fd = -1
         self.running = True
         self.started = time.time()
@@ -264,6 +265,7 @@ class Server:
             "nodes": len(self.nodes),
             "open_handles": len(self.handles),
             "pid": os.getpid(),
+            "ops": {P.NAMES.get(op, str(op)): n for op, n in sorted(self.ops.items())},
         }
 
     # -- request handlers ---------------------------------------------------------------------
@@ -609,6 +611,7 @@ class Server:
         length, opcode, unique, nodeid = h[0], h[1], h[2], h[3]
         body = buf[P.IN_HEADER.size : length]
         self.counts["requests"] += 1
+        self.ops[opcode] = self.ops.get(opcode, 0) + 1
         if opcode == P.FORGET:
             self.forget(nodeid, P.FORGET_IN.unpack_from(body)[0])
             return
