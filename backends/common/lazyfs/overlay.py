@@ -22,6 +22,7 @@ class Overlay:
         self.backing_size = backing_size
         self.pages: dict[int, bytearray] = {}
         self.mtime_ns: int | None = None
+        self.since = time.monotonic()  # when the oldest change held here was made
         self.writes = 0  # write/truncate/fallocate calls held here
         self.write_bytes = 0
 
