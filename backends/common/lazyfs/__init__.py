@@ -5,8 +5,10 @@ Jepsen's lazyfs). Reads and writes pass through to a *backing* directory, but fi
 written since the file's last fsync/fdatasync are held in the server's memory;
 :meth:`LazyMount.lose_power` discards them, as a machine losing power would. Namespace
 operations (create, rename, unlink, mkdir, chmod/chown) reach the backing directory at once
-and are *not* held back: an unsynced new file survives a power loss as an empty file, an
-unsynced rename survives. See :mod:`.server` for the exact model.
+and are *not* held back by default (as Jepsen's lazyfs): an unsynced new file survives a
+power loss as an empty file, an unsynced rename survives. ``hold_dirents=True`` holds them
+back too, until the next sync on the mount (the ext4 journal model of :mod:`.dirlog`).
+See :mod:`.server` for the exact model.
 
 Pure Python: the server speaks the kernel's FUSE protocol on ``/dev/fuse`` and mounts with
 mount(2) (no libfuse, no system package). It runs as a child process of the harness (never in
@@ -19,6 +21,10 @@ A power-loss cycle: SIGKILL every process using the mount -> :meth:`LazyMount.lo
 :meth:`LazyMount.stop` makes everything durable first (a clean shutdown syncs), so the backing
 directory holds exactly what the mount showed; after ``lose_power`` it holds only what was
 durable.
+
+The caller must close every file it has open on the mount itself before ``lose_power`` (a
+real power loss would have killed it too): pages it has mmapped (SQLite's ``-shm``) vanish
+and touching them raises SIGBUS; after ``stop`` its descriptors fail with ENOTCONN.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -89,7 +96,23 @@ def syncfs(path: Path) -> None:
 class LazyMount:
     """One lazyfs mount of ``backing`` at ``mountpoint``, served by a child process."""
 
-    def __init__(self, backing: Path, mountpoint: Path, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        backing: Path,
+        mountpoint: Path,
+        log_path: Path | None = None,
+        *,
+        hold_dirents: bool = False,
+        writeback_s: float | None = None,
+    ) -> None:
+        """``hold_dirents``: also hold back namespace operations (create, unlink, rename,
+        mkdir...) until the next fsync/fdatasync/fsyncdir on the mount, as ext4's journal
+        would (:mod:`.dirlog`); without it they are durable at once. ``writeback_s``: data and
+        namespace changes older than this reach the disk without fsync, like the kernel's
+        flusher (~30 s on Linux); None (default): unsynced data is held until a sync or lost.
+        """
+        self.hold_dirents = hold_dirents
+        self.writeback_s = writeback_s
         self.backing = Path(os.path.abspath(backing))
         self.mountpoint = Path(os.path.abspath(mountpoint))
         b, m = str(self.backing), str(self.mountpoint)
@@ -100,6 +123,7 @@ class LazyMount:
         self._sock: socket.socket | None = None
         self._rfile: Any = None
         self._last_stats: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one control request at a time (faults run off-thread)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -136,6 +160,10 @@ class LazyMount:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
         argv = [sys.executable, "-m", "backends.common.lazyfs.server"]
         argv += [str(self.backing), str(self.mountpoint), control]
+        if self.hold_dirents:
+            argv.append("--hold-dirents")
+        if self.writeback_s is not None:
+            argv += ["--writeback-s", str(self.writeback_s)]
         self._proc = ManagedProcess("lazyfs", argv, self.log_path, env=env)
         self._proc.start()
         _LIVE.add(self)
@@ -159,10 +187,11 @@ class LazyMount:
     def _call(self, op: str, timeout_s: float = 60.0) -> dict[str, Any]:
         if self._sock is None:
             raise BackendError("lazyfs: the server is not running")
-        self._sock.settimeout(timeout_s)
         try:
-            self._sock.sendall(json.dumps({"op": op}).encode() + b"\n")
-            line = self._rfile.readline()
+            with self._lock:
+                self._sock.settimeout(timeout_s)
+                self._sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+                line = self._rfile.readline()
         except OSError as e:
             raise BackendError(f"lazyfs: control channel failed during {op}: {e}") from e
         if not line:
@@ -196,19 +225,22 @@ class LazyMount:
                     syncfs(self.mountpoint)
                     self._call("flush")
                 self._last_stats = self._call("stats", timeout_s=5)
-        if proc is not None and mounts.mount_at(self.mountpoint) is not None:
-            m = mounts.mount_at(self.mountpoint)
-            if m is not None and m.pid == proc.pid:
-                err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
-                if err:  # in use (or no server to answer): detach lazily
-                    mounts.umount(str(self.mountpoint), detach=True)
+        detached = False
+        m = mounts.mount_at(self.mountpoint)
+        if proc is not None and m is not None and m.pid == proc.pid:
+            err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
+            if err:  # in use (or no server to answer): detach; open files then fail
+                mounts.umount(str(self.mountpoint), detach=True)
+                detached = True
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._rfile.close()
                 self._sock.close()
             self._sock = self._rfile = None
         if proc is not None:
-            deadline = time.monotonic() + timeout_s
+            # After a plain umount the server reads ENODEV and exits by itself; a detached
+            # mount still has users, and the server would serve them until they close.
+            deadline = time.monotonic() + (0 if detached else timeout_s)
             while proc.alive and time.monotonic() < deadline:  # exits on ENODEV after umount
                 time.sleep(0.02)
             proc.stop(timeout_s=2)

@@ -22,6 +22,7 @@ class Overlay:
         self.backing_size = backing_size
         self.pages: dict[int, bytearray] = {}
         self.mtime_ns: int | None = None
+        self.since = time.monotonic()  # when the oldest change held here was made
         self.writes = 0  # write/truncate/fallocate calls held here
         self.write_bytes = 0
 
@@ -114,13 +115,27 @@ class Overlay:
         """Write everything held here into the backing file (then the caller fsyncs it)."""
         if self.floor < self.backing_size:
             os.ftruncate(fd, self.floor)
-        for p in sorted(self.pages):
-            base = p * PAGE
-            n = min(PAGE, self.size - base)
-            if n > 0:
-                os.pwrite(fd, memoryview(self.pages[p])[:n], base)
+        run: list[bytearray] = []
+        start = 0
+        for p in sorted(self.pages):  # contiguous pages in one pwrite
+            if p * PAGE >= self.size:
+                break
+            if run and p * PAGE != start + len(run) * PAGE:
+                self._write_run(fd, start, run)
+                run = []
+            if not run:
+                start = p * PAGE
+            run.append(self.pages[p])
+        if run:
+            self._write_run(fd, start, run)
         if os.fstat(fd).st_size != self.size:
             os.ftruncate(fd, self.size)
+
+    def _write_run(self, fd: int, start: int, run: list[bytearray]) -> None:
+        data = memoryview(b"".join(run))[: self.size - start]  # the last page may pass the end
+        while len(data):
+            n = os.pwrite(fd, data, start)
+            data, start = data[n:], start + n
 
     @property
     def held_bytes(self) -> int:

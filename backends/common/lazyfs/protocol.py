@@ -22,6 +22,12 @@ OPENDIR, READDIR, RELEASEDIR, FSYNCDIR = 27, 28, 29, 30
 ACCESS, CREATE, INTERRUPT, DESTROY = 34, 35, 36, 38
 BATCH_FORGET, FALLOCATE, READDIRPLUS, RENAME2, LSEEK, SYNCFS = 42, 43, 44, 45, 46, 50
 
+NAMES = {
+    v: k.lower()
+    for k, v in list(globals().items())
+    if k.isupper() and isinstance(v, int) and 0 < v < 64 and k not in ("MAJOR", "MINOR")
+}
+
 # init flags we ask for (only those the kernel offers are granted)
 ASYNC_READ = 1 << 0
 BIG_WRITES = 1 << 5  # writes larger than one page (the prototype's pitfall)

@@ -11,12 +11,17 @@ What is held back (the durability model):
   reads merge it over the backing file. ``fsync`` writes it to the backing file and fsyncs
   that. ``drop`` (power loss) forgets every overlay.
 * **Namespace operations** (create, mkdir, unlink, rename, link, symlink, chmod, chown, utimes)
-  go to the backing directory at once and survive a power loss, as if every directory were
-  synced immediately. So an unsynced new file survives as an empty file (its contents were
-  held back), an unsynced rename survives, a deleted file stays deleted. This is kinder than
-  a real filesystem (ext4 can lose a rename or a create that was not followed by fsync of the
-  directory), so a loss lazyfs reports is a real one, but it may miss losses that depend on
+  go to the backing directory at once. By default they survive a power loss, as if every
+  directory were synced immediately (as in Jepsen's lazyfs). With ``--hold-dirents`` the
+  entry changes are kept in an undo log until the next sync on the mount commits them, and a
+  power loss undoes the rest (:mod:`.dirlog`; then remount after ``drop``, the kernel's
+  cached names are not corrected). Without it, an unsynced new file survives as an empty
+  file (its contents were held back), an unsynced rename survives, a deleted file stays
+  deleted: kinder than a real filesystem (ext4 can lose a create or rename not followed by a
+  sync), so a loss lazyfs reports is a real one, but it may miss losses that depend on
   directory entries.
+* **Writeback** (``--writeback-s N``, off by default): changes older than N seconds reach the
+  backing directory without a sync, as the kernel's flusher would write them back.
 * **Kernel page cache**: writes are write-through (no writeback cache), opens invalidate the
   cache (no FOPEN_KEEP_CACHE) and ``drop`` invalidates every inode the kernel knows, so after
   a power loss readers see only durable data. No direct_io: SQLite mmaps its ``-shm`` file.
@@ -27,6 +32,7 @@ Control socket (abstract unix socket, one JSON object per line): ``ping``, ``sta
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import errno
@@ -43,6 +49,7 @@ from typing import Any
 
 from backends.common.lazyfs import mounts
 from backends.common.lazyfs import protocol as P
+from backends.common.lazyfs.dirlog import DirLog
 from backends.common.lazyfs.overlay import Overlay
 
 MAX_WRITE = 1 << 20
@@ -84,8 +91,17 @@ def _split_names(data: memoryview, count: int) -> list[bytes]:
 
 
 class Server:
-    def __init__(self, backing: str, mountpoint: str) -> None:
+    def __init__(
+        self,
+        backing: str,
+        mountpoint: str,
+        hold_dirents: bool = False,
+        writeback_s: float | None = None,
+    ) -> None:
         self.backing = os.path.abspath(backing)
+        self.dirlog = DirLog(self.backing) if hold_dirents else None
+        self.writeback_s = writeback_s
+        self.last_writeback = time.monotonic()
         self.mountpoint = os.path.abspath(mountpoint)
         st = os.lstat(self.backing)
         root = Node(1, (st.st_dev, st.st_ino), self.backing, 1 << 62)
@@ -97,7 +113,8 @@ class Server:
         self.open_count: dict[Key, int] = {}
         self.overlays: dict[Key, Overlay] = {}
         self.counts: dict[str, int] = {"requests": 0, "writes": 0, "write_bytes": 0, "fsyncs": 0}
-        self.counts |= {"fsyncdirs": 0, "drops": 0, "flushes": 0}
+        self.counts |= {"fsyncdirs": 0, "drops": 0, "flushes": 0, "written_back": 0}
+        self.ops: dict[int, int] = {}  # requests per opcode
         self.fuse_fd = -1
         self.running = True
         self.started = time.time()
@@ -148,6 +165,31 @@ class Server:
         if not self.open_count.get(key):
             self.overlays.pop(key, None)
 
+    def created(self, path: str) -> None:
+        if self.dirlog is not None:
+            self.dirlog.created(path)
+
+    def writeback(self) -> None:
+        """Like the kernel's flusher: data and namespace changes older than ``writeback_s``
+        reach the disk without an fsync (off unless ``writeback_s`` is set)."""
+        now = time.monotonic()
+        if self.writeback_s is None or now - self.last_writeback < 0.5:
+            return
+        self.last_writeback = now
+        cutoff = now - self.writeback_s
+        for key in [k for k, ov in self.overlays.items() if ov.since <= cutoff]:
+            fd = self._fd_for(key, self.by_key.get(key))
+            if fd is None:
+                continue
+            try:
+                self.overlays.pop(key).flush(fd)
+                self.counts["written_back"] += 1
+            finally:
+                if not any(isinstance(h, Handle) and h.fd == fd for h in self.handles.values()):
+                    os.close(fd)
+        if self.dirlog is not None:
+            self.dirlog.commit(older_than=cutoff)
+
     def renamed(self, old: str, new: str) -> None:
         prefix = old + "/"
         for n in self.nodes.values():
@@ -162,7 +204,13 @@ class Server:
         h = self.handles.get(fh) if fh is not None else None
         if isinstance(h, Handle):
             return os.fstat(h.fd)
-        return os.lstat(n.path)
+        try:
+            return os.lstat(n.path)
+        except FileNotFoundError:  # unlinked while open: the handles still reach it
+            for other in self.handles.values():
+                if isinstance(other, Handle) and other.node is n:
+                    return os.fstat(other.fd)
+            raise
 
     def attr(self, st: os.stat_result) -> bytes:
         ov = self.overlays.get((st.st_dev, st.st_ino))
@@ -200,6 +248,8 @@ class Server:
         if ov is not None:
             ov.flush(fd)
         (os.fdatasync if datasync else os.fsync)(fd)
+        if self.dirlog is not None:  # a sync commits the journal: every namespace op so far
+            self.dirlog.commit()
 
     def flush_all(self) -> dict[str, Any]:
         """Make every overlay durable (a clean shutdown's sync)."""
@@ -216,6 +266,8 @@ class Server:
                 if not any(isinstance(h, Handle) and h.fd == fd for h in self.handles.values()):
                     os.close(fd)
         self.overlays.clear()
+        if self.dirlog is not None:
+            self.dirlog.commit()
         self.counts["flushes"] += 1
         return {"flushed_files": files}
 
@@ -240,6 +292,8 @@ class Server:
             "files": len(self.overlays),
         }
         self.overlays.clear()
+        if self.dirlog is not None:
+            out |= self.dirlog.undo()
         self.counts["drops"] += 1
         for nodeid in list(self.nodes):
             msg = P.NOTIFY_INVAL_INODE_OUT.pack(nodeid, 0, 0)
@@ -256,8 +310,10 @@ class Server:
             "unsynced_writes": sum(o.writes for o in self.overlays.values()),
             "unsynced_bytes": sum(o.held_bytes for o in self.overlays.values()),
             "nodes": len(self.nodes),
+            "unsynced_dirents": len(self.dirlog.log) if self.dirlog is not None else None,
             "open_handles": len(self.handles),
             "pid": os.getpid(),
+            "ops": {P.NAMES.get(op, str(op)): n for op, n in sorted(self.ops.items())},
         }
 
     # -- request handlers ---------------------------------------------------------------------
@@ -335,6 +391,7 @@ class Server:
         name, target = _split_names(body, 2)
         path = self.child(h[3], name)
         os.symlink(target, path)
+        self.created(path)
         self.own(path, h[4], h[5], self.node(h[3]).path)
         return self.entry(path)
 
@@ -343,6 +400,7 @@ class Server:
         (name,) = _split_names(body[P.MKNOD_IN.size :], 1)
         path = self.child(h[3], name)
         os.mknod(path, mode, rdev)
+        self.created(path)
         self.own(path, h[4], h[5], self.node(h[3]).path)
         return self.entry(path)
 
@@ -351,6 +409,7 @@ class Server:
         (name,) = _split_names(body[P.MKDIR_IN.size :], 1)
         path = self.child(h[3], name)
         os.mkdir(path, stat.S_IMODE(mode))
+        self.created(path)
         os.chmod(path, stat.S_IMODE(mode))  # mkdir(2) drops setgid/sticky bits on some systems
         self.own(path, h[4], h[5], self.node(h[3]).path)
         return self.entry(path)
@@ -359,7 +418,12 @@ class Server:
         (name,) = _split_names(body, 1)
         path = self.child(h[3], name)
         st = os.lstat(path)
-        os.unlink(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise FuseError(errno.EISDIR)
+        if self.dirlog is not None:
+            self.dirlog.remove(path, is_dir=False)
+        else:
+            os.unlink(path)
         if st.st_nlink <= 1:
             self.gone((st.st_dev, st.st_ino))
         return b""
@@ -368,7 +432,12 @@ class Server:
         (name,) = _split_names(body, 1)
         path = self.child(h[3], name)
         st = os.lstat(path)
-        os.rmdir(path)
+        if self.dirlog is not None:
+            if not stat.S_ISDIR(st.st_mode):
+                raise FuseError(errno.ENOTDIR)
+            self.dirlog.remove(path, is_dir=True)
+        else:
+            os.rmdir(path)
         self.gone((st.st_dev, st.st_ino))
         return b""
 
@@ -387,12 +456,37 @@ class Server:
             target = os.lstat(new)
         except FileNotFoundError:
             target = None
-        if flags == 0:
-            os.rename(old, new)
-        else:  # RENAME_NOREPLACE (1) / RENAME_EXCHANGE (2): renameat2(2)
-            r = _libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags)
-            if r != 0:
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        source = os.lstat(old)
+        same = target is not None and (target.st_dev, target.st_ino) == (
+            source.st_dev,
+            source.st_ino,
+        )
+        undo = None
+        if self.dirlog is not None and target is not None and not same and not flags:
+            if stat.S_ISDIR(target.st_mode):  # check what rename(2) would refuse first
+                if not stat.S_ISDIR(source.st_mode):
+                    raise FuseError(errno.EISDIR)
+                if os.listdir(new):
+                    raise FuseError(errno.ENOTEMPTY)
+            elif stat.S_ISDIR(source.st_mode):
+                raise FuseError(errno.ENOTDIR)
+            undo = self.dirlog.before_replace(new)
+        try:
+            if flags == 0:
+                os.rename(old, new)
+            else:  # RENAME_NOREPLACE (1) / RENAME_EXCHANGE (2): renameat2(2)
+                r = _libc.renameat2(-100, os.fsencode(old), -100, os.fsencode(new), flags)
+                if r != 0:
+                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        except OSError:
+            if self.dirlog is not None:
+                self.dirlog.cancel(undo)
+            raise
+        if self.dirlog is not None and not same:
+            if flags & 2:
+                self.dirlog.exchanged(old, new)
+            else:
+                self.dirlog.renamed(old, new)
         if flags & 2:  # exchange: swap the paths of both subtrees
             tmp = new + "\0lazyfs-swap"
             self.renamed(new, tmp)
@@ -411,6 +505,7 @@ class Server:
         (name,) = _split_names(body[P.LINK_IN.size :], 1)
         path = self.child(h[3], name)
         os.link(self.node(oldnodeid).path, path, follow_symlinks=False)
+        self.created(path)
         return self.entry(path)
 
     def _open(self, n: Node, flags: int) -> tuple[int, Handle]:
@@ -445,6 +540,7 @@ class Server:
                 path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, stat.S_IMODE(mode)
             )
             os.close(fd)
+            self.created(path)
             self.own(path, h[4], h[5], self.node(h[3]).path)
         except FileExistsError:
             if flags & os.O_EXCL:
@@ -509,6 +605,8 @@ class Server:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if self.dirlog is not None:
+            self.dirlog.commit()
         self.counts["fsyncdirs"] += 1
         return b""
 
@@ -603,6 +701,7 @@ class Server:
         length, opcode, unique, nodeid = h[0], h[1], h[2], h[3]
         body = buf[P.IN_HEADER.size : length]
         self.counts["requests"] += 1
+        self.ops[opcode] = self.ops.get(opcode, 0) + 1
         if opcode == P.FORGET:
             self.forget(nodeid, P.FORGET_IN.unpack_from(body)[0])
             return
@@ -655,7 +754,9 @@ class Server:
         poller.register(self.fuse_fd, select.POLLIN)
         poller.register(listener.fileno(), select.POLLIN)
         while self.running:
-            for fd, _ev in poller.poll(1000):
+            events = poller.poll(500 if self.writeback_s is not None else 1000)
+            self.writeback()
+            for fd, _ev in events:
                 if fd == self.fuse_fd:
                     for _ in range(64):  # drain a burst, then look at the control socket
                         try:
@@ -698,13 +799,20 @@ class Server:
 
 
 def main(argv: list[str]) -> int:
-    backing, mountpoint, control = argv
+    ap = argparse.ArgumentParser(prog="lazyfs-server")
+    ap.add_argument("backing")
+    ap.add_argument("mountpoint")
+    ap.add_argument("control", help="abstract unix socket name for the control channel")
+    ap.add_argument("--hold-dirents", action="store_true")
+    ap.add_argument("--writeback-s", type=float, default=None)
+    args = ap.parse_args(argv)
+    backing, mountpoint, control = args.backing, args.mountpoint, args.control
     parent = os.getppid()
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the harness
     if os.getppid() != parent or parent == 1:
         return 70
     os.umask(0)  # modes come from the caller (the kernel applied its umask already)
-    srv = Server(backing, mountpoint)
+    srv = Server(backing, mountpoint, args.hold_dirents, args.writeback_s)
 
     def on_term(signum: int, frame: object) -> None:
         srv.running = False
