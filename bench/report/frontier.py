@@ -59,39 +59,43 @@ def chart(pts: list[dict[str, Any]], title: str) -> Figure:
     with matplotlib.rc_context(charts.RC):
         fig = Figure(figsize=(8.5, 5.2), layout="constrained")
         ax = fig.add_subplot()
-        for b in backends:
-            mine = [p for p in pts if p["backend"] == b]
-            for i, p in enumerate(mine):
-                sx, sy = Spread.of(p["steps_per_s"]), Spread.of(p["lost"])
-                if sx is None or sy is None:
-                    continue
-                ax.errorbar(
-                    [sx.median],
-                    [sy.median],
-                    xerr=[[sx.median - sx.lo], [sx.hi - sx.median]],
-                    yerr=[[sy.median - sy.lo], [sy.hi - sy.median]],
-                    color=col[b],
-                    marker="o",
-                    ms=8,
-                    capsize=4,
-                    lw=1.5,
-                    label=b if i == 0 else None,
-                )
-                bad = any(v is False for v in p["integrity"])
-                ax.annotate(
-                    p["setting"] + (" (DAMAGED)" if bad else ""),
-                    (sx.median, sy.median),
-                    textcoords="offset points",
-                    xytext=(7, 7 + 13 * (i % 3)),  # staggered: settings may coincide
-                    fontsize=10,
-                    color=col[b],
-                )
+        ranked = sorted(pts, key=lambda p: (Spread.of(p["lost"]) or Spread(0, 0, 0, 0)).median)
+        for i, p in enumerate(ranked):
+            sx, sy = Spread.of(p["steps_per_s"]), Spread.of(p["lost"])
+            if sx is None or sy is None:
+                continue
+            b = p["backend"]
+            first = all(q["backend"] != b for q in ranked[:i])
+            ax.errorbar(
+                [sx.median],
+                [sy.median],
+                xerr=[[sx.median - sx.lo], [sx.hi - sx.median]],
+                yerr=[[sy.median - sy.lo], [sy.hi - sy.median]],
+                color=col[b],
+                marker="o",
+                ms=8,
+                capsize=4,
+                lw=1.5,
+                label=b if first else None,
+            )
+            bad = any(v is False for v in p["integrity"])
+            ax.annotate(
+                f"{b} {p['setting']}" + (" (DAMAGED)" if bad else ""),
+                (sx.median, sy.median),
+                textcoords="offset points",
+                xytext=(-8, 6 + 14 * (i % 3)),  # staggered: settings may coincide
+                ha="right",
+                fontsize=9.5,
+                color=col[b],
+            )
         ax.set_xlabel("throughput of fault-free runs (steps/s, no lazy filesystem)")
-        ax.set_ylabel("acknowledged writes lost per power loss")
+        ax.set_ylabel("acknowledged writes lost per power loss\n(symlog scale)")
         xs = [v for p in pts for v in p["steps_per_s"] if isinstance(v, int | float)]
         ys = [v for p in pts for v in p["lost"] if isinstance(v, int | float)]
-        ax.set_xlim(0, max(xs + [1.0]) * 1.25)  # room for the labels on the right
-        ax.set_ylim(-0.5, max(ys + [1.0]) * 1.2 + 0.5)
+        ax.set_xlim(0, max(xs + [1.0]) * 1.08)  # from 0: a small gap in speed looks small
+        # symlog: 0, a handful and thousands of lost acks all stay readable on one axis
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylim(-0.3, max(ys + [1.0]) * 3)
         ax.set_title(title)
         ax.legend(loc="upper left", framealpha=0.9)
     return fig
