@@ -38,8 +38,10 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def lazy(workdir: Path) -> Iterator[LazyMount]:
-    m = LazyMount(workdir / "backing", workdir / "mnt", workdir / "lazyfs.log")
+def lazy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[LazyMount]:
+    """A started mount; ``indirect`` parametrization passes LazyMount keyword options."""
+    kw = getattr(request, "param", {})
+    m = LazyMount(workdir / "backing", workdir / "mnt", workdir / "lazyfs.log", **kw)
     m.start()
     yield m
     m.stop()
@@ -187,6 +189,46 @@ def test_overlay_matches_a_model_under_random_operations(tmp_path: Path) -> None
         os.close(fd)
 
 
+HOLD = pytest.mark.parametrize(
+    "lazy", [{}, {"hold_dirents": True}], indirect=True, ids=["dirents-durable", "hold-dirents"]
+)
+
+
+@pytest.mark.parametrize("lazy", [{"hold_dirents": True}], indirect=True)
+def test_hold_dirents_undoes_unsynced_namespace_ops(lazy: LazyMount) -> None:
+    m, b = lazy.mountpoint, lazy.backing
+    for name in ("a", "c", "r"):
+        (m / name).write_text(name)
+    (m / "old").mkdir()
+    fd = os.open(m / "a", os.O_RDONLY)
+    os.fsync(fd)  # a sync commits every namespace operation before it (and a's data)
+    os.close(fd)
+    (m / "new").write_text("new")  # create: undone
+    (m / "d").mkdir()  # mkdir: undone
+    (m / "d" / "x").write_text("x")
+    os.rename(m / "a", m / "b")  # rename: undone
+    os.rename(m / "r", m / "c")  # rename over an existing file: both names come back
+    os.rmdir(m / "old")  # rmdir: undone
+    os.link(m / "b", m / "hard")
+    os.unlink(m / "hard")
+    assert sorted(os.listdir(m)) == ["b", "c", "d", "new"]
+    assert sorted(os.listdir(b)) == ["b", "c", "d", "new"]  # applied to the disk at once
+    assert lazy.stats()["unsynced_dirents"] == 9  # the 8 above and the replaced target
+    lost = _power_cycle(lazy)
+    assert lost["undone_dirents"] == 9 and lost["undo_failed"] == 0
+    assert sorted(os.listdir(m)) == ["a", "c", "old", "r"]
+    assert (m / "a").read_text() == "a"  # synced data, under its old name
+    assert (m / "c").read_text() == "" and (m / "r").read_text() == ""  # data never synced
+    assert not os.listdir(str(b) + ".lazyfs-trash")
+    (m / "s").write_text("s")
+    os.unlink(m / "c")
+    fd = os.open(m / "s", os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    assert _power_cycle(lazy)["undone_dirents"] == 0
+    assert sorted(os.listdir(m)) == ["a", "old", "r", "s"] and (m / "s").read_text() == "s"
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 _WRITER = """
@@ -243,6 +285,7 @@ def _count(db: Path) -> tuple[int, str]:
         c.close()
 
 
+@HOLD
 def test_sqlite_full_keeps_every_commit(lazy: LazyMount) -> None:
     db = lazy.mountpoint / "x.db"
     _make_db(db)
@@ -253,6 +296,7 @@ def test_sqlite_full_keeps_every_commit(lazy: LazyMount) -> None:
     assert _count(db) == (250, "ok"), lost
 
 
+@HOLD
 @pytest.mark.parametrize("sync", ["OFF", "NORMAL"])
 def test_sqlite_unsynced_commits_are_lost(lazy: LazyMount, sync: str) -> None:
     db = lazy.mountpoint / "x.db"
@@ -283,6 +327,7 @@ def _insert_for(s, sync: str, seconds: float) -> int:
     return n
 
 
+@HOLD
 def test_postgres_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
     from backends.postgres.server import PostgresServer, default_bin_dir
 
