@@ -4,6 +4,7 @@ server is left behind. Skipped only where FUSE cannot be mounted (``available()`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -229,6 +230,19 @@ def test_hold_dirents_undoes_unsynced_namespace_ops(lazy: LazyMount) -> None:
     assert sorted(os.listdir(m)) == ["a", "old", "r", "s"] and (m / "s").read_text() == "s"
 
 
+@pytest.mark.parametrize("lazy", [{"writeback_s": 0.5, "hold_dirents": True}], indirect=True)
+def test_writeback_makes_old_changes_durable(lazy: LazyMount) -> None:
+    (lazy.mountpoint / "old").write_bytes(b"o" * 5000)
+    deadline = time.monotonic() + 10
+    while lazy.stats()["written_back"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (lazy.mountpoint / "young").write_bytes(b"y")
+    lost = _power_cycle(lazy)
+    assert lost["files"] == 1 and lost["undone_dirents"] == 1
+    assert os.listdir(lazy.mountpoint) == ["old"]
+    assert (lazy.mountpoint / "old").read_bytes() == b"o" * 5000
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 _WRITER = """
@@ -399,6 +413,25 @@ def test_stop_leaves_no_mount_and_is_idempotent(workdir: Path) -> None:
     m.stop()
     assert mounts.mount_at(m.mountpoint) is None and m.pid is None
     assert not mounts.server_alive(pid)
+
+
+def test_stop_while_a_file_is_open_detaches(workdir: Path) -> None:
+    m = LazyMount(workdir / "b", workdir / "m")
+    m.start()
+    pid = m.pid
+    fd = os.open(m.mountpoint / "f", os.O_RDWR | os.O_CREAT)  # keeps the mount busy
+    try:
+        os.write(fd, b"x")
+        t0 = time.monotonic()
+        m.stop()
+        assert time.monotonic() - t0 < 5
+        assert mounts.mount_at(m.mountpoint) is None and not mounts.server_alive(pid)
+        with pytest.raises(OSError):  # the server is gone: ENOTCONN
+            os.pread(fd, 1, 0)
+    finally:
+        with contextlib.suppress(OSError):  # close reports ENOTCONN too (the fd is freed)
+            os.close(fd)
+    assert (m.backing / "f").read_bytes() == b"x"  # a clean stop syncs
 
 
 def test_dead_server_mount_is_cleaned_at_start(workdir: Path) -> None:
