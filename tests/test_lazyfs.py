@@ -21,6 +21,7 @@ import pytest
 
 from backends.common.lazyfs import LazyMount, available, clean_stale_mounts, mounts
 from backends.common.lazyfs.overlay import Overlay
+from backends.errors import BackendError
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -92,6 +93,15 @@ def test_lose_power_without_remount_shows_only_durable_data(lazy: LazyMount) -> 
     assert f.read_bytes()[:100] == b"y" * 100  # now in the kernel's page cache too
     assert lazy.lose_power()["dropped_bytes"] == 100
     assert f.read_bytes() == b"x" * 8192
+
+
+def test_lose_power_refuses_while_the_mount_is_in_use(lazy: LazyMount) -> None:
+    f = lazy.mountpoint / "f"
+    f.write_bytes(b"x")
+    with open(f, "rb"), pytest.raises(BackendError, match=str(os.getpid())):
+        lazy.lose_power(wait_idle_s=0.2)
+    assert f.read_bytes() == b"x"  # nothing was dropped
+    assert lazy.lose_power()["files"] == 1
 
 
 def test_truncate_is_held_back_until_fsync(lazy: LazyMount) -> None:
@@ -380,7 +390,6 @@ def test_postgres_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
 
 
 def test_temporal_dev_server_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
-    from backends.errors import BackendError
     from backends.temporal.server import TemporalDevServer
 
     pragmas = {"journal_mode": "wal", "synchronous": "FULL"}

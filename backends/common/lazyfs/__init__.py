@@ -201,11 +201,23 @@ class LazyMount:
             raise BackendError(f"lazyfs: {op} failed: {resp.get('error')}")
         return resp
 
-    def lose_power(self) -> dict[str, Any]:
+    def lose_power(self, wait_idle_s: float = 5.0) -> dict[str, Any]:
         """Discard every write not made durable by fsync/fdatasync. The caller has killed every
-        process using the mount. The mount stays usable and shows only durable data."""
+        process using the mount; one still using it after ``wait_idle_s`` (killed processes
+        take a moment to exit) is an error, not silently left running through a "power
+        loss" (it would also get SIGBUS on its mmapped pages). The mount stays usable and
+        shows only durable data (with ``hold_dirents``, remount: stop() and start())."""
         if self.pid is None:
             raise BackendError("lazyfs: lose_power without a running server")
+        deadline = time.monotonic() + wait_idle_s
+        while (left := mounts.users(self.mountpoint)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            who = ", ".join(f"{pid} ({cmd})" for pid, cmd in left[:5])
+            raise BackendError(
+                f"lazyfs: cannot lose power on {self.mountpoint}: still in use by {who}; "
+                "kill (or close) every user of the mount first"
+            )
         syncfs(self.mountpoint)  # dirty mmap pages first reach the server, to be dropped too
         return self._call("drop")
 
