@@ -74,13 +74,27 @@ def test_fsynced_data_survives_and_unsynced_data_is_lost(lazy: LazyMount) -> Non
     assert f.stat().st_size == 15000
     assert f.read_bytes() == b"a" * 100 + b"c" * 10 + b"a" * 9890 + b"b" * 5000
     assert (lazy.backing / "f").read_bytes() == b"a" * 10000  # held back from the disk
+    lost = lazy.lose_power()
+    assert lost["files"] == 1 and lost["dropped_bytes"] == 5010 and lost["dropped_writes"] >= 2
+    assert f.read_bytes() == b"a" * 10000
+    with open(f, "r+b") as out:  # the same again, then made durable by sync()
+        out.seek(10000)
+        out.write(b"b" * 5000)
+        out.seek(100)
+        out.write(b"c" * 10)
+    (lazy.mountpoint / "setup").write_bytes(b"synced by sync()")
+    assert lazy.sync()["flushed_files"] == 2
+    with open(f, "r+b") as out:
+        out.seek(100)
+        out.write(b"d" * 10)  # over synced bytes
     (lazy.mountpoint / "new").write_bytes(b"never synced")
     lost = _power_cycle(lazy)
-    assert lost["dropped_writes"] >= 3 and lost["files"] == 2
-    assert lost["dropped_bytes"] == 5000 + 10 + len(b"never synced")
-    assert f.read_bytes() == b"a" * 10000
+    assert lost["files"] == 2 and lost["dropped_bytes"] == 10 + len(b"never synced")
+    synced = b"a" * 100 + b"c" * 10 + b"a" * 9890 + b"b" * 5000
+    assert f.read_bytes() == synced
     assert (lazy.mountpoint / "new").read_bytes() == b""  # its name was durable, not its data
-    assert (lazy.backing / "f").read_bytes() == b"a" * 10000
+    assert (lazy.mountpoint / "setup").read_bytes() == b"synced by sync()"
+    assert (lazy.backing / "f").read_bytes() == synced
 
 
 def test_lose_power_without_remount_shows_only_durable_data(lazy: LazyMount) -> None:

@@ -221,6 +221,14 @@ class LazyMount:
         syncfs(self.mountpoint)  # dirty mmap pages first reach the server, to be dropped too
         return self._call("drop")
 
+    def sync(self) -> dict[str, Any]:
+        """Make everything written so far durable, like sync(1): for setup steps that do not
+        fsync (``initdb --no-sync``) but must not count as unsynced in a trial."""
+        if self.pid is None:
+            raise BackendError("lazyfs: sync without a running server")
+        syncfs(self.mountpoint)
+        return self._call("flush")
+
     def stats(self) -> dict[str, Any]:
         if self.pid is None:
             return dict(self._last_stats)
