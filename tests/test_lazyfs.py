@@ -365,7 +365,6 @@ def _insert_for(s, sync: str, seconds: float) -> int:
     return n
 
 
-@HOLD
 def test_postgres_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
     from backends.postgres.server import PostgresServer, default_bin_dir
 
