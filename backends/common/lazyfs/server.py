@@ -278,9 +278,14 @@ class Server:
         if n is None:
             return None
         try:
-            return os.open(n.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(n.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != key:  # the name now belongs to another file
+            os.close(fd)
+            return None
+        return fd
 
     def drop_all(self) -> dict[str, Any]:
         """Power loss: forget every unsynced write, then make the kernel forget its cached
