@@ -97,6 +97,21 @@ def test_fsynced_data_survives_and_unsynced_data_is_lost(lazy: LazyMount) -> Non
     assert (lazy.backing / "f").read_bytes() == synced
 
 
+def test_large_writes_and_reads(lazy: LazyMount) -> None:
+    data = random.Random(3).randbytes(3 << 20)
+    f = lazy.mountpoint / "big"
+    fd = os.open(f, os.O_RDWR | os.O_CREAT)
+    try:
+        assert os.write(fd, data) == len(data)  # 1 MiB FUSE writes (BIG_WRITES, max_pages)
+        assert os.pread(fd, len(data), 0) == data
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert (lazy.backing / "big").read_bytes() == data
+    ops = lazy.stats()["ops"]
+    assert ops["write"] <= 8, ops
+
+
 def test_lose_power_without_remount_shows_only_durable_data(lazy: LazyMount) -> None:
     f = lazy.mountpoint / "f"
     f.write_bytes(b"x" * 8192)
