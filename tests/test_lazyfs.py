@@ -488,6 +488,29 @@ def test_dead_server_mount_is_cleaned_at_start(workdir: Path) -> None:
     m.stop()  # safe after the server died
 
 
+def test_start_replaces_a_dead_mount_on_its_mountpoint(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = LazyMount(workdir / "b", workdir / "m")
+    m.start()
+    f = m.mountpoint / "f"
+    f.write_text("x")
+    fd = os.open(f, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    assert m.pid is not None
+    os.kill(m.pid, signal.SIGKILL)
+    again = LazyMount(workdir / "b", workdir / "m")
+    try:
+        again.start()
+        assert "removed a stale mount" in capsys.readouterr().err
+        assert f.read_text() == "x"
+    finally:
+        again.stop()
+        m.stop()
+    assert mounts.mount_at(m.mountpoint) is None
+
+
 _HARNESS = """
 import os, sys, time
 from pathlib import Path

@@ -143,16 +143,19 @@ class LazyMount:
         why = available()
         if why is not None:
             raise BackendError(why)
-        self.backing.mkdir(parents=True, exist_ok=True)
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
         stale = mounts.mount_at(self.mountpoint)
         if stale is not None:
+            deadline = time.monotonic() + 2  # a server just killed takes a moment to exit
+            while mounts.server_alive(stale.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             if mounts.server_alive(stale.pid):
                 raise BackendError(
                     f"lazyfs: {self.mountpoint} is already served by lazyfs pid {stale.pid}"
                 )
             clean_stale_mounts(self.mountpoint)
             print(f"lazyfs: removed a stale mount at {self.mountpoint}", file=sys.stderr)
+        self.backing.mkdir(parents=True, exist_ok=True)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
         if os.path.ismount(self.mountpoint):
             raise BackendError(f"lazyfs: {self.mountpoint} is already a mount point")
         control = f"durabench-lazyfs-{os.getpid()}-{uuid.uuid4().hex[:12]}"
