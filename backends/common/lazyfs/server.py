@@ -736,7 +736,9 @@ class Server:
         try:
             os.write(self.fuse_fd, reply if err else reply + payload)
         except OSError as e:
-            if e.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
+            if e.errno == errno.ENODEV:  # unmounted meanwhile
+                self.running = False
+            elif e.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
                 raise
 
     def control(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -786,21 +788,26 @@ class Server:
                     poller.register(c.fileno(), select.POLLIN)
                 elif fd in conns:
                     c, pending = conns[fd]
-                    data = c.recv(65536)
-                    if not data:
+                    try:
+                        self.serve_control(c, pending)
+                    except (OSError, EOFError):  # the harness hung up: keep serving FUSE
                         poller.unregister(fd)
                         c.close()
                         del conns[fd]
-                        continue
-                    pending += data
-                    while b"\n" in pending:
-                        line, _, rest = bytes(pending).partition(b"\n")
-                        pending[:] = rest
-                        try:
-                            resp = self.control(json.loads(line))
-                        except Exception as e:  # noqa: BLE001 - report, keep serving
-                            resp = {"ok": False, "error": repr(e)}
-                        c.sendall(json.dumps(resp).encode() + b"\n")
+
+    def serve_control(self, c: socket.socket, pending: bytearray) -> None:
+        data = c.recv(65536)
+        if not data:
+            raise EOFError
+        pending += data
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            try:
+                resp = self.control(json.loads(line))
+            except Exception as e:  # noqa: BLE001 - report, keep serving
+                resp = {"ok": False, "error": repr(e)}
+            c.sendall(json.dumps(resp).encode() + b"\n")
 
 
 def main(argv: list[str]) -> int:
