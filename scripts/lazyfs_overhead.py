@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL", "OFF"])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--writeback-cache", action="store_true", help="LazyMount option")
     ap.add_argument("--postgres-seconds", type=int, default=0, help="0: skip postgres")
     ap.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
     args = ap.parse_args()
@@ -91,7 +92,12 @@ def main() -> int:
             pg["postgres_direct"] = pg_rates(
                 base / "direct" / "pg", base / "logs-direct", args.postgres_seconds
             )
-        m = LazyMount(base / "backing", base / "mnt", base / "lazyfs.log")
+        m = LazyMount(
+            base / "backing",
+            base / "mnt",
+            base / "lazyfs.log",
+            writeback_cache=args.writeback_cache,
+        )
         m.start()
         try:
             for i in range(args.rounds):  # alternate: both see the same background load
@@ -109,6 +115,7 @@ def main() -> int:
     direct, lazy = statistics.median(directs), statistics.median(lazies)
     out = {
         "synchronous": args.sync,
+        "writeback_cache": args.writeback_cache,
         "commits": args.commits,
         "direct_commits_per_s": round(direct, 1),
         "lazyfs_commits_per_s": round(lazy, 1),

@@ -230,7 +230,10 @@ def test_overlay_matches_a_model_under_random_operations(tmp_path: Path) -> None
 
 
 HOLD = pytest.mark.parametrize(
-    "lazy", [{}, {"hold_dirents": True}], indirect=True, ids=["dirents-durable", "hold-dirents"]
+    "lazy",
+    [{}, {"hold_dirents": True}, {"writeback_cache": True}],
+    indirect=True,
+    ids=["default", "hold-dirents", "writeback-cache"],
 )
 
 
