@@ -3,7 +3,8 @@
 One small INSERT per transaction, journal_mode=WAL, synchronous=FULL (one fsync per commit,
 each becoming a FUSE FSYNC request that flushes the file's held-back pages). The same loop runs
 in a child process against a directory on the same filesystem and against a lazyfs mount of a
-sibling directory. ``--postgres-seconds N`` adds the same comparison for an embedded
+sibling directory, alternately for ``--rounds`` rounds (the machine is shared: medians and
+every sample are printed). ``--postgres-seconds N`` adds the same comparison for an embedded
 PostgreSQL 18 server (pgbench, one single-row INSERT per transaction, synchronous_commit=on,
 1 and 4 clients). Prints one JSON object.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL", "OFF"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--writeback-cache", action="store_true", help="LazyMount option")
     ap.add_argument("--postgres-seconds", type=int, default=0, help="0: skip postgres")
     ap.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
     args = ap.parse_args()
@@ -82,15 +86,23 @@ def main() -> int:
     pg: dict[str, object] = {}
     try:
         (base / "direct").mkdir()
-        direct = rate(base / "direct" / "x.db", args.sync, args.commits)
+        directs: list[float] = []
+        lazies: list[float] = []
         if args.postgres_seconds:
             pg["postgres_direct"] = pg_rates(
                 base / "direct" / "pg", base / "logs-direct", args.postgres_seconds
             )
-        m = LazyMount(base / "backing", base / "mnt", base / "lazyfs.log")
+        m = LazyMount(
+            base / "backing",
+            base / "mnt",
+            base / "lazyfs.log",
+            writeback_cache=args.writeback_cache,
+        )
         m.start()
         try:
-            lazy = rate(m.mountpoint / "x.db", args.sync, args.commits)
+            for i in range(args.rounds):  # alternate: both see the same background load
+                directs.append(rate(base / "direct" / f"x{i}.db", args.sync, args.commits))
+                lazies.append(rate(m.mountpoint / f"x{i}.db", args.sync, args.commits))
             stats = m.stats()
             if args.postgres_seconds:
                 pg["postgres_lazyfs"] = pg_rates(
@@ -100,12 +112,16 @@ def main() -> int:
             m.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    direct, lazy = statistics.median(directs), statistics.median(lazies)
     out = {
         "synchronous": args.sync,
+        "writeback_cache": args.writeback_cache,
         "commits": args.commits,
         "direct_commits_per_s": round(direct, 1),
         "lazyfs_commits_per_s": round(lazy, 1),
         "lazyfs_relative": round(lazy / direct, 3),
+        "direct_samples": [round(x, 1) for x in directs],
+        "lazyfs_samples": [round(x, 1) for x in lazies],
         "lazyfs_fsyncs": stats.get("fsyncs"),
         "lazyfs_requests": stats.get("requests"),
         "lazyfs_ops": stats.get("ops"),

@@ -4,6 +4,7 @@ server is left behind. Skipped only where FUSE cannot be mounted (``available()`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -20,6 +21,7 @@ import pytest
 
 from backends.common.lazyfs import LazyMount, available, clean_stale_mounts, mounts
 from backends.common.lazyfs.overlay import Overlay
+from backends.errors import BackendError
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -38,8 +40,10 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def lazy(workdir: Path) -> Iterator[LazyMount]:
-    m = LazyMount(workdir / "backing", workdir / "mnt", workdir / "lazyfs.log")
+def lazy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[LazyMount]:
+    """A started mount; ``indirect`` parametrization passes LazyMount keyword options."""
+    kw = getattr(request, "param", {})
+    m = LazyMount(workdir / "backing", workdir / "mnt", workdir / "lazyfs.log", **kw)
     m.start()
     yield m
     m.stop()
@@ -70,13 +74,42 @@ def test_fsynced_data_survives_and_unsynced_data_is_lost(lazy: LazyMount) -> Non
     assert f.stat().st_size == 15000
     assert f.read_bytes() == b"a" * 100 + b"c" * 10 + b"a" * 9890 + b"b" * 5000
     assert (lazy.backing / "f").read_bytes() == b"a" * 10000  # held back from the disk
+    lost = lazy.lose_power()
+    assert lost["files"] == 1 and lost["dropped_bytes"] == 5010 and lost["dropped_writes"] >= 2
+    assert f.read_bytes() == b"a" * 10000
+    with open(f, "r+b") as out:  # the same again, then made durable by sync()
+        out.seek(10000)
+        out.write(b"b" * 5000)
+        out.seek(100)
+        out.write(b"c" * 10)
+    (lazy.mountpoint / "setup").write_bytes(b"synced by sync()")
+    assert lazy.sync()["flushed_files"] == 2
+    with open(f, "r+b") as out:
+        out.seek(100)
+        out.write(b"d" * 10)  # over synced bytes
     (lazy.mountpoint / "new").write_bytes(b"never synced")
     lost = _power_cycle(lazy)
-    assert lost["dropped_writes"] >= 3 and lost["files"] == 2
-    assert lost["dropped_bytes"] == 5000 + 10 + len(b"never synced")
-    assert f.read_bytes() == b"a" * 10000
+    assert lost["files"] == 2 and lost["dropped_bytes"] == 10 + len(b"never synced")
+    synced = b"a" * 100 + b"c" * 10 + b"a" * 9890 + b"b" * 5000
+    assert f.read_bytes() == synced
     assert (lazy.mountpoint / "new").read_bytes() == b""  # its name was durable, not its data
-    assert (lazy.backing / "f").read_bytes() == b"a" * 10000
+    assert (lazy.mountpoint / "setup").read_bytes() == b"synced by sync()"
+    assert (lazy.backing / "f").read_bytes() == synced
+
+
+def test_large_writes_and_reads(lazy: LazyMount) -> None:
+    data = random.Random(3).randbytes(3 << 20)
+    f = lazy.mountpoint / "big"
+    fd = os.open(f, os.O_RDWR | os.O_CREAT)
+    try:
+        assert os.write(fd, data) == len(data)  # 1 MiB FUSE writes (BIG_WRITES, max_pages)
+        assert os.pread(fd, len(data), 0) == data
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert (lazy.backing / "big").read_bytes() == data
+    ops = lazy.stats()["ops"]
+    assert ops["write"] <= 8, ops
 
 
 def test_lose_power_without_remount_shows_only_durable_data(lazy: LazyMount) -> None:
@@ -89,6 +122,15 @@ def test_lose_power_without_remount_shows_only_durable_data(lazy: LazyMount) -> 
     assert f.read_bytes()[:100] == b"y" * 100  # now in the kernel's page cache too
     assert lazy.lose_power()["dropped_bytes"] == 100
     assert f.read_bytes() == b"x" * 8192
+
+
+def test_lose_power_refuses_while_the_mount_is_in_use(lazy: LazyMount) -> None:
+    f = lazy.mountpoint / "f"
+    f.write_bytes(b"x")
+    with open(f, "rb"), pytest.raises(BackendError, match=str(os.getpid())):
+        lazy.lose_power(wait_idle_s=0.2)
+    assert f.read_bytes() == b"x"  # nothing was dropped
+    assert lazy.lose_power()["files"] == 1
 
 
 def test_truncate_is_held_back_until_fsync(lazy: LazyMount) -> None:
@@ -187,6 +229,62 @@ def test_overlay_matches_a_model_under_random_operations(tmp_path: Path) -> None
         os.close(fd)
 
 
+HOLD = pytest.mark.parametrize(
+    "lazy",
+    [{}, {"hold_dirents": True}, {"writeback_cache": True}],
+    indirect=True,
+    ids=["default", "hold-dirents", "writeback-cache"],
+)
+
+
+@pytest.mark.parametrize("lazy", [{"hold_dirents": True}], indirect=True)
+def test_hold_dirents_undoes_unsynced_namespace_ops(lazy: LazyMount) -> None:
+    m, b = lazy.mountpoint, lazy.backing
+    for name in ("a", "c", "r"):
+        (m / name).write_text(name)
+    (m / "old").mkdir()
+    fd = os.open(m / "a", os.O_RDONLY)
+    os.fsync(fd)  # a sync commits every namespace operation before it (and a's data)
+    os.close(fd)
+    (m / "new").write_text("new")  # create: undone
+    (m / "d").mkdir()  # mkdir: undone
+    (m / "d" / "x").write_text("x")
+    os.rename(m / "a", m / "b")  # rename: undone
+    os.rename(m / "r", m / "c")  # rename over an existing file: both names come back
+    os.rmdir(m / "old")  # rmdir: undone
+    os.link(m / "b", m / "hard")
+    os.unlink(m / "hard")
+    assert sorted(os.listdir(m)) == ["b", "c", "d", "new"]
+    assert sorted(os.listdir(b)) == ["b", "c", "d", "new"]  # applied to the disk at once
+    assert lazy.stats()["unsynced_dirents"] == 9  # the 8 above and the replaced target
+    lost = _power_cycle(lazy)
+    assert lost["undone_dirents"] == 9 and lost["undo_failed"] == 0
+    assert sorted(os.listdir(m)) == ["a", "c", "old", "r"]
+    assert (m / "a").read_text() == "a"  # synced data, under its old name
+    assert (m / "c").read_text() == "" and (m / "r").read_text() == ""  # data never synced
+    assert not os.listdir(str(b) + ".lazyfs-trash")
+    (m / "s").write_text("s")
+    os.unlink(m / "c")
+    fd = os.open(m / "s", os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    assert _power_cycle(lazy)["undone_dirents"] == 0
+    assert sorted(os.listdir(m)) == ["a", "old", "r", "s"] and (m / "s").read_text() == "s"
+
+
+@pytest.mark.parametrize("lazy", [{"writeback_s": 0.5, "hold_dirents": True}], indirect=True)
+def test_writeback_makes_old_changes_durable(lazy: LazyMount) -> None:
+    (lazy.mountpoint / "old").write_bytes(b"o" * 5000)
+    deadline = time.monotonic() + 10
+    while lazy.stats()["written_back"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (lazy.mountpoint / "young").write_bytes(b"y")
+    lost = _power_cycle(lazy)
+    assert lost["files"] == 1 and lost["undone_dirents"] == 1
+    assert os.listdir(lazy.mountpoint) == ["old"]
+    assert (lazy.mountpoint / "old").read_bytes() == b"o" * 5000
+
+
 # -- SQLite -------------------------------------------------------------------------------------
 
 _WRITER = """
@@ -243,6 +341,7 @@ def _count(db: Path) -> tuple[int, str]:
         c.close()
 
 
+@HOLD
 def test_sqlite_full_keeps_every_commit(lazy: LazyMount) -> None:
     db = lazy.mountpoint / "x.db"
     _make_db(db)
@@ -253,6 +352,7 @@ def test_sqlite_full_keeps_every_commit(lazy: LazyMount) -> None:
     assert _count(db) == (250, "ok"), lost
 
 
+@HOLD
 @pytest.mark.parametrize("sync", ["OFF", "NORMAL"])
 def test_sqlite_unsynced_commits_are_lost(lazy: LazyMount, sync: str) -> None:
     db = lazy.mountpoint / "x.db"
@@ -321,7 +421,6 @@ def test_postgres_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
 
 
 def test_temporal_dev_server_on_lazyfs(lazy: LazyMount, workdir: Path) -> None:
-    from backends.errors import BackendError
     from backends.temporal.server import TemporalDevServer
 
     pragmas = {"journal_mode": "wal", "synchronous": "FULL"}
@@ -356,6 +455,25 @@ def test_stop_leaves_no_mount_and_is_idempotent(workdir: Path) -> None:
     assert not mounts.server_alive(pid)
 
 
+def test_stop_while_a_file_is_open_detaches(workdir: Path) -> None:
+    m = LazyMount(workdir / "b", workdir / "m")
+    m.start()
+    pid = m.pid
+    fd = os.open(m.mountpoint / "f", os.O_RDWR | os.O_CREAT)  # keeps the mount busy
+    try:
+        os.write(fd, b"x")
+        t0 = time.monotonic()
+        m.stop()
+        assert time.monotonic() - t0 < 5
+        assert mounts.mount_at(m.mountpoint) is None and not mounts.server_alive(pid)
+        with pytest.raises(OSError):  # the server is gone: ENOTCONN
+            os.pread(fd, 1, 0)
+    finally:
+        with contextlib.suppress(OSError):  # close reports ENOTCONN too (the fd is freed)
+            os.close(fd)
+    assert (m.backing / "f").read_bytes() == b"x"  # a clean stop syncs
+
+
 def test_dead_server_mount_is_cleaned_at_start(workdir: Path) -> None:
     m = LazyMount(workdir / "b", workdir / "m")
     m.start()
@@ -371,6 +489,29 @@ def test_dead_server_mount_is_cleaned_at_start(workdir: Path) -> None:
     assert mounts.mount_at(m.mountpoint) is None
     assert clean_stale_mounts(workdir) == []
     m.stop()  # safe after the server died
+
+
+def test_start_replaces_a_dead_mount_on_its_mountpoint(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    m = LazyMount(workdir / "b", workdir / "m")
+    m.start()
+    f = m.mountpoint / "f"
+    f.write_text("x")
+    fd = os.open(f, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    assert m.pid is not None
+    os.kill(m.pid, signal.SIGKILL)
+    again = LazyMount(workdir / "b", workdir / "m")
+    try:
+        again.start()
+        assert "removed a stale mount" in capsys.readouterr().err
+        assert f.read_text() == "x"
+    finally:
+        again.stop()
+        m.stop()
+    assert mounts.mount_at(m.mountpoint) is None
 
 
 _HARNESS = """

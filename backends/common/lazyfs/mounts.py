@@ -100,3 +100,42 @@ def detach_if_ours(mountpoint: str, pid: int) -> bool:
     if m is None or m.pid != pid:
         return False
     return umount(mountpoint, detach=True) == 0
+
+
+def users(mountpoint: str | Path) -> list[tuple[int, str]]:
+    """Processes with a file, a mapping or their working directory on ``mountpoint``
+    (``/proc/*/fd``, ``maps``, ``cwd``): (pid, command line)."""
+    base = os.path.abspath(mountpoint)
+    prefix = base.rstrip("/") + "/"
+
+    def on(path: str) -> bool:
+        path = path.removesuffix(" (deleted)")
+        return path == base or path.startswith(prefix)
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        d = f"/proc/{entry}"
+        try:
+            hit = on(os.readlink(f"{d}/cwd"))
+            if not hit:
+                for fd in os.listdir(f"{d}/fd"):
+                    with contextlib.suppress(OSError):
+                        if on(os.readlink(f"{d}/fd/{fd}")):
+                            hit = True
+                            break
+            if not hit:
+                with open(f"{d}/maps") as f:
+                    for line in f:
+                        parts = line.split(None, 5)
+                        if len(parts) == 6 and on(parts[5].strip()):
+                            hit = True
+                            break
+            if hit:
+                with open(f"{d}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append((int(entry), cmd[:120]))
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found

@@ -33,12 +33,14 @@ ASYNC_READ = 1 << 0
 BIG_WRITES = 1 << 5  # writes larger than one page (the prototype's pitfall)
 MAX_PAGES = 1 << 22
 PARALLEL_DIROPS = 1 << 18
+WRITEBACK_CACHE = 1 << 16  # the kernel buffers writes (opt-in, see LazyMount)
 INIT_EXT = 1 << 30
 
 # setattr valid bits
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 FATTR_ATIME, FATTR_MTIME, FATTR_FH = 1 << 4, 1 << 5, 1 << 6
 FATTR_ATIME_NOW, FATTR_MTIME_NOW = 1 << 7, 1 << 8
+FATTR_LOCKOWNER, FATTR_CTIME = 1 << 9, 1 << 10
 
 GETATTR_FH = 1 << 0
 FSYNC_FDATASYNC = 1 << 0

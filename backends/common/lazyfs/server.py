@@ -22,7 +22,11 @@ What is held back (the durability model):
   directory entries.
 * **Writeback** (``--writeback-s N``, off by default): changes older than N seconds reach the
   backing directory without a sync, as the kernel's flusher would write them back.
-* **Kernel page cache**: writes are write-through (no writeback cache), opens invalidate the
+* **Kernel page cache**: writes are write-through by default; ``--writeback-cache`` lets the
+  kernel buffer them (much faster for workloads that do not fsync; the buffered pages are
+  pushed to the server by fsync, by ``syncfs`` before a drop, or by the kernel's own
+  writeback, and are unsynced like any other write; but the kernel then trusts its cached
+  file sizes, so remount after ``drop``). Opens invalidate the
   cache (no FOPEN_KEEP_CACHE) and ``drop`` invalidates every inode the kernel knows, so after
   a power loss readers see only durable data. No direct_io: SQLite mmaps its ``-shm`` file.
 
@@ -69,6 +73,7 @@ class Node:
     key: Key
     path: str
     nlookup: int = 0
+    last: os.stat_result | None = None  # the last attributes reported for it
 
 
 @dataclass
@@ -97,8 +102,10 @@ class Server:
         mountpoint: str,
         hold_dirents: bool = False,
         writeback_s: float | None = None,
+        writeback_cache: bool = False,
     ) -> None:
         self.backing = os.path.abspath(backing)
+        self.writeback_cache = writeback_cache
         self.dirlog = DirLog(self.backing) if hold_dirents else None
         self.writeback_s = writeback_s
         self.last_writeback = time.monotonic()
@@ -221,6 +228,7 @@ class Server:
     def entry(self, path: str) -> bytes:
         st = os.lstat(path)
         n = self.remember(path, st)
+        n.last = st
         t = P.ENTRY_TIMEOUT_S
         return P.ENTRY_OUT.pack(n.nodeid, 0, t, t, 0, 0) + self.attr(st)
 
@@ -278,9 +286,14 @@ class Server:
         if n is None:
             return None
         try:
-            return os.open(n.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(n.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != key:  # the name now belongs to another file
+            os.close(fd)
+            return None
+        return fd
 
     def drop_all(self) -> dict[str, Any]:
         """Power loss: forget every unsynced write, then make the kernel forget its cached
@@ -324,6 +337,8 @@ class Server:
         if major != 7:
             raise FuseError(errno.EPROTO)
         want = P.ASYNC_READ | P.BIG_WRITES | P.MAX_PAGES | P.PARALLEL_DIROPS
+        if self.writeback_cache:
+            want |= P.WRITEBACK_CACHE
         return P.INIT_OUT.pack(
             P.MAJOR, P.MINOR, readahead, flags & want, 16, 12, MAX_WRITE, 1, MAX_WRITE // 4096, 0, 0
         )
@@ -335,7 +350,8 @@ class Server:
     def do_getattr(self, h: tuple, body: memoryview) -> bytes:
         flags, _, fh = P.GETATTR_IN.unpack_from(body)
         n = self.node(h[3])
-        return self.attr_out(self.stat_node(n, fh if flags & P.GETATTR_FH else None))
+        n.last = self.stat_node(n, fh if flags & P.GETATTR_FH else None)
+        return self.attr_out(n.last)
 
     def do_setattr(self, h: tuple, body: memoryview) -> bytes:
         f = P.SETATTR_IN.unpack_from(body)
@@ -343,7 +359,15 @@ class Server:
         atimensec, mtimensec, mode, uid, gid = f[8], f[9], f[11], f[13], f[14]
         n = self.node(h[3])
         hd = self.handles.get(fh) if valid & P.FATTR_FH else None
-        st = self.stat_node(n, fh if isinstance(hd, Handle) else None)
+        try:
+            st = self.stat_node(n, fh if isinstance(hd, Handle) else None)
+        except FileNotFoundError:
+            # The kernel's writeback flushes times of a file deleted since (writeback cache):
+            # nothing left to set. Anything else on a vanished file is an error.
+            times = P.FATTR_ATIME | P.FATTR_MTIME | P.FATTR_ATIME_NOW | P.FATTR_MTIME_NOW
+            if n.last is None or valid & ~(times | P.FATTR_CTIME | P.FATTR_FH | P.FATTR_LOCKOWNER):
+                raise
+            return P.ATTR_OUT.pack(0, 0, 0) + P.pack_attr(n.last)
         is_link = stat.S_ISLNK(st.st_mode)
         path = n.path
         if valid & P.FATTR_MODE and not is_link:
@@ -731,7 +755,9 @@ class Server:
         try:
             os.write(self.fuse_fd, reply if err else reply + payload)
         except OSError as e:
-            if e.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
+            if e.errno == errno.ENODEV:  # unmounted meanwhile
+                self.running = False
+            elif e.errno != errno.ENOENT:  # ENOENT: the request was interrupted meanwhile
                 raise
 
     def control(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -781,21 +807,26 @@ class Server:
                     poller.register(c.fileno(), select.POLLIN)
                 elif fd in conns:
                     c, pending = conns[fd]
-                    data = c.recv(65536)
-                    if not data:
+                    try:
+                        self.serve_control(c, pending)
+                    except (OSError, EOFError):  # the harness hung up: keep serving FUSE
                         poller.unregister(fd)
                         c.close()
                         del conns[fd]
-                        continue
-                    pending += data
-                    while b"\n" in pending:
-                        line, _, rest = bytes(pending).partition(b"\n")
-                        pending[:] = rest
-                        try:
-                            resp = self.control(json.loads(line))
-                        except Exception as e:  # noqa: BLE001 - report, keep serving
-                            resp = {"ok": False, "error": repr(e)}
-                        c.sendall(json.dumps(resp).encode() + b"\n")
+
+    def serve_control(self, c: socket.socket, pending: bytearray) -> None:
+        data = c.recv(65536)
+        if not data:
+            raise EOFError
+        pending += data
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            try:
+                resp = self.control(json.loads(line))
+            except Exception as e:  # noqa: BLE001 - report, keep serving
+                resp = {"ok": False, "error": repr(e)}
+            c.sendall(json.dumps(resp).encode() + b"\n")
 
 
 def main(argv: list[str]) -> int:
@@ -805,6 +836,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("control", help="abstract unix socket name for the control channel")
     ap.add_argument("--hold-dirents", action="store_true")
     ap.add_argument("--writeback-s", type=float, default=None)
+    ap.add_argument("--writeback-cache", action="store_true")
     args = ap.parse_args(argv)
     backing, mountpoint, control = args.backing, args.mountpoint, args.control
     parent = os.getppid()
@@ -812,7 +844,7 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent or parent == 1:
         return 70
     os.umask(0)  # modes come from the caller (the kernel applied its umask already)
-    srv = Server(backing, mountpoint, args.hold_dirents, args.writeback_s)
+    srv = Server(backing, mountpoint, args.hold_dirents, args.writeback_s, args.writeback_cache)
 
     def on_term(signum: int, frame: object) -> None:
         srv.running = False
