@@ -114,3 +114,34 @@ def test_sqlite_integrity_check_reports_a_damaged_file(tmp_path: Path) -> None:
         raw[off] ^= 0x5A
     dep.db_path.write_bytes(bytes(raw))
     assert dep.integrity_check()["valid"] is False
+
+
+def test_a_stale_mount_of_a_crashed_harness_is_removed_at_start(tmp_path: Path) -> None:
+    """A lazy mount whose server died with an earlier harness (here: SIGKILLed) is found under
+    the results root and removed, with a message, before a run on the lazy filesystem starts;
+    that run (`bench run --lazyfs`) leaves no mount behind."""
+    from backends.common.lazyfs import LazyMount, mounts
+
+    old = tmp_path / "20200101-000000-sqlite-smoke-dead" / "work"
+    m = LazyMount(old / "sqlite.backing", old / "sqlite")
+    m.start()
+    try:
+        m._proc.kill()  # the server dies; the kernel keeps the mount: it is stale
+        assert mounts.mount_at(old / "sqlite") is not None
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", "--backend", "sqlite", "--lazyfs"]
+            + ["--workload", "smoke", "--time-scale", "0", "--no-progress"]
+            + ["--results-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "removed 1 stale lazy-filesystem mount(s)" in out.stderr
+        assert mounts.mount_at(old / "sqlite") is None
+        assert not [x for x in mounts.lazyfs_mounts() if x.mountpoint.startswith(str(tmp_path))]
+        (run,) = [p for p in tmp_path.iterdir() if p.name != old.parent.name]
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["lazyfs"] is True and "lazy filesystem" in manifest["topology"]["store"]
+    finally:
+        m.stop()
