@@ -5,6 +5,7 @@ server is left behind. Skipped only where FUSE cannot be mounted (``available()`
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import random
 import shutil
@@ -131,6 +132,23 @@ def test_lose_power_refuses_while_the_mount_is_in_use(lazy: LazyMount) -> None:
         lazy.lose_power(wait_idle_s=0.2)
     assert f.read_bytes() == b"x"  # nothing was dropped
     assert lazy.lose_power()["files"] == 1
+
+
+def test_drop_with_a_dirty_mapped_page_does_not_deadlock(lazy: LazyMount) -> None:
+    """The server must keep serving while the kernel invalidates its cache: a dirty mmapped
+    page is written back (a WRITE the server has to answer) before it can be dropped."""
+    f = lazy.mountpoint / "f"
+    f.write_bytes(b"a" * 4096)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        with mmap.mmap(fd, 4096) as mm:
+            mm[:1] = b"b"  # dirty in the kernel, not yet sent to the server
+            t0 = time.monotonic()
+            lazy._call("drop", timeout_s=10)  # bypasses lose_power's syncfs and user check
+            assert time.monotonic() - t0 < 5
+    finally:
+        os.close(fd)
 
 
 def test_truncate_is_held_back_until_fsync(lazy: LazyMount) -> None:

@@ -35,6 +35,7 @@ import ctypes
 import errno
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -263,16 +264,21 @@ class LazyMount:
         if flush is None:
             flush = not self._powered_off
         proc = self._proc
+        responsive = False
         if proc is not None and proc.alive and self._sock is not None:
             with contextlib.suppress(BackendError, OSError):
-                if flush:
+                self._call("ping", timeout_s=5)
+                responsive = True  # a wedged server would hang syncfs and umount: skip them
+            with contextlib.suppress(BackendError, OSError):
+                if flush and responsive:
                     syncfs(self.mountpoint)
                     self._call("flush")
-                self._last_stats = self._call("stats", timeout_s=5)
+                if responsive:
+                    self._last_stats = self._call("stats", timeout_s=5)
         detached = False
         m = mounts.mount_at(self.mountpoint)
         if proc is not None and m is not None and m.pid == proc.pid:
-            err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
+            err = mounts.umount(str(self.mountpoint)) if responsive else errno.EBUSY
             if err:  # in use (or no server to answer): detach; open files then fail
                 mounts.umount(str(self.mountpoint), detach=True)
                 detached = True
@@ -287,6 +293,14 @@ class LazyMount:
             deadline = time.monotonic() + (0 if detached else timeout_s)
             while proc.alive and time.monotonic() < deadline:  # exits on ENODEV after umount
                 time.sleep(0.02)
+            if proc.alive and not responsive and proc.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 2
+                while proc.alive and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if proc.alive and m is not None:  # stuck in the kernel on its own mount
+                    mounts.abort_connection(m)
             proc.stop(timeout_s=2)
         _LIVE.discard(self)
 

@@ -47,6 +47,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,7 @@ class Server:
         self.counts |= {"fsyncdirs": 0, "drops": 0, "flushes": 0, "written_back": 0}
         self.ops: dict[int, int] = {}  # requests per opcode
         self.fuse_fd = -1
+        self.invalidating: threading.Thread | None = None
         self.running = True
         self.started = time.time()
 
@@ -308,13 +310,21 @@ class Server:
         if self.dirlog is not None:
             out |= self.dirlog.undo()
         self.counts["drops"] += 1
-        for nodeid in list(self.nodes):
+        # Invalidating may make the kernel write back a dirty page first and wait for our
+        # reply, so it runs beside the loop (which keeps serving); the caller's reply waits.
+        self.invalidating = threading.Thread(
+            target=self._invalidate, args=(list(self.nodes),), daemon=True
+        )
+        self.invalidating.start()
+        return out
+
+    def _invalidate(self, nodeids: list[int]) -> None:
+        for nodeid in nodeids:
             msg = P.NOTIFY_INVAL_INODE_OUT.pack(nodeid, 0, 0)
             with contextlib.suppress(OSError):  # ENOENT: the kernel does not cache it
                 os.write(
                     self.fuse_fd, P.OUT_HEADER.pack(16 + len(msg), P.NOTIFY_INVAL_INODE, 0) + msg
                 )
-        return out
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -779,9 +789,17 @@ class Server:
         poller = select.poll()
         poller.register(self.fuse_fd, select.POLLIN)
         poller.register(listener.fileno(), select.POLLIN)
+        deferred: list[tuple[socket.socket, bytes]] = []  # replies waiting for invalidation
         while self.running:
-            events = poller.poll(500 if self.writeback_s is not None else 1000)
+            busy = self.invalidating is not None and self.invalidating.is_alive()
+            timeout = 10 if busy else 500 if self.writeback_s is not None else 1000
+            events = poller.poll(timeout)
             self.writeback()
+            if deferred and not (self.invalidating and self.invalidating.is_alive()):
+                for c, reply in deferred:
+                    with contextlib.suppress(OSError):
+                        c.sendall(reply)
+                deferred.clear()
             for fd, _ev in events:
                 if fd == self.fuse_fd:
                     for _ in range(64):  # drain a burst, then look at the control socket
@@ -808,13 +826,15 @@ class Server:
                 elif fd in conns:
                     c, pending = conns[fd]
                     try:
-                        self.serve_control(c, pending)
+                        self.serve_control(c, pending, deferred)
                     except (OSError, EOFError):  # the harness hung up: keep serving FUSE
                         poller.unregister(fd)
                         c.close()
                         del conns[fd]
 
-    def serve_control(self, c: socket.socket, pending: bytearray) -> None:
+    def serve_control(
+        self, c: socket.socket, pending: bytearray, deferred: list[tuple[socket.socket, bytes]]
+    ) -> None:
         data = c.recv(65536)
         if not data:
             raise EOFError
@@ -826,7 +846,11 @@ class Server:
                 resp = self.control(json.loads(line))
             except Exception as e:  # noqa: BLE001 - report, keep serving
                 resp = {"ok": False, "error": repr(e)}
-            c.sendall(json.dumps(resp).encode() + b"\n")
+            reply = json.dumps(resp).encode() + b"\n"
+            if deferred or (self.invalidating is not None and self.invalidating.is_alive()):
+                deferred.append((c, reply))  # in order, after the invalidation
+            else:
+                c.sendall(reply)
 
 
 def main(argv: list[str]) -> int:
