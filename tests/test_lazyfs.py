@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,13 +143,28 @@ def test_drop_with_a_dirty_mapped_page_does_not_deadlock(lazy: LazyMount) -> Non
     fd = os.open(f, os.O_RDWR)
     try:
         os.fsync(fd)
-        with mmap.mmap(fd, 4096) as mm:
-            mm[:1] = b"b"  # dirty in the kernel, not yet sent to the server
-            t0 = time.monotonic()
-            lazy._call("drop", timeout_s=10)  # bypasses lose_power's syncfs and user check
-            assert time.monotonic() - t0 < 5
+        # If the server deadlocks, this process would hang in the kernel too (closing the
+        # file waits for the writeback): a watchdog aborts the connection so the test fails.
+        m = mounts.mount_at(lazy.mountpoint)
+        assert m is not None
+        aborted: list[bool] = []
+
+        def abort() -> None:
+            aborted.append(True)  # first: the aborted call returns at once
+            mounts.abort_connection(m)
+
+        watchdog = threading.Timer(5, abort)
+        watchdog.start()
+        try:
+            with mmap.mmap(fd, 4096) as mm:
+                mm[:1] = b"b"  # dirty in the kernel, not yet sent to the server
+                lazy._call("drop", timeout_s=10)  # bypasses lose_power's syncfs and user check
+        finally:
+            watchdog.cancel()
+        assert not aborted, "the server deadlocked; its connection was aborted"
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def test_truncate_is_held_back_until_fsync(lazy: LazyMount) -> None:
