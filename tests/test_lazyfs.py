@@ -399,6 +399,45 @@ def test_sqlite_unsynced_commits_are_lost(lazy: LazyMount, sync: str) -> None:
     assert _count(db) == (20, "ok")  # exactly the synced commits survive
 
 
+_DELETE_MODE = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute(f"PRAGMA synchronous={sys.argv[2]}")
+c.execute("CREATE TABLE t(x)")
+for i in range(20):
+    c.execute("INSERT INTO t VALUES (?)", (i,))
+print("committed", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("lazy", "sync", "kept"),
+    [({}, "FULL", 20), ({"hold_dirents": True}, "FULL", 19), ({"hold_dirents": True}, "EXTRA", 20)],
+    indirect=["lazy"],
+)
+def test_sqlite_delete_mode_needs_extra_when_dirents_are_held(
+    lazy: LazyMount, sync: str, kept: int
+) -> None:
+    """Rollback-journal mode commits by deleting the journal; FULL does not fsync the directory
+    afterwards (EXTRA does), so if directory entries can be lost, the journal comes back and
+    rolls the last acknowledged commit back (SQLite's documented reason for EXTRA)."""
+    db = lazy.mountpoint / "x.db"
+    p = subprocess.Popen(
+        [sys.executable, "-c", _DELETE_MODE, str(db), sync], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "committed"
+    finally:
+        p.kill()
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+    _power_cycle(lazy)
+    assert _count(db) == (kept, "ok")
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
