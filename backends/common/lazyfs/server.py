@@ -334,6 +334,7 @@ class Server:
             "unsynced_bytes": sum(o.held_bytes for o in self.overlays.values()),
             "nodes": len(self.nodes),
             "unsynced_dirents": len(self.dirlog.log) if self.dirlog is not None else None,
+            "final_removals": self.dirlog.unkept if self.dirlog is not None else None,
             "open_handles": len(self.handles),
             "pid": os.getpid(),
             "ops": {P.NAMES.get(op, str(op)): n for op, n in sorted(self.ops.items())},
