@@ -33,11 +33,13 @@ import atexit
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -56,8 +58,10 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _LIVE: weakref.WeakSet[LazyMount] = weakref.WeakSet()
 
 
+@functools.cache
 def available() -> str | None:
-    """None if lazyfs can mount here, else why not (shown to the user, one line)."""
+    """None if lazyfs can mount here, else why not (shown to the user, one line). Probes a
+    real mount(2) once (a container may have /dev/fuse but not the right to mount)."""
     if not sys.platform.startswith("linux"):
         return "lazyfs needs Linux (FUSE)"
     if os.geteuid() != 0:
@@ -66,7 +70,15 @@ def available() -> str | None:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         return f"lazyfs needs /dev/fuse: {e.strerror}"
-    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lazyfs-probe-") as d:
+            try:  # nobody serves this mount and nobody touches it: unmounted right away
+                mounts.mount_fuse(fd, d, os.getpid())
+            except OSError as e:
+                return f"lazyfs cannot mount a FUSE filesystem here: {e.strerror}"
+            mounts.umount(d, detach=True)
+    finally:
+        os.close(fd)
     return None
 
 
