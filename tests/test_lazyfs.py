@@ -99,6 +99,17 @@ def test_fsynced_data_survives_and_unsynced_data_is_lost(lazy: LazyMount) -> Non
     assert (lazy.backing / "f").read_bytes() == synced
 
 
+def test_hard_link_survives_unlinking_the_other_name(lazy: LazyMount) -> None:
+    a, b = lazy.mountpoint / "a", lazy.mountpoint / "b"
+    a.write_text("data")
+    os.link(a, b)
+    os.unlink(b)  # the server last heard of this inode as "b"
+    assert a.read_text() == "data" and a.stat().st_nlink == 1
+    os.link(a, b)
+    os.unlink(a)
+    assert b.read_text() == "data"
+
+
 def test_large_writes_and_reads(lazy: LazyMount) -> None:
     data = random.Random(3).randbytes(3 << 20)
     f = lazy.mountpoint / "big"

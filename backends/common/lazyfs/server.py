@@ -75,6 +75,7 @@ class Node:
     path: str
     nlookup: int = 0
     last: os.stat_result | None = None  # the last attributes reported for it
+    names: set[str] = field(default_factory=set)  # every name it is known by (hard links)
 
 
 @dataclass
@@ -152,8 +153,17 @@ class Server:
             self.by_key[key] = n
         else:
             n.path = path  # a hard link: the latest name is valid right now
+        n.names.add(path)
         n.nlookup += 1
         return n
+
+    def unnamed(self, key: Key, path: str) -> None:
+        """``path`` no longer names the inode ``key``: serve it by another of its names."""
+        n = self.by_key.get(key)
+        if n is not None:
+            n.names.discard(path)
+            if n.path == path and n.names:
+                n.path = next(iter(n.names))
 
     def forget(self, nodeid: int, nlookup: int) -> None:
         n = self.nodes.get(nodeid)
@@ -201,11 +211,16 @@ class Server:
 
     def renamed(self, old: str, new: str) -> None:
         prefix = old + "/"
+
+        def moved(p: str) -> str:
+            if p == old:
+                return new
+            return new + p[len(old) :] if p.startswith(prefix) else p
+
         for n in self.nodes.values():
-            if n.path == old:
-                n.path = new
-            elif n.path.startswith(prefix):
-                n.path = new + n.path[len(old) :]
+            n.path = moved(n.path)
+            if n.names:
+                n.names = {moved(p) for p in n.names}
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -461,6 +476,8 @@ class Server:
             os.unlink(path)
         if st.st_nlink <= 1:
             self.gone((st.st_dev, st.st_ino))
+        else:
+            self.unnamed((st.st_dev, st.st_ino), path)
         return b""
 
     def do_rmdir(self, h: tuple, body: memoryview) -> bytes:
@@ -532,6 +549,8 @@ class Server:
         replaced = target is not None and (target.st_dev, target.st_ino) != (src.st_dev, src.st_ino)
         if replaced and (stat.S_ISDIR(target.st_mode) or target.st_nlink <= 1):
             self.gone((target.st_dev, target.st_ino))
+        elif replaced:  # the replaced file lives on under its other names
+            self.unnamed((target.st_dev, target.st_ino), new)
         self.renamed(old, new)
         return b""
 
