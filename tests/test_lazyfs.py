@@ -5,6 +5,7 @@ server is left behind. Skipped only where FUSE cannot be mounted (``available()`
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +99,17 @@ def test_fsynced_data_survives_and_unsynced_data_is_lost(lazy: LazyMount) -> Non
     assert (lazy.backing / "f").read_bytes() == synced
 
 
+def test_hard_link_survives_unlinking_the_other_name(lazy: LazyMount) -> None:
+    a, b = lazy.mountpoint / "a", lazy.mountpoint / "b"
+    a.write_text("data")
+    os.link(a, b)
+    os.unlink(b)  # the server last heard of this inode as "b"
+    assert a.read_text() == "data" and a.stat().st_nlink == 1
+    os.link(a, b)
+    os.unlink(a)
+    assert b.read_text() == "data"
+
+
 def test_large_writes_and_reads(lazy: LazyMount) -> None:
     data = random.Random(3).randbytes(3 << 20)
     f = lazy.mountpoint / "big"
@@ -131,6 +144,38 @@ def test_lose_power_refuses_while_the_mount_is_in_use(lazy: LazyMount) -> None:
         lazy.lose_power(wait_idle_s=0.2)
     assert f.read_bytes() == b"x"  # nothing was dropped
     assert lazy.lose_power()["files"] == 1
+
+
+def test_drop_with_a_dirty_mapped_page_does_not_deadlock(lazy: LazyMount) -> None:
+    """The server must keep serving while the kernel invalidates its cache: a dirty mmapped
+    page is written back (a WRITE the server has to answer) before it can be dropped."""
+    f = lazy.mountpoint / "f"
+    f.write_bytes(b"a" * 4096)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.fsync(fd)
+        # If the server deadlocks, this process would hang in the kernel too (closing the
+        # file waits for the writeback): a watchdog aborts the connection so the test fails.
+        m = mounts.mount_at(lazy.mountpoint)
+        assert m is not None
+        aborted: list[bool] = []
+
+        def abort() -> None:
+            aborted.append(True)  # first: the aborted call returns at once
+            mounts.abort_connection(m)
+
+        watchdog = threading.Timer(5, abort)
+        watchdog.start()
+        try:
+            with mmap.mmap(fd, 4096) as mm:
+                mm[:1] = b"b"  # dirty in the kernel, not yet sent to the server
+                lazy._call("drop", timeout_s=10)  # bypasses lose_power's syncfs and user check
+        finally:
+            watchdog.cancel()
+        assert not aborted, "the server deadlocked; its connection was aborted"
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def test_truncate_is_held_back_until_fsync(lazy: LazyMount) -> None:
@@ -363,6 +408,45 @@ def test_sqlite_unsynced_commits_are_lost(lazy: LazyMount, sync: str) -> None:
     lost = _power_cycle(lazy)
     assert lost["dropped_writes"] > 0
     assert _count(db) == (20, "ok")  # exactly the synced commits survive
+
+
+_DELETE_MODE = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute(f"PRAGMA synchronous={sys.argv[2]}")
+c.execute("CREATE TABLE t(x)")
+for i in range(20):
+    c.execute("INSERT INTO t VALUES (?)", (i,))
+print("committed", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("lazy", "sync", "kept"),
+    [({}, "FULL", 20), ({"hold_dirents": True}, "FULL", 19), ({"hold_dirents": True}, "EXTRA", 20)],
+    indirect=["lazy"],
+)
+def test_sqlite_delete_mode_needs_extra_when_dirents_are_held(
+    lazy: LazyMount, sync: str, kept: int
+) -> None:
+    """Rollback-journal mode commits by deleting the journal; FULL does not fsync the directory
+    afterwards (EXTRA does), so if directory entries can be lost, the journal comes back and
+    rolls the last acknowledged commit back (SQLite's documented reason for EXTRA)."""
+    db = lazy.mountpoint / "x.db"
+    p = subprocess.Popen(
+        [sys.executable, "-c", _DELETE_MODE, str(db), sync], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "committed"
+    finally:
+        p.kill()
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+    _power_cycle(lazy)
+    assert _count(db) == (kept, "ok")
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------

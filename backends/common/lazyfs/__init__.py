@@ -33,10 +33,13 @@ import atexit
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
+import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -55,8 +58,10 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _LIVE: weakref.WeakSet[LazyMount] = weakref.WeakSet()
 
 
+@functools.cache
 def available() -> str | None:
-    """None if lazyfs can mount here, else why not (shown to the user, one line)."""
+    """None if lazyfs can mount here, else why not (shown to the user, one line). Probes a
+    real mount(2) once (a container may have /dev/fuse but not the right to mount)."""
     if not sys.platform.startswith("linux"):
         return "lazyfs needs Linux (FUSE)"
     if os.geteuid() != 0:
@@ -65,7 +70,15 @@ def available() -> str | None:
         fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         return f"lazyfs needs /dev/fuse: {e.strerror}"
-    os.close(fd)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lazyfs-probe-") as d:
+            try:  # nobody serves this mount and nobody touches it: unmounted right away
+                mounts.mount_fuse(fd, d, os.getpid())
+            except OSError as e:
+                return f"lazyfs cannot mount a FUSE filesystem here: {e.strerror}"
+            mounts.umount(d, detach=True)
+    finally:
+        os.close(fd)
     return None
 
 
@@ -263,16 +276,21 @@ class LazyMount:
         if flush is None:
             flush = not self._powered_off
         proc = self._proc
+        responsive = False
         if proc is not None and proc.alive and self._sock is not None:
             with contextlib.suppress(BackendError, OSError):
-                if flush:
+                self._call("ping", timeout_s=5)
+                responsive = True  # a wedged server would hang syncfs and umount: skip them
+            with contextlib.suppress(BackendError, OSError):
+                if flush and responsive:
                     syncfs(self.mountpoint)
                     self._call("flush")
-                self._last_stats = self._call("stats", timeout_s=5)
+                if responsive:
+                    self._last_stats = self._call("stats", timeout_s=5)
         detached = False
         m = mounts.mount_at(self.mountpoint)
         if proc is not None and m is not None and m.pid == proc.pid:
-            err = mounts.umount(str(self.mountpoint)) if proc.alive else errno.EBUSY
+            err = mounts.umount(str(self.mountpoint)) if responsive else errno.EBUSY
             if err:  # in use (or no server to answer): detach; open files then fail
                 mounts.umount(str(self.mountpoint), detach=True)
                 detached = True
@@ -287,6 +305,14 @@ class LazyMount:
             deadline = time.monotonic() + (0 if detached else timeout_s)
             while proc.alive and time.monotonic() < deadline:  # exits on ENODEV after umount
                 time.sleep(0.02)
+            if proc.alive and not responsive and proc.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 2
+                while proc.alive and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if proc.alive and m is not None:  # stuck in the kernel on its own mount
+                    mounts.abort_connection(m)
             proc.stop(timeout_s=2)
         _LIVE.discard(self)
 

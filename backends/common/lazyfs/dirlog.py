@@ -52,6 +52,7 @@ class DirLog:
         self.seq = 0
         self.committed = 0
         self.undone = 0
+        self.unkept = 0  # removals made final at once (trash on another filesystem)
         os.makedirs(self.trash, mode=0o700, exist_ok=True)
         self._empty_trash()  # a crashed server's leftovers: their removal stands
 
@@ -78,7 +79,14 @@ class DirLog:
         if is_dir and os.listdir(path):
             raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), path)
         t = self._trash_path()
-        os.rename(path, t)
+        try:
+            os.rename(path, t)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            (os.rmdir if is_dir else os.unlink)(path)  # trash on another filesystem: final
+            self.unkept += 1
+            return
         self.log.append(Undo("restore", t, path, time.monotonic()))
 
     def before_replace(self, target: str) -> Undo | None:
@@ -88,10 +96,16 @@ class DirLog:
         except FileNotFoundError:
             return None
         t = self._trash_path()
-        if stat.S_ISDIR(st.st_mode):  # a rename may only replace an empty directory
-            os.rename(target, t)
-        else:  # a hard link keeps the old file; the rename stays atomic for readers
-            os.link(target, t, follow_symlinks=False)
+        try:
+            if stat.S_ISDIR(st.st_mode):  # a rename may only replace an empty directory
+                os.rename(target, t)
+            else:  # a hard link keeps the old file; the rename stays atomic for readers
+                os.link(target, t, follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            self.unkept += 1  # trash on another filesystem: the replacement is final
+            return None
         u = Undo("restore", t, target, time.monotonic())
         self.log.append(u)
         return u

@@ -22,6 +22,7 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 class Mount:
     mountpoint: str
     pid: int | None  # the server that mounted it
+    dev: str = ""  # "major:minor" of the mount (its FUSE connection), from mountinfo
 
 
 def _unescape(field: str) -> str:  # /proc/mounts writes space, tab, newline, \ as \ooo
@@ -38,16 +39,18 @@ def _unescape(field: str) -> str:  # /proc/mounts writes space, tab, newline, \ 
 
 def lazyfs_mounts() -> list[Mount]:
     out = []
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mountinfo") as f:
         for line in f:
-            parts = line.split()
-            if len(parts) < 3 or parts[2] != FSTYPE:
+            # id parent major:minor root mountpoint opts [optional...] - fstype source superopts
+            head, sep, tail = line.partition(" - ")
+            fields, rest = head.split(), tail.split()
+            if not sep or len(fields) < 5 or len(rest) < 2 or rest[0] != FSTYPE:
                 continue
             pid = None
-            if parts[0].startswith("lazyfs:"):
+            if rest[1].startswith("lazyfs:"):
                 with contextlib.suppress(ValueError):
-                    pid = int(parts[0].split(":", 1)[1])
-            out.append(Mount(_unescape(parts[1]), pid))
+                    pid = int(rest[1].split(":", 1)[1])
+            out.append(Mount(_unescape(fields[4]), pid, fields[2]))
     return out
 
 
@@ -139,3 +142,29 @@ def users(mountpoint: str | Path) -> list[tuple[int, str]]:
         except OSError:  # gone meanwhile, or a kernel thread
             continue
     return found
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def abort_connection(m: Mount) -> bool:
+    """Last resort for a server stuck in the kernel on its own mount (a process in D state
+    cannot be killed): abort its FUSE connection through fusectl, mounting fusectl for the
+    moment if it is not mounted. Every request on it then fails; the server can exit."""
+    try:
+        major, minor = (int(x) for x in m.dev.split(":"))
+    except ValueError:
+        return False
+    conn = f"{FUSECTL}/{(major << 20) | minor}/abort"  # the kernel's dev_t encoding
+    mounted_here = False
+    if not os.path.exists(conn) and os.path.isdir(FUSECTL):
+        mounted_here = _libc.mount(b"fusectl", FUSECTL.encode(), b"fusectl", 0, None) == 0
+    try:
+        with open(conn, "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+    finally:
+        if mounted_here:
+            umount(FUSECTL)

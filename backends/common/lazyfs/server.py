@@ -47,6 +47,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,7 @@ class Node:
     path: str
     nlookup: int = 0
     last: os.stat_result | None = None  # the last attributes reported for it
+    names: set[str] = field(default_factory=set)  # every name it is known by (hard links)
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Server:
         self.counts |= {"fsyncdirs": 0, "drops": 0, "flushes": 0, "written_back": 0}
         self.ops: dict[int, int] = {}  # requests per opcode
         self.fuse_fd = -1
+        self.invalidating: threading.Thread | None = None
         self.running = True
         self.started = time.time()
 
@@ -150,8 +153,17 @@ class Server:
             self.by_key[key] = n
         else:
             n.path = path  # a hard link: the latest name is valid right now
+        n.names.add(path)
         n.nlookup += 1
         return n
+
+    def unnamed(self, key: Key, path: str) -> None:
+        """``path`` no longer names the inode ``key``: serve it by another of its names."""
+        n = self.by_key.get(key)
+        if n is not None:
+            n.names.discard(path)
+            if n.path == path and n.names:
+                n.path = next(iter(n.names))
 
     def forget(self, nodeid: int, nlookup: int) -> None:
         n = self.nodes.get(nodeid)
@@ -199,11 +211,16 @@ class Server:
 
     def renamed(self, old: str, new: str) -> None:
         prefix = old + "/"
+
+        def moved(p: str) -> str:
+            if p == old:
+                return new
+            return new + p[len(old) :] if p.startswith(prefix) else p
+
         for n in self.nodes.values():
-            if n.path == old:
-                n.path = new
-            elif n.path.startswith(prefix):
-                n.path = new + n.path[len(old) :]
+            n.path = moved(n.path)
+            if n.names:
+                n.names = {moved(p) for p in n.names}
 
     # -- attributes ---------------------------------------------------------------------------
 
@@ -308,13 +325,21 @@ class Server:
         if self.dirlog is not None:
             out |= self.dirlog.undo()
         self.counts["drops"] += 1
-        for nodeid in list(self.nodes):
+        # Invalidating may make the kernel write back a dirty page first and wait for our
+        # reply, so it runs beside the loop (which keeps serving); the caller's reply waits.
+        self.invalidating = threading.Thread(
+            target=self._invalidate, args=(list(self.nodes),), daemon=True
+        )
+        self.invalidating.start()
+        return out
+
+    def _invalidate(self, nodeids: list[int]) -> None:
+        for nodeid in nodeids:
             msg = P.NOTIFY_INVAL_INODE_OUT.pack(nodeid, 0, 0)
             with contextlib.suppress(OSError):  # ENOENT: the kernel does not cache it
                 os.write(
                     self.fuse_fd, P.OUT_HEADER.pack(16 + len(msg), P.NOTIFY_INVAL_INODE, 0) + msg
                 )
-        return out
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -324,6 +349,7 @@ class Server:
             "unsynced_bytes": sum(o.held_bytes for o in self.overlays.values()),
             "nodes": len(self.nodes),
             "unsynced_dirents": len(self.dirlog.log) if self.dirlog is not None else None,
+            "final_removals": self.dirlog.unkept if self.dirlog is not None else None,
             "open_handles": len(self.handles),
             "pid": os.getpid(),
             "ops": {P.NAMES.get(op, str(op)): n for op, n in sorted(self.ops.items())},
@@ -450,6 +476,8 @@ class Server:
             os.unlink(path)
         if st.st_nlink <= 1:
             self.gone((st.st_dev, st.st_ino))
+        else:
+            self.unnamed((st.st_dev, st.st_ino), path)
         return b""
 
     def do_rmdir(self, h: tuple, body: memoryview) -> bytes:
@@ -521,6 +549,8 @@ class Server:
         replaced = target is not None and (target.st_dev, target.st_ino) != (src.st_dev, src.st_ino)
         if replaced and (stat.S_ISDIR(target.st_mode) or target.st_nlink <= 1):
             self.gone((target.st_dev, target.st_ino))
+        elif replaced:  # the replaced file lives on under its other names
+            self.unnamed((target.st_dev, target.st_ino), new)
         self.renamed(old, new)
         return b""
 
@@ -779,9 +809,17 @@ class Server:
         poller = select.poll()
         poller.register(self.fuse_fd, select.POLLIN)
         poller.register(listener.fileno(), select.POLLIN)
+        deferred: list[tuple[socket.socket, bytes]] = []  # replies waiting for invalidation
         while self.running:
-            events = poller.poll(500 if self.writeback_s is not None else 1000)
+            busy = self.invalidating is not None and self.invalidating.is_alive()
+            timeout = 10 if busy else 500 if self.writeback_s is not None else 1000
+            events = poller.poll(timeout)
             self.writeback()
+            if deferred and not (self.invalidating and self.invalidating.is_alive()):
+                for c, reply in deferred:
+                    with contextlib.suppress(OSError):
+                        c.sendall(reply)
+                deferred.clear()
             for fd, _ev in events:
                 if fd == self.fuse_fd:
                     for _ in range(64):  # drain a burst, then look at the control socket
@@ -808,13 +846,15 @@ class Server:
                 elif fd in conns:
                     c, pending = conns[fd]
                     try:
-                        self.serve_control(c, pending)
+                        self.serve_control(c, pending, deferred)
                     except (OSError, EOFError):  # the harness hung up: keep serving FUSE
                         poller.unregister(fd)
                         c.close()
                         del conns[fd]
 
-    def serve_control(self, c: socket.socket, pending: bytearray) -> None:
+    def serve_control(
+        self, c: socket.socket, pending: bytearray, deferred: list[tuple[socket.socket, bytes]]
+    ) -> None:
         data = c.recv(65536)
         if not data:
             raise EOFError
@@ -826,7 +866,11 @@ class Server:
                 resp = self.control(json.loads(line))
             except Exception as e:  # noqa: BLE001 - report, keep serving
                 resp = {"ok": False, "error": repr(e)}
-            c.sendall(json.dumps(resp).encode() + b"\n")
+            reply = json.dumps(resp).encode() + b"\n"
+            if deferred or (self.invalidating is not None and self.invalidating.is_alive()):
+                deferred.append((c, reply))  # in order, after the invalidation
+            else:
+                c.sendall(reply)
 
 
 def main(argv: list[str]) -> int:
