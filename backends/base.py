@@ -331,6 +331,30 @@ class LosableNode(Protocol):
         ...
 
 
+@runtime_checkable
+class PowerLosable(Protocol):
+    """Capability: cut the node's power. Every process of the node dies (SIGKILL) and every
+    write its disk had not made durable (fsync / fdatasync) is gone, as on a power loss, kernel
+    panic or dead VM host. Unlike SIGKILL alone, this loses what sat only in the page cache, so
+    it is the fault that tells ``synchronous=NORMAL`` / ``OFF`` or ``synchronous_commit=off``
+    apart from the durable settings. It needs the node's data directory on the lazy filesystem
+    (``backends.common.powerloss``), mounted only for lose-power trials."""
+
+    def prepare_power_loss(self) -> None:
+        """Called before ``start()`` in a lose-power trial: put the node's data directory on
+        the lazy filesystem (a plain run never calls it and never mounts anything)."""
+        ...
+
+    def lose_power(self) -> None:
+        """SIGKILL every process of the node, then drop every write not yet fsynced."""
+        ...
+
+    def recover_power(self) -> dict[str, Any]:
+        """Power back: remount, restart the node's processes (crash recovery runs), return what
+        was done and what the lazy filesystem dropped."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry.
 # ---------------------------------------------------------------------------------------------

@@ -130,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     _add_common(run)
     _add_measurement(run, DEFAULT_WORKLOAD)
     run.add_argument("--json", action="store_true", help="print summary.json instead of tables")
+    run.add_argument(
+        "--lazyfs",
+        action="store_true",
+        help="put the node's data on the lazy filesystem (as lose-power trials do), to measure "
+        "what it costs; these figures are not the backend's",
+    )
 
     for name, helptext in (
         ("crash", "inject faults into trials of a measurement and check what each lost"),
@@ -146,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--fault",
             required=True,
-            help="kill-worker, kill-store, lose-node, pause-store"
+            help="kill-worker, kill-store, lose-node, pause-store, lose-power"
             + (" (comma-separated for several)" if name == "crash" else ""),
         )
         c.add_argument("--trials", type=int, default=1, help="trials per fault (default 1)")
@@ -175,6 +181,14 @@ def parser() -> argparse.ArgumentParser:
                 required=True,
                 help="NAME=V1,V2,...: a backend option and the values to sweep, "
                 "e.g. sync-interval=0.1,1,5,10",
+            )
+            c.add_argument(
+                "--plain-runs",
+                type=int,
+                default=None,
+                help="fault-free runs per value for the throughput of the durability frontier "
+                "(default 1 for lose-power, whose trials run on the slower lazy filesystem, "
+                "with as many on the lazy filesystem to measure its overhead; 0 otherwise)",
             )
 
     cmp = sub.add_parser(
@@ -304,10 +318,12 @@ def _request(args: argparse.Namespace, default_workload: str = DEFAULT_WORKLOAD)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    import dataclasses
+
     from bench import experiment
     from bench.report.table import render_summary
 
-    req = _request(args)
+    req = dataclasses.replace(_request(args), on_lazyfs=args.lazyfs)
     out = experiment.run(req)
     if args.json:
         print(json.dumps(out.summary, indent=2, default=str))
@@ -387,24 +403,32 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         validate.check_option(args.backend, opt, values[-1][1])
     spec = _fault(args, args.fault)
     check_supported(spec.fault, info.factory, args.backend, _backend_options(args, args.backend))
+    power = spec.fault == "lose-power"
+    plain_runs = args.plain_runs if args.plain_runs is not None else int(power)
+    if plain_runs < 0:
+        raise ConfigError("--plain-runs must be >= 0")
     base = _request(args, "smoke")
     validate.check_fault_time(args.at, base.schedule.duration_s)
-    rows = {}
+    rows, plain, plain_lazy = {}, {}, {}
     for text, value in values:
         req = dataclasses.replace(base, options={**base.options, opt.dest: value})
-        rows[f"{opt.flag.lstrip('-')}={text}"] = crash.run_trials(req, spec, args.trials)
-    crash.render(
-        rows,
-        f"{args.backend}: {spec.fault} across {opt.flag} ({args.trials} trial(s) each)",
-        console,
-        key_label="setting",
-    )
-    group = crash.write_group(
-        args.results_dir,
-        "sweep",
-        {"backend": args.backend, "fault": spec.fault, "setting": opt.dest},
-        rows,
-    )
+        key = f"{opt.flag.lstrip('-')}={text}"
+        rows[key] = crash.run_trials(req, spec, args.trials)
+        if plain_runs:
+            plain[key] = crash.run_plain(req, plain_runs, on_lazyfs=False)
+            if power:
+                plain_lazy[key] = crash.run_plain(req, plain_runs, on_lazyfs=True)
+    title = f"{args.backend}: {spec.fault} across {opt.flag} ({args.trials} trial(s) each)"
+    crash.render(rows, title, console, key_label="setting")
+    if plain:
+        crash.render_frontier(
+            rows, plain, plain_lazy, f"{args.backend}: throughput vs {spec.fault} loss", console
+        )
+    meta: dict[str, Any] = {"backend": args.backend, "fault": spec.fault, "setting": opt.dest}
+    meta["workload"] = base.schedule.spec.name
+    if plain:
+        meta |= {"plain": plain, "plain_lazyfs": plain_lazy}
+    group = crash.write_group(args.results_dir, "sweep", meta, rows)
     print(f"results: {group}", file=sys.stderr)
     return trials_exit_code([t for trials in rows.values() for t in trials])
 

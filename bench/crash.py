@@ -16,6 +16,8 @@ from rich.table import Table
 from bench import experiment, results, signals
 from bench.nemesis import FaultSpec
 
+LOST_SAMPLE = 5  # lost acks listed per trial in the terminal (all of them are in summary.json)
+
 
 def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
     """The figures of one trial, flat, from its summary."""
@@ -52,7 +54,37 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
         "runs_in_flight": exposed.get("runs_in_flight"),
         "verdict": out.summary.get("verdict"),
         "partial": out.manifest.get("partial"),
+        "steps_per_s": (out.summary.get("throughput") or {}).get("steps_per_s"),
+        "lazyfs": bool(out.manifest.get("lazyfs")),
+        "integrity": (c.get("integrity") or {}).get("valid"),
+        "lost_sample": [  # the oldest lost acks: ids and ages, for the terminal
+            {"kind": x.get("kind"), "id": x.get("id"), "age_s": x.get("age_at_fault_s")}
+            for x in sorted(loss.get("lost") or [], key=lambda x: -(x.get("age_at_fault_s") or 0))[
+                :LOST_SAMPLE
+            ]
+        ],
     }
+
+
+def plain_figures(out: experiment.Outcome) -> dict[str, Any]:
+    """A fault-free run's throughput, for the durability frontier (x axis)."""
+    tp = out.summary.get("throughput") or {}
+    return {
+        "run_dir": str(out.run_dir),
+        "steps_per_s": tp.get("steps_per_s"),
+        "runs_per_s": tp.get("runs_per_s"),
+        "lazyfs": bool(out.manifest.get("lazyfs")),
+        "verdict": out.summary.get("verdict"),
+        "partial": out.manifest.get("partial"),
+    }
+
+
+def run_plain(base: experiment.Request, runs: int, on_lazyfs: bool) -> list[dict[str, Any]]:
+    """``runs`` fault-free runs of the same settings (optionally on the lazy filesystem)."""
+    return [
+        plain_figures(experiment.run(dataclasses.replace(base, fault=None, on_lazyfs=on_lazyfs)))
+        for _ in range(runs)
+    ]
 
 
 def _puts(bm: dict[str, Any]) -> int | None:
@@ -168,6 +200,71 @@ def render(
                     f"{t.get('promise_reason') or 'no promise judged'}",
                     highlight=False,
                 )
+            if t.get("lost_acks"):
+                ids = ", ".join(
+                    f"{x['kind']} {x['id']} ({x['age_s']:.3f} s)"
+                    for x in t.get("lost_sample") or []
+                    if x.get("age_s") is not None
+                )
+                more = t["lost_acks"] - len(t.get("lost_sample") or [])
+                tail = f" and {more} more" if more > 0 else ""
+                console.print(
+                    f"{key} trial {k}: {t['lost_acks']} lost, oldest first (age at the fault): "
+                    f"{ids}{tail}; all in {t['run_dir']}/summary.json",
+                    highlight=False,
+                )
+    lazy = [t for ts in rows.values() for t in ts if t.get("lazyfs")]
+    if lazy:
+        console.print(
+            f"{len(lazy)} trial(s) ran with the node's data on the lazy filesystem (FUSE, "
+            f"needed to drop unsynced writes); it slows the store (steps/s in those trials: "
+            f"{spread([t.get('steps_per_s') for t in lazy])}): their throughput is not the "
+            "backend's; `bench sweep` measures it in plain runs"
+        )
+        bad = [t for t in lazy if t.get("integrity") is False]
+        if bad:
+            console.print(f"INTEGRITY CHECK FAILED after the power loss in {len(bad)} trial(s)")
+
+
+def render_frontier(
+    rows: dict[str, list[dict[str, Any]]],
+    plain: dict[str, list[dict[str, Any]]],
+    plain_lazy: dict[str, list[dict[str, Any]]],
+    title: str,
+    console: Console,
+) -> None:
+    """Per setting: throughput of plain runs (without and with the lazy filesystem) beside
+    what the fault lost: the durability frontier as a table."""
+    tab = Table(title=title, title_justify="left")
+    for col in ("setting", "steps/s (plain)", "steps/s (on lazy fs)", "lazy fs overhead"):
+        tab.add_column(col, justify="left" if col == "setting" else "right")
+    for col in ("lost acks", "RPO s", "integrity"):
+        tab.add_column(col, justify="right")
+    for key, trials in rows.items():
+        fast = [p["steps_per_s"] for p in plain.get(key, [])]
+        slow = [p["steps_per_s"] for p in plain_lazy.get(key, [])]
+        tab.add_row(
+            key,
+            spread(fast),
+            spread(slow),
+            overhead(fast, slow),
+            spread([t["lost_acks"] for t in trials]),
+            spread([t["rpo_s"] for t in trials]),
+            ", ".join(str(t.get("integrity")) for t in trials),
+        )
+    console.print(tab)
+    console.print(
+        "steps/s from fault-free runs of the same settings (the frontier's x); the lazy "
+        "filesystem's overhead = 1 - median(on lazy fs) / median(plain)"
+    )
+
+
+def overhead(plain: list[Any], lazy: list[Any]) -> str:
+    xs = [v for v in plain if isinstance(v, int | float)]
+    ys = [v for v in lazy if isinstance(v, int | float)]
+    if not xs or not ys or statistics.median(xs) <= 0:
+        return "-"
+    return f"{1 - statistics.median(ys) / statistics.median(xs):.0%}"
 
 
 def write_group(root: Path, kind: str, meta: dict[str, Any], rows: dict[str, Any]) -> Path:

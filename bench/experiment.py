@@ -58,6 +58,7 @@ class Request:
     command: tuple[str, ...] = ()
     fault: FaultSpec | None = None
     trial: int = 0
+    on_lazyfs: bool = False  # a plain run with the node's data on the lazy filesystem
 
 
 @dataclass
@@ -153,6 +154,20 @@ def run(req: Request) -> Outcome:
         refusal = getattr(deployment, "fault_refusal", None)
         if req.fault is not None and refusal is not None and (why := refusal(req.fault.fault)):
             raise ConfigError(f"{req.backend}: cannot inject {req.fault.fault}: {why}")
+        if req.fault is not None:
+            nemesis_mod.prepare(req.fault.fault, deployment)
+        elif req.on_lazyfs:
+            nemesis_mod.on_lazyfs(deployment)
+        # figures of a run on the lazy filesystem are not the backend's (FUSE costs time)
+        manifest["lazyfs"] = req.on_lazyfs or (
+            req.fault is not None and req.fault.fault == nemesis_mod.powerloss.FAULT
+        )
+        if manifest["lazyfs"] and (stale := nemesis_mod.powerloss.clean_stale(req.results_root)):
+            print(
+                f"removed {len(stale)} stale lazy-filesystem mount(s) left by a crashed "
+                f"harness: {', '.join(stale)}",
+                file=sys.stderr,
+            )
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()

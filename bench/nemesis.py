@@ -7,6 +7,9 @@ cannot support is refused before anything starts.
   lose-node     SIGKILL everything on the node and delete its local data, then rebuild from
                 what survives elsewhere (object-store replica, standby) after --restart-delay
   pause-store   SIGSTOP the store process(es) for --pause, then SIGCONT
+  lose-power    SIGKILL every process of the node and drop every write it had not fsynced (its
+                data directory is on the lazy filesystem for these trials only), then remount,
+                restart and recover after --restart-delay
 
 Every phase is recorded in the harness history as ``info nemesis`` events, so the checkers see
 the fault timeline on the same clock as the acks.
@@ -20,7 +23,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backends.base import Deployment, KillableStore, KillableWorkers, LosableNode, PausableStore
+from backends.base import (
+    Deployment,
+    KillableStore,
+    KillableWorkers,
+    LosableNode,
+    PausableStore,
+    PowerLosable,
+)
+from backends.common import powerloss
 from backends.errors import ConfigError
 from bench.history import INFO, HistoryWriter
 
@@ -29,6 +40,7 @@ FAULTS: dict[str, tuple[type, str]] = {
     "kill-store": (KillableStore, "it has no store process the harness can kill"),
     "lose-node": (LosableNode, "it cannot rebuild a lost node from anything off the node"),
     "pause-store": (PausableStore, "it has no store process the harness can pause"),
+    "lose-power": (PowerLosable, "it has no node of its own whose power the harness can cut"),
 }
 
 
@@ -75,6 +87,23 @@ def check_supported(
     refuse = getattr(deployment, "refuse_fault", None)
     if options is not None and refuse is not None and (why := refuse(options, fault)):
         raise ConfigError(f"{backend}: cannot inject {fault}: {why}")
+    if fault == powerloss.FAULT and (reason := powerloss.unavailable()):
+        raise ConfigError(f"{backend}: cannot inject {fault}: {reason}")
+
+
+def prepare(fault: str, deployment: Deployment) -> None:
+    """Before the deployment starts: what a fault needs in place from the beginning (the lazy
+    filesystem under the node's data for lose-power; nothing for the others)."""
+    if fault == powerloss.FAULT:
+        on_lazyfs(deployment)
+
+
+def on_lazyfs(deployment: Deployment) -> None:
+    """Put the node's data on the lazy filesystem before it starts: for lose-power trials, and
+    for plain runs that measure what the lazy filesystem itself costs."""
+    check_supported(powerloss.FAULT, deployment, deployment.backend)
+    assert isinstance(deployment, PowerLosable)
+    deployment.prepare_power_loss()
 
 
 def _members(cap: type) -> list[str]:
@@ -147,6 +176,9 @@ class Nemesis:
         elif f == "pause-store":
             assert isinstance(d, PausableStore)
             d.pause_store()
+        elif f == "lose-power":
+            assert isinstance(d, PowerLosable)
+            d.lose_power()
         return None
 
     def _recover(self) -> dict[str, Any] | None:
@@ -164,4 +196,7 @@ class Nemesis:
         elif f == "pause-store":
             assert isinstance(d, PausableStore)
             d.resume_store()
+        elif f == "lose-power":
+            assert isinstance(d, PowerLosable)
+            return d.recover_power()
         return None

@@ -83,6 +83,9 @@ class Driver:
         self.nemesis = nemesis
         self.lost_ids: set[str] = set()  # accepted runs the store no longer has (after a fault)
         self.store_unfinished = False  # after a fault: accepted runs still queued/running
+        # after a fault: runs the store has finished whose completion the history never saw (the
+        # worker died between its commit and its history line): no event will ever come
+        self.store_finished_ids: set[str] = set()
         self.schedule = schedule
         self.client = client
         self.h = history
@@ -201,7 +204,8 @@ class Driver:
             self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
-        return len(self.p.acked_ids - self.p.finished_ids - self.lost_ids)
+        seen = self.p.finished_ids | self.lost_ids | self.store_finished_ids
+        return len(self.p.acked_ids - seen)
 
     async def _probe_store(self) -> None:
         """After a fault the history alone cannot say when the work is over: accepted runs may
@@ -216,6 +220,8 @@ class Driver:
             self.store_unfinished = True
             return
         self.lost_ids = self.p.acked_ids - set(stored)
+        done = ("completed", "failed")
+        self.store_finished_ids = {r for r in self.p.acked_ids if stored.get(r) in done}
         unfinished = [r for r in self.p.acked_ids if stored.get(r) in ("queued", "running")]
         self.store_unfinished = bool(unfinished)
         self.h.record(

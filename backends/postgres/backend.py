@@ -44,6 +44,7 @@ from backends.base import (
     register,
 )
 from backends.common.net import require_port_free
+from backends.common.powerloss import PowerNode
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.postgres import dataroot, store
@@ -187,6 +188,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         self.standby_catch_up_s = 10.0  # replication_health's wait for the standby's replay
         self._data_root: Path | None = None  # temporary root of the data dirs (when root)
         self.stale_removed: list[str] = []
+        self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -232,6 +234,10 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             settings={"synchronous_commit": self.sync_commit},
             bin_dir=self.bin_dir,
         )
+        if self.power is not None:  # the data directory is a lazy mount before initdb runs
+            t0 = time.monotonic()
+            self.power.start()
+            self.ready_s["lazyfs"] = time.monotonic() - t0
         t0 = time.monotonic()
         self.server.init()
         self.ready_s["initdb"] = time.monotonic() - t0
@@ -279,6 +285,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         steps += [self.workers.stop] if self.workers else []
         steps += [self._lock.close] if self._lock else []
         steps += [s.stop for s in (self.standby, self.server) if s is not None]
+        steps += [self.power.stop] if self.power is not None else []  # after the server
         steps += [self._remove_data_root]  # after the servers: they hold files in it
         self._client, self._lock = None, None
         errors = []
@@ -318,6 +325,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             db = conninfo_to_dict(self.external).get("dbname", "(default database)")
             where = f"external PostgreSQL {version} server at {store.where(self.external)} ({db})"
         fsync = self.settings.get("fsync", "?")
+        if self.power is not None:
+            where += ", data directory on the lazy filesystem (FUSE; lose-power trial)"
         topo = {
             "store": f"{where}, schema {self.schema}, synchronous_commit={self.sync_commit}, "
             f"fsync {fsync}",
@@ -360,6 +369,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             "pool_per_process": {"min": store.POOL_MIN, "max": store.POOL_MAX},
             "prepare_threshold": store.PREPARE_THRESHOLD,
             "schema_info": self.schema_info,
+            "lazyfs": self.power is not None,
             "ready_s": {**self.ready_s, **(self.workers.ready_s if self.workers else {})},
         }
 
@@ -407,6 +417,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         }
         if end["cpu_s"] is not None and start["cpu_s"] is not None:
             m["server_cpu_s"] = end["cpu_s"] - start["cpu_s"]  # exited backends included
+        if self.power is not None:
+            m["lazyfs"] = self.power.describe()
         if self.standby is not None:
             try:
                 m["standby"] = self.standby.replication_row()

@@ -5,6 +5,9 @@
                with off, the last commits may be.
   pause-store  SIGSTOP the postmaster and every backend (a stopped postmaster alone would let
                open sessions keep committing), later SIGCONT.
+  lose-power   SIGKILL every server process and drop every write the data directory (a lazy
+               mount in these trials) had not fsynced, remount, start: crash recovery replays
+               what the WAL really holds. The standby, if any, is another node: untouched.
   lose-node    SIGKILL every server process and delete the data directory. With a standby
                (``--standby async|sync``) it is promoted and the workers and the load generator
                reconnect to it; without one, a new empty server takes over: total loss.
@@ -24,10 +27,14 @@ from typing import Any
 import psycopg
 
 from backends.common.nodeloss import verify_gone
+from backends.common.powerloss import PowerNode
 from backends.errors import BackendError
+from backends.postgres.power import power_loss_promise
 from backends.postgres.promise import PostgresPromises
+from backends.postgres.sysuser import SYSTEM_USER, SystemUser
+from backends.promises import Promise
 
-OWN_PROCESS_FAULTS = ("kill-store", "pause-store", "lose-node")
+OWN_PROCESS_FAULTS = ("kill-store", "pause-store", "lose-node", "lose-power")
 
 
 class PostgresFaults(PostgresPromises):
@@ -136,6 +143,43 @@ class PostgresFaults(PostgresPromises):
                 d._lock.close()
         d._lock = d._conn()
         d._hold_lock(d._lock)
+
+    def prepare_power_loss(self) -> None:
+        """The embedded server's data directory on the lazy filesystem; the backing directory is
+        the system user's, so the mount root shows that owner (postgres checks it)."""
+        d: Any = self
+        if d.external:
+            raise BackendError("postgres: lose-power needs the embedded server, not --postgres-dsn")
+        own = SystemUser(SYSTEM_USER).own_dir
+        d.power = PowerNode(d._data_dir("postgres"), d.ctx.logdir, prepare_backing=own)
+
+    def lose_power(self) -> None:
+        """Every server process dies at once (the workers and the harness are clients on other
+        machines: their connections break), then the unsynced writes are gone."""
+        d: Any = self
+        if d.power is None:
+            raise BackendError("postgres: lose-power needs prepare_power_loss() before start()")
+        server = self._server()
+        server.kill(all_processes=True)
+        server._wait_orphans()  # nothing of the node may write after the power is off
+        d.power.lose()
+
+    def recover_power(self) -> dict[str, Any]:
+        d: Any = self
+        remount_s = d.power.remount()
+        t0 = time.monotonic()
+        self.start_store()  # crash recovery from what the WAL really holds
+        return {
+            "lazyfs_dropped": d.power.losses[-1] if d.power.losses else None,
+            "remount_s": remount_s,
+            "restart_s": time.monotonic() - t0,
+        }
+
+    def promise(self, fault: str) -> Promise | None:
+        d: Any = self
+        if fault == "lose-power":
+            return power_loss_promise(d.sync_commit, d.settings.get("wal_writer_delay"))
+        return super().promise(fault)
 
     def integrity_check(self) -> dict[str, Any]:
         """amcheck's B-tree checks on every index of our schema (heap included)."""

@@ -38,11 +38,13 @@ from backends.base import (
     register,
 )
 from backends.common.nodeloss import verify_gone
+from backends.common.powerloss import PowerNode
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
+from backends.sqlite.power import power_loss_promise
 from backends.sqlite.store import (
     SYNCHRONOUS,
     SqliteStateView,
@@ -115,6 +117,8 @@ class SqliteClient(Client):
         await asyncio.get_running_loop().run_in_executor(self.pool, self.submitter.submit, run)
 
     def state(self) -> StateView:
+        if not self.submitter.node_up:  # nothing may hold the file while the node is down
+            raise BackendError("sqlite: the node holding the database is down")
         return SqliteStateView(self.db_path)
 
     async def close(self) -> None:
@@ -159,6 +163,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
         )
         self._client: SqliteClient | None = None
         self.ready_s: dict[str, float] = {}
+        self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -172,6 +177,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.power is not None:
+                t0 = time.monotonic()
+                self.power.start()
+                self.ready_s["lazyfs"] = time.monotonic() - t0
             if self.replica == "s3":
                 self.target = self._object_store()
             create_schema(self.db_path, self.synchronous)
@@ -225,6 +234,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.litestream.stop()
         if self.seaweed is not None:
             self.seaweed.stop()
+        if self.power is not None:  # last: every process using the mount is gone
+            self.power.stop()
         if self.litestream is not None and self.litestream.stop_error:
             # everything is stopped; the caller records this (manifest stop_error)
             raise BackendError(
@@ -344,6 +355,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
         WAL frame written to the file, and a killed or stopped process leaves the kernel's page
         cache (hence the file) intact; only an OS crash or power loss needs the fsync. A lost
         node keeps only what Litestream had uploaded."""
+        if fault == "lose-power":
+            return power_loss_promise(self.synchronous)
         if fault in ("kill-worker", "kill-store", "pause-store"):
             return Promise(
                 fault,
@@ -375,12 +388,44 @@ class SqliteDeployment(PooledWorkers, Deployment):
             )
         return None
 
+    def prepare_power_loss(self) -> None:
+        """The database, its WAL and WAL index (and Litestream's local state next to them) on
+        the lazy filesystem; the object store is another machine and stays off it."""
+        self.power = PowerNode(self.data_dir, self.ctx.logdir)
+
+    def lose_power(self) -> None:
+        """The harness is a client on another machine: its connections go first (while the
+        workers still hold the file, so its close is not the last one and checkpoints
+        nothing), then every process of the node dies, then its unsynced writes."""
+        if self.power is None:
+            raise BackendError("sqlite: lose-power needs prepare_power_loss() before start()")
+        if self._client is not None:
+            self._client.submitter.take_down()
+        self.kill_store()
+        self.power.lose()
+
+    def recover_power(self) -> dict[str, Any]:
+        """Remount (an empty page cache), then Litestream and the workers; the first connection
+        recovers the WAL."""
+        assert self.power is not None
+        remount_s = self.power.remount()
+        t0 = time.monotonic()
+        self.start_store()
+        if self._client is not None:
+            self._client.submitter.bring_up()
+        return {
+            "lazyfs_dropped": self.power.losses[-1] if self.power.losses else None,
+            "remount_s": remount_s,
+            "restart_s": time.monotonic() - t0,
+        }
+
     # -- description -------------------------------------------------------------------------
 
     def topology(self) -> dict[str, Any]:
         s = self.ctx.settings
+        disk = "the lazy filesystem (FUSE; lose-power trial)" if self.power else "local disk"
         topo = {
-            "store": f"SQLite {sqlite3.sqlite_version} file on local disk "
+            "store": f"SQLite {sqlite3.sqlite_version} file on {disk} "
             f"(WAL, synchronous={self.synchronous})",
             "workers": f"{s.workers} worker process(es) x {s.concurrency} runs in flight",
         }
@@ -427,6 +472,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
             if self.seaweed
             else ("external" if self.target else None),
             "ready_s": self.ready_s,
+            "lazyfs": self.power is not None,
         }
 
     def collect_metrics(self) -> dict[str, Any]:
@@ -440,6 +486,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
             m["object_store_requests"] = self.seaweed.request_counts()
         if self.target is not None:
             m["object_store_usage"] = object_store_usage(self.target)
+        if self.power is not None:
+            m["lazyfs"] = self.power.describe()
         return m
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:

@@ -196,12 +196,16 @@ class SqliteStateView(StateView):
 
 
 def integrity_check(path: Path) -> dict[str, object]:
-    """``PRAGMA integrity_check`` on the file, read-only."""
-    conn = connect(path, readonly=True)
+    """``PRAGMA integrity_check`` on the file, read-only. A file too damaged to read ("file is
+    not a database", e.g. after a power loss with synchronous=OFF) fails the check."""
     try:
-        rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
+        conn = connect(path, readonly=True)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return {"valid": False, "check": "PRAGMA integrity_check", "error": str(e)}
     return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
 
@@ -217,6 +221,8 @@ class SqliteSubmitter:
         self._lock = threading.Lock()
         self.node_up = True  # False while the node is lost: nothing can reach its file
         self._generation = 0  # bumped when the file is replaced: connections must reopen
+        self._active = 0  # submits in flight (guarded by _idle)
+        self._idle = threading.Condition()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -235,10 +241,36 @@ class SqliteSubmitter:
         """The database file was replaced (node rebuilt): every thread reopens it."""
         self._generation += 1
 
+    def take_down(self, timeout_s: float = 30.0) -> None:
+        """The node goes away (power loss): no new submit starts, those in flight finish (their
+        acks precede the fault), then every connection is closed so nothing in this process
+        holds the file or its WAL index while the node's disk is swapped under it. Closed while
+        the workers still hold the database, so this close is never the last one (the last
+        close of a WAL database checkpoints it, which would sync what the fault should lose)."""
+        with self._idle:
+            self.node_up = False
+            self._idle.wait_for(lambda: self._active == 0, timeout_s)
+        self.close()
+        self.reopen()
+
+    def bring_up(self) -> None:
+        with self._idle:
+            self.node_up = True
+
     def submit(self, run: RunSpec) -> None:
         """The **run accepted** ack: the run row is committed when this returns."""
-        if not self.node_up:
-            raise BackendError("sqlite: the node holding the database is down")
+        with self._idle:
+            if not self.node_up:
+                raise BackendError("sqlite: the node holding the database is down")
+            self._active += 1
+        try:
+            self._insert(run)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _insert(self, run: RunSpec) -> None:
         with _Tx(self._conn()) as c:
             c.execute(
                 sql.INSERT_RUN,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -37,11 +38,13 @@ from backends.base import (
 )
 from backends.common.net import address_problem
 from backends.common.nodeloss import verify_gone
+from backends.common.powerloss import PowerNode
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.temporal.client import LoopThread, Target, TemporalClient, TemporalStateView
 from backends.temporal.payloads import INLINE_LIMIT
+from backends.temporal.power import power_loss_promise
 from backends.temporal.server import TemporalDevServer, call_sync, probe
 from backends.temporal.worker import worker_limits
 from backends.temporal.workflows import retry_policy
@@ -152,12 +155,17 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.server_version: str | None = None
         self._client: TemporalClient | None = None
         self.ready_s: dict[str, float] = {}
+        self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            if self.power is not None:
+                t0 = time.monotonic()
+                self.power.start()
+                self.ready_s["lazyfs"] = time.monotonic() - t0
             t0 = time.monotonic()
             if self.server is not None:
                 self.server.start()
@@ -179,6 +187,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
         self.workers.stop()
         if self.server is not None:
             self.server.stop()
+        if self.power is not None:  # last: the server no longer uses the mount
+            self.power.stop()
 
     def client(self) -> Client:
         if self._client is None:
@@ -281,7 +291,7 @@ class TemporalDeployment(PooledWorkers, Deployment):
     def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
         """Why ``fault`` cannot be injected with these options (known before anything starts)."""
         address = options.get("temporal_address")
-        if address and fault in ("kill-store", "pause-store", "lose-node"):
+        if address and fault in ("kill-store", "pause-store", "lose-node", "lose-power"):
             return (
                 f"the store is the external cluster at {address}: the harness "
                 "owns none of its processes (leave out --temporal-address)"
@@ -316,6 +326,47 @@ class TemporalDeployment(PooledWorkers, Deployment):
             "rebuild_s": time.monotonic() - t0,
         }
 
+    def prepare_power_loss(self) -> None:
+        """The dev server's SQLite file (and the payload directory beside it) on the lazy
+        filesystem."""
+        self._own_server()
+        self.power = PowerNode(self.data_dir, self.ctx.logdir)
+
+    def lose_power(self) -> None:
+        """The dev server's node loses power: the server dies, its unsynced writes are gone.
+        The workers and the harness are clients on other machines."""
+        server = self._own_server()
+        if self.power is None:
+            raise BackendError("temporal: lose-power needs prepare_power_loss() before start()")
+        server.kill()
+        self.power.lose()
+
+    def recover_power(self) -> dict[str, Any]:
+        assert self.power is not None
+        remount_s = self.power.remount()
+        t0 = time.monotonic()
+        self._own_server().start()
+        return {
+            "lazyfs_dropped": self.power.losses[-1] if self.power.losses else None,
+            "remount_s": remount_s,
+            "restart_s": time.monotonic() - t0,
+        }
+
+    def integrity_check(self) -> dict[str, Any]:
+        """``PRAGMA integrity_check`` on the dev server's SQLite file (read-only, beside the
+        running server: WAL readers do not block it)."""
+        if self.server is None:
+            return {"valid": None, "check": "PRAGMA integrity_check", "note": "external cluster"}
+        try:
+            conn = sqlite3.connect(f"file:{self.server.db_path}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:  # "file is not a database": damaged beyond reading
+            return {"valid": False, "check": "PRAGMA integrity_check", "error": str(e)}
+        return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
+
     # -- promises ----------------------------------------------------------------------------
 
     def promise(self, fault: str) -> Promise | None:
@@ -332,6 +383,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
             )
         if self.server is None:
             return None  # an external cluster: its persistence is not ours to state
+        if fault == "lose-power":
+            return power_loss_promise(self.journal)
         if fault in ("kill-store", "pause-store"):
             return Promise(
                 fault,
@@ -361,6 +414,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
                 f"SQLite file {self.server.db_path} (journal_mode={self.journal}, "
                 "synchronous=FULL: every commit fsynced)"
             )
+            if self.power is not None:
+                persistence += ", on the lazy filesystem (FUSE; lose-power trial)"
         else:
             store = (
                 f"external Temporal cluster at {self.target.address} (Server "
@@ -428,6 +483,7 @@ class TemporalDeployment(PooledWorkers, Deployment):
             if self.server
             else None,
             "ready_s": self.ready_s,
+            "lazyfs": self.power is not None,
         }
 
     def collect_metrics(self) -> dict[str, Any]:
@@ -444,6 +500,8 @@ class TemporalDeployment(PooledWorkers, Deployment):
             m["histories"] = _history_stats(self.target)
         except Exception as e:  # noqa: BLE001 - a figure, not a verdict
             m["histories"] = {"error": str(e)}
+        if self.power is not None:
+            m["lazyfs"] = self.power.describe()
         return m
 
 

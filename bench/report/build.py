@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from backends.errors import ConfigError
 from bench import cost
-from bench.report import charts, costs, faults, tables
+from bench.report import charts, costs, faults, frontier, tables
 from bench.report.commands import DEFAULT_TARGET_RUNS_PER_S  # noqa: E402
 from bench.report.context import Context
 from bench.report.doc import Block, Figure, Heading, Para
@@ -207,6 +207,27 @@ class Builder:
                 [ctx.rel(sw["group"].path)],
             )
             self.blocks.append(sw["table"])
+        self.frontier_chart()
+
+    def frontier_chart(self) -> None:
+        pts = frontier.points(self.ctx)
+        if not pts:
+            return
+        title = "Durability frontier: throughput vs acks lost on " + ", ".join(
+            sorted({p["fault"] for p in pts})
+        )
+        self.figure(
+            frontier.chart(pts, title),
+            "durability-frontier",
+            title,
+            "One point per setting of each backend. x: steps/s of fault-free runs of that "
+            "setting (without the lazy filesystem); y: acknowledged writes the fault lost per "
+            "trial. Whiskers span min..max (plain runs on x, trials on y). Further right is "
+            "faster, higher loses more: a point up and to the right buys speed with "
+            "durability; DAMAGED marks a failed integrity check after recovery.",
+            sorted({s for p in pts for s in p["sources"]}),
+        )
+        self.blocks.append(frontier.table(pts))
 
 
 def build(

@@ -126,10 +126,14 @@ class Run:
 
     @property
     def steady(self) -> bool:
-        """Usable for throughput / latency / cost medians: complete, valid, no fault, and the
-        harness kept to its schedule."""
+        """Usable for throughput / latency / cost medians: complete, valid, no fault, the
+        harness kept to its schedule, and not slowed by the lazy filesystem."""
         return (
-            not self.partial and self.verdict is True and self.fault is None and not self.untrusted
+            not self.partial
+            and self.verdict is True
+            and self.fault is None
+            and not self.untrusted
+            and not self.manifest.get("lazyfs")
         )
 
     @property
