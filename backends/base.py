@@ -10,7 +10,7 @@ checkpointed unit of it. An *acknowledged write* (ack) is the moment a backend t
   committed is never executed again, not even on replay after a crash.
 * **run completed**: the run's final status (completed / failed) is durable.
 
-The harness records each ack in its own history (``bench.history``), outside the system under
+The harness records each ack in its own history (``backends.history``), outside the system under
 test, and later compares that history with ``StateView`` (the backend's durable state, read-only).
 
 Roles, after Jepsen: a ``Backend`` is a factory registered by name; it builds a ``Deployment``

@@ -30,7 +30,7 @@ from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import LeaseLost
 from backends.promises import Promise
-from bench.history import HistoryWriter
+from backends.history import HistoryWriter
 
 
 class _Run:

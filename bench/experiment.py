@@ -38,7 +38,7 @@ from bench import (
     signals,
 )
 from bench import nemesis as nemesis_mod
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
 from bench.sampler import ResourceSampler

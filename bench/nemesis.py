@@ -22,7 +22,7 @@ from typing import Any
 
 from backends.base import Deployment, KillableStore, KillableWorkers, LosableNode, PausableStore
 from backends.errors import ConfigError
-from bench.history import INFO, HistoryWriter
+from backends.history import INFO, HistoryWriter
 
 FAULTS: dict[str, tuple[type, str]] = {
     "kill-worker": (KillableWorkers, "its workers are not processes the harness can kill"),

@@ -9,7 +9,7 @@ Layout
   steps.csv         one row per step checkpoint
   timeseries.csv    one row per second: arrivals, completions, commits, latency
   resources.csv     per-process CPU seconds, RSS and PSS, sampled
-  history/*.jsonl   the raw history, one file per process (bench.history)
+  history/*.jsonl   the raw history, one file per process (backends.history)
   logs/*.log        every child process's output
 Group files ``results/<stamp>-<random>-<kind>.json`` (kind crash, sweep, compare) list the run
 directories of one command; they carry the same ``schema_version``.

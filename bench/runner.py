@@ -25,7 +25,7 @@ from typing import Any
 from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
 from backends.errors import DiskFull, Indeterminate
-from bench.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
+from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule

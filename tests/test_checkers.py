@@ -11,7 +11,7 @@ from typing import Any
 from backends.base import RunState, StateView
 from backends.workflow import expected_payload
 from bench import checkers
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from tests.helpers import smoke_runs
 
 

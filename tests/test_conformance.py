@@ -21,7 +21,7 @@ from backends.base import KillableWorkers, Plan, RunSpec, RunState, StateView, S
 from backends.errors import ConfigError
 from backends.workflow import expected_payload
 from bench import checkers
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from tests.helpers import context, events, smoke_runs
 
 BACKENDS = sorted(registered())

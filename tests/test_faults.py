@@ -15,7 +15,7 @@ import pytest
 from backends.base import RunState, StateView, registered
 from backends.sqlite.backend import SqliteDeployment
 from bench import checkers
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from bench.nemesis import FAULTS, check_supported
 from tests.helpers import context, events, smoke_runs, submit_all
 

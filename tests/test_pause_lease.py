@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from bench import checkers
-from bench.history import read_history
+from backends.history import read_history
 
 
 def test_pause_longer_than_lease_loses_nothing(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from backends.postgres.server import PostgresServer
 from backends.postgres.store import PostgresStateView, PostgresSubmitter, create_schema
 from bench.checkers import check_write_loss
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from tests.helpers import smoke_runs
 
 

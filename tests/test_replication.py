@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from backends.sqlite.backend import SqliteDeployment
-from bench.history import HistoryWriter
+from backends.history import HistoryWriter
 from tests.helpers import context, events, smoke_runs, submit_all
 
 

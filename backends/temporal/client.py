@@ -38,7 +38,7 @@ from backends.base import Client, ExecutionSettings, RunSpec, RunState, StateVie
 from backends.errors import BackendError, Indeterminate
 from backends.temporal.payloads import data_converter
 from backends.temporal.workflows import WORKFLOW_NAME, run_input
-from bench.history import OK, HistoryWriter
+from backends.history import OK, HistoryWriter
 
 T = TypeVar("T")
 FETCH_CONCURRENCY = 16
