@@ -29,8 +29,8 @@ from backends.durable.executor import Executor
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import LeaseLost
-from backends.promises import Promise
 from backends.history import HistoryWriter
+from backends.promises import Promise
 
 
 class _Run:

@@ -15,7 +15,7 @@ from rich.console import Console
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
 from backends.common.redact import redact_text
 from backends.errors import ConfigError, DurabenchError
-from bench import lastresort, signals, validate
+from bench import faults, lastresort, signals, validate
 from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
 
@@ -146,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--fault",
             required=True,
-            help="kill-worker, kill-store, lose-node, pause-store"
+            help=", ".join(faults.registered())
             + (" (comma-separated for several)" if name == "crash" else ""),
         )
         c.add_argument("--trials", type=int, default=1, help="trials per fault (default 1)")

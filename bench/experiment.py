@@ -26,6 +26,7 @@ from backends.base import ExecutionSettings, RunContext, StateView, get
 from backends.common.redact import RedactingFilter, redact_text
 from backends.common.redact import redact as redact_value
 from backends.errors import ConfigError, DiskFull
+from backends.history import HistoryWriter, read_history
 from backends.promises import Promise
 from bench import (
     checkers,
@@ -38,7 +39,6 @@ from bench import (
     signals,
 )
 from bench import nemesis as nemesis_mod
-from backends.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
 from bench.sampler import ResourceSampler

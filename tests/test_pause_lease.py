@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import checkers
 from backends.history import read_history
+from bench import checkers
 
 
 def test_pause_longer_than_lease_loses_nothing(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
 from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
-from backends.workflow import StepError, run_step
 from backends.history import FAIL, INFO, INVOKE, OK, HistoryWriter
+from backends.workflow import StepError, run_step
 
 CLAIM_BATCH = 32
 
