@@ -245,6 +245,19 @@ class Deployment(abc.ABC):
     def versions(self) -> dict[str, str]:
         return {}
 
+    @staticmethod
+    def replica_requests(backend_metrics: dict[str, Any]) -> tuple[dict[str, float], str] | None:
+        """The replication client's own object-store request counts by operation (what
+        production would send to S3), read from this backend's ``collect_metrics`` figures as
+        stored in summary.json, with where they came from in words; None when it has none.
+        Static so the report can read results of a deployment that no longer runs."""
+        return None
+
+    @staticmethod
+    def metrics_lines(backend_metrics: dict[str, Any]) -> list[str]:
+        """Short lines for the console summary about this backend's own figures."""
+        return []
+
     def managed_standins(self) -> dict[str, str]:
         """Roles (keys of ``processes()``) that only stand in locally for a managed service in
         production, mapped to that service (e.g. a local object store for "S3 (object storage
@@ -388,12 +401,56 @@ def float_option(options: dict[str, Any], dest: str, default: float) -> float:
 
 
 @dataclass(frozen=True)
+class MovingParts:
+    """What operating the backend takes, beyond the processes the harness samples (those are
+    derived from each run): documented from the backend's code and docs, not measured."""
+
+    ports: str
+    files: str  # config and data files
+    source: str  # where these facts were read
+
+
+@dataclass(frozen=True)
+class ManagedAlternative:
+    """A managed service that can replace the backend's measured server process(es) in the cost
+    model: another total, with the same measured workers. Each ``*_price`` names a key of the
+    price file (``prices/default.toml``); None = that kind of line does not apply."""
+
+    name: str  # the total's label, e.g. "managed Postgres"
+    replaces_with: str  # what the servers become, in words
+    instance_hour_price: str | None = None  # one instance all month, instead of the servers
+    storage_gb_month_price: str | None = None  # the database bytes per run, kept one month
+    storage_what: str = ""  # e.g. "RDS gp3 storage"
+    per_million_actions_price: str | None = None  # 1 start + exec attempts per run
+    actions_fee_fraction_price: str | None = None  # a plan fee as a share of actions spend
+    fee_what: str = ""
+
+    def price_keys(self) -> tuple[str, ...]:
+        keys = (
+            self.instance_hour_price,
+            self.storage_gb_month_price,
+            self.per_million_actions_price,
+            self.actions_fee_fraction_price,
+        )
+        return tuple(k for k in keys if k)
+
+
+@dataclass(frozen=True)
 class BackendInfo:
+    """A backend as the harness knows it. Besides the factory, what the harness needs and must
+    not know by name: ``packages`` (distributions whose versions go into the manifest),
+    ``parts`` (documented moving parts), ``managed`` (managed alternatives the cost model
+    prices). Stand-ins for managed services and durability promises depend on the options, so
+    they are ``Deployment.managed_standins`` and ``Deployment.promise``."""
+
     name: str
     summary: str
     durable: bool
     options: tuple[Option, ...]
     factory: Any  # Callable[[dict[str, Any], RunContext], Deployment]
+    packages: tuple[str, ...] = ()
+    parts: MovingParts | None = None
+    managed: tuple[ManagedAlternative, ...] = ()
 
 
 _REGISTRY: dict[str, BackendInfo] = {}

@@ -18,6 +18,7 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    MovingParts,
     Plan,
     RunContext,
     RunSpec,
@@ -225,5 +226,10 @@ register(
         durable=False,
         options=(),
         factory=MemoryDeployment,
+        parts=MovingParts(
+            ports="none",
+            files="none (state in the harness's memory; not durable)",
+            source="backends/memory.py",
+        ),
     )
 )

