@@ -38,10 +38,12 @@ from typing import Any, Literal
 
 import yaml
 
+from backends.common.http import http_get
 from backends.common.net import find_binary, free_port
 from backends.common.process import ManagedProcess
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
-from backends.sqlite.objectstore import S3Target, http_get, parse_prometheus, run_once
+from backends.sqlite.objectstore import S3Target, run_once
 
 BACKEND = "sqlite"
 ReplicaKind = Literal["s3", "file"]

@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
 from backends.common.process import ManagedProcess
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
 
 BACKEND = "sqlite"
@@ -49,44 +50,8 @@ class S3Target:
 
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers shared with litestream.py (they belong in backends/common once someone owns it).
+# A small helper shared with litestream.py.
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One line of a Prometheus text exposition."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
-
-def parse_prometheus(text: str) -> list[Sample]:
-    """Parse the Prometheus text format: comments skipped, any label set, timestamps ignored,
-    unparseable lines skipped (a scrape is an observation, never a reason to fail a run)."""
-    out: list[Sample] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
-            continue
-        labels = {
-            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-            for k, v in _LABEL_RE.findall(m.group(2) or "")
-        }
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        out.append(Sample(m.group(1), labels, value))
-    return out
 
 
 def run_once(
