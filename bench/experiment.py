@@ -1,3 +1,4 @@
+# size: one measurement from start to results, with the cleanup that must run on every path. Not split in this change.
 """One measurement end to end: deploy, drive the schedule, collect, check, stop, write results.
 
 Whatever happens (error, Ctrl-C), every process the deployment started is stopped, and whatever
@@ -92,6 +93,9 @@ def _log_to_file(logdir: Path) -> logging.Handler:
     return handler
 
 
+# size: the run's phases in order under the one try/finally that stops every process and writes
+# partial results on any exit; splitting it would scatter that guarantee. Candidate for a phases
+# object.
 def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
@@ -311,6 +315,7 @@ def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) 
     )
 
 
+# size: writes every result file of a run in order; not split in this change.
 def _write(
     req: Request,
     run_dir: Path,

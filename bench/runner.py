@@ -101,6 +101,8 @@ class Driver:
         self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
 
+    # size: the open-loop drive, its drain and its cancellation under one try/finally (signal handlers
+    # restored, tasks cancelled); not split in this change.
     async def drive(self) -> DriveResult:
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()

@@ -1,8 +1,8 @@
 """Modules over 400 lines and functions over 60 lines in bench/ and backends/.
 
 An offender is allowed when it says why at its top: a comment line starting with ``# size:``
-among a module's first 40 lines, or for a function within the two lines above its ``def``
-(decorators included) and the five lines below it. Prints every offender (with its reason, if
+among a module's first 40 lines, or for a function in the comment block right above it (above
+its decorators) or within the five lines below its ``def``. Prints every offender (with its reason, if
 any); exits 1 when one has none.
 
     python scripts/size_check.py [ROOT]
@@ -50,7 +50,10 @@ def offenders_in(path: Path, shown: str) -> list[Offender]:
         if n <= MAX_FUNCTION_LINES:
             continue
         top = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1  # 0-based
-        reason = _reason(lines, top - 2, node.lineno + 5)
+        above = top
+        while above > 0 and lines[above - 1].strip().startswith("#"):
+            above -= 1
+        reason = _reason(lines, above, top) or _reason(lines, node.lineno, node.lineno + 5)
         out.append(Offender(f"{shown}:{node.lineno} {node.name}()", n, MAX_FUNCTION_LINES, reason))
     return out
 

@@ -1,3 +1,4 @@
+# size: one Deployment class (lifecycle, options, topology, metrics) behind the interface; faults and promises already live in faults.py / promise.py. Not split further in this change.
 """``postgres``: workflow state in PostgreSQL tables; the database is the orchestrator (the
 "Postgres is all you need" bet): workers claim runs with ``FOR UPDATE SKIP LOCKED`` and
 checkpoint steps in the step journal.

@@ -1,3 +1,4 @@
+# size: one Deployment class: file, Litestream and SeaweedFS wiring, capabilities and promises of one backend. Not split in this change; candidate: capabilities to faults.py as postgres does.
 """``sqlite``: workflow state in one local SQLite file, streamed to S3-compatible storage by a
 Litestream sidecar (the "small stack" bet).
 

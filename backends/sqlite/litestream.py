@@ -1,3 +1,4 @@
+# size: one sidecar: config, lifecycle, metrics, control socket and restore of Litestream. Not split in this change.
 """The Litestream sidecar: ``litestream replicate`` streaming ONE SQLite database to an S3 bucket
 or a directory, with its Prometheus metrics, its control socket and ``litestream restore``.
 
@@ -40,10 +41,11 @@ import yaml
 
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_port
+from backends.common.oneshot import run_once
 from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
-from backends.sqlite.objectstore import S3Target, run_once
+from backends.sqlite.objectstore import S3Target
 
 BACKEND = "sqlite"
 ReplicaKind = Literal["s3", "file"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
+from backends.common.oneshot import run_once
 from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
@@ -47,37 +47,6 @@ class S3Target:
     access_key: str = ""
     secret_key: str = field(default="", repr=False)
     path_style: bool = True
-
-
-# ---------------------------------------------------------------------------------------------
-# A small helper shared with litestream.py.
-# ---------------------------------------------------------------------------------------------
-
-
-def run_once(
-    role: str, argv: list[str], log_path: Path, env: dict[str, str] | None, timeout_s: float
-) -> tuple[int, str]:
-    """Run a short-lived command as a ManagedProcess (own session, dies with the harness) and
-    return (exit code, combined output). The log file is rewritten for every call."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.unlink(missing_ok=True)
-    proc = ManagedProcess(role, argv, log_path, env=env)
-    proc.start()
-    assert proc.popen is not None
-    try:
-        proc.popen.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise BackendError(
-            f"{role}: `{' '.join(argv)}` did not finish within {timeout_s:.0f}s; "
-            f"last output:\n{proc.log_tail()}"
-        ) from None
-    except BaseException:  # Ctrl-C while waiting: never leak the child
-        proc.kill()
-        raise
-    proc.stop()
-    output = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return proc.popen.returncode, output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+# size: one Deployment class: server, workers, capabilities and promises of one backend. Not split in this change; candidate: capabilities to faults.py as postgres does.
 """``temporal``: workflow state in Temporal's event histories; workers run the steps as activities.
 
 Deployment, in start order:

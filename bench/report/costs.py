@@ -54,6 +54,7 @@ def _money_spread(vals: list[float | None], missing: list[str] | None = None) ->
     )
 
 
+# size: the cost section's tables, built in order; owned by the report work in flight, not split here.
 def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]:
     out: list[Block] = [
         Heading("Cost"),

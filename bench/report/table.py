@@ -22,6 +22,7 @@ def _mib(x: Any) -> str:
     return "-" if not x else f"{x / 2**20:,.1f}"
 
 
+# size: a flat sequence of console tables over summary.json; not split in this change.
 def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: Console) -> None:
     title = (
         f"{summary['backend']} / {summary['workload']}  seed {manifest['seed']}  "
