@@ -115,3 +115,11 @@ class Nemesis:
             )
         finally:
             self.done.set()
+
+
+def __getattr__(name: str) -> Any:
+    # ``FAULTS`` (name -> fault) for code written before the registry; new code reads
+    # ``bench.faults.registered()``
+    if name == "FAULTS":
+        return faults.registered()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
