@@ -10,7 +10,7 @@ checkpointed unit of it. An *acknowledged write* (ack) is the moment a backend t
   committed is never executed again, not even on replay after a crash.
 * **run completed**: the run's final status (completed / failed) is durable.
 
-The harness records each ack in its own history (``bench.history``), outside the system under
+The harness records each ack in its own history (``backends.history``), outside the system under
 test, and later compares that history with ``StateView`` (the backend's durable state, read-only).
 
 Roles, after Jepsen: a ``Backend`` is a factory registered by name; it builds a ``Deployment``
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -245,6 +244,19 @@ class Deployment(abc.ABC):
     def versions(self) -> dict[str, str]:
         return {}
 
+    @staticmethod
+    def replica_requests(backend_metrics: dict[str, Any]) -> tuple[dict[str, float], str] | None:
+        """The replication client's own object-store request counts by operation (what
+        production would send to S3), read from this backend's ``collect_metrics`` figures as
+        stored in summary.json, with where they came from in words; None when it has none.
+        Static so the report can read results of a deployment that no longer runs."""
+        return None
+
+    @staticmethod
+    def metrics_lines(backend_metrics: dict[str, Any]) -> list[str]:
+        """Short lines for the console summary about this backend's own figures."""
+        return []
+
     def managed_standins(self) -> dict[str, str]:
         """Roles (keys of ``processes()``) that only stand in locally for a managed service in
         production, mapped to that service (e.g. a local object store for "S3 (object storage
@@ -355,92 +367,16 @@ class PowerLosable(Protocol):
         ...
 
 
-# ---------------------------------------------------------------------------------------------
-# Registry.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric option accepts (always finite): ``low <= v`` (``low < v`` when
-    ``low_open``) and ``v <= high``. The CLI refuses anything outside before a run starts."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-
-    def problem(self, value: float) -> str | None:
-        """Why ``value`` is refused, or None."""
-        if value != value or value in (float("inf"), float("-inf")):
-            return f"must be a finite number {self}, got {value}"
-        too_low = self.low is not None and (
-            value <= self.low if self.low_open else value < self.low
-        )
-        if too_low or (self.high is not None and value > self.high):
-            return f"must be {self}, got {value:g}"
-        return None
-
-    def __str__(self) -> str:
-        lo = None if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        hi = None if self.high is None else f"<= {self.high:g}"
-        if lo and hi:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-        return lo or hi or "(any value)"
-
-
-@dataclass(frozen=True)
-class Option:
-    """A command-line option a backend adds to `bench run`. ``flag`` is e.g. ``--s3-endpoint``;
-    the parsed value reaches the backend factory under ``dest``. Every numeric option has a
-    ``range``; ``check`` (optional) returns why a value is refused, before anything starts."""
-
-    flag: str
-    dest: str
-    help: str
-    default: Any = None
-    type: type = str
-    choices: Sequence[Any] | None = None
-    range: Range | None = None
-    check: Callable[[Any], str | None] | None = None
-
-
-def float_option(options: dict[str, Any], dest: str, default: float) -> float:
-    """A float option as given: the default only when it was not given (None), never in place
-    of a given 0 (a sweep row labelled 0 must not silently measure the default)."""
-    value = options.get(dest)
-    return float(default if value is None else value)
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    name: str
-    summary: str
-    durable: bool
-    options: tuple[Option, ...]
-    factory: Any  # Callable[[dict[str, Any], RunContext], Deployment]
-
-
-_REGISTRY: dict[str, BackendInfo] = {}
-
-
-def register(info: BackendInfo) -> None:
-    taken = {o.flag for b in _REGISTRY.values() for o in b.options if b.name != info.name}
-    clash = [o.flag for o in info.options if o.flag in taken]
-    if clash:
-        raise ConfigError(f"{info.name}: option(s) {clash} already registered by another backend")
-    _REGISTRY[info.name] = info
-
-
-def registered() -> dict[str, BackendInfo]:
-    import backends.registry  # noqa: F401 - imports every built-in backend so it registers
-
-    return dict(_REGISTRY)
-
-
-def get(name: str) -> BackendInfo:
-    known = registered()
-    if name not in known:
-        raise ConfigError(
-            f"unknown backend {name!r}; registered backends: {', '.join(sorted(known))}"
-        )
-    return known[name]
+# The registry and what a backend declares live in ``backends.registration``; imported here so
+# that ``from backends.base import BackendInfo, Option, register, ...`` keeps working.
+from backends.registration import (  # noqa: E402, F401
+    BackendInfo,
+    ManagedAlternative,
+    MovingParts,
+    Option,
+    Range,
+    float_option,
+    get,
+    register,
+    registered,
+)

@@ -18,6 +18,7 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    MovingParts,
     Plan,
     RunContext,
     RunSpec,
@@ -29,8 +30,8 @@ from backends.durable.executor import Executor
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
 from backends.errors import LeaseLost
+from backends.history import HistoryWriter
 from backends.promises import Promise
-from bench.history import HistoryWriter
 
 
 class _Run:
@@ -225,5 +226,10 @@ register(
         durable=False,
         options=(),
         factory=MemoryDeployment,
+        parts=MovingParts(
+            ports="none",
+            files="none (state in the harness's memory; not durable)",
+            source="backends/memory.py",
+        ),
     )
 )

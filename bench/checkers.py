@@ -99,6 +99,8 @@ def _claim_start(e: dict[str, Any], key: str) -> float:
     return float(e["t"])
 
 
+# size: the write-loss verdict with its evidence, one rule after another; not split in this change so
+# the rule reads in one place.
 def check_write_loss(
     events: list[dict[str, Any]], state: StateView, fault_t: float | None = None
 ) -> dict[str, Any]:

@@ -24,108 +24,22 @@ what its totals replace (``CostLine.replaced``).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
+from backends.base import ManagedAlternative
 from backends.errors import ConfigError
+from bench.prices import (  # noqa: F401 - the price table, read by callers through this module
+    DEFAULT_PRICES,
+    GB,
+    Price,
+    PriceTable,
+    load_prices,
+    required_keys,
+)
 
-DEFAULT_PRICES = Path(__file__).resolve().parents[1] / "prices" / "default.toml"
-GB = 2**30  # providers bill "GB" as 2^30 bytes
-_COMPUTE = ("vcpu_hour", "memory_gb_hour", "block_storage_gb_month", "object_storage_gb_month")
-_MANAGED = ("managed_postgres_hour", "managed_postgres_storage_gb_month")
-_TEMPORAL = ("temporal_cloud_per_million_actions", "temporal_cloud_plan_fee_fraction")
-REQUIRED = _COMPUTE + ("object_put_per_1000", "object_get_per_1000") + _MANAGED + _TEMPORAL
 TIER1_OPS = ("PUT", "COPY", "POST", "LIST")  # S3's expensive request class
 TIER2_OPS = ("GET", "HEAD", "SELECT")
-
-
-@dataclass(frozen=True)
-class Price:
-    key: str
-    value: float | None  # None = unknown: nobody found a public price
-    unit: str
-    what: str
-    source: str
-    read: str
-
-
-@dataclass(frozen=True)
-class PriceTable:
-    path: Path
-    prices: dict[str, Price]
-    currency: str
-    region: str
-    hours_per_month: float
-
-    def value(self, key: str) -> float | None:
-        return self.prices[key].value
-
-
-def load_prices(path: Path | None = None) -> PriceTable:
-    """Read and validate a price file; every problem is a ConfigError naming the file and key."""
-    path = Path(path) if path is not None else DEFAULT_PRICES
-    where = f"prices file {path}"
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"{where}: not found (pass --prices FILE)") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{where}: cannot be read: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{where}: not valid TOML: {e}") from e
-    table = data.get("prices")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: no [prices.<name>] tables (see prices/default.toml)")
-    missing = [k for k in REQUIRED if k not in table]
-    if missing:
-        raise ConfigError(f"{where}: missing price(s): {', '.join(missing)}")
-    prices = {k: _price(where, k, table[k]) for k in REQUIRED}
-    hours = data.get("hours_per_month", 730)
-    if not _is_number(hours) or hours <= 0:
-        raise ConfigError(f"{where}: hours_per_month must be a number > 0, got {hours!r}")
-    return PriceTable(
-        path, prices, str(data.get("currency", "USD")), str(data.get("region", "")), float(hours)
-    )
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _price(where: str, key: str, entry: Any) -> Price:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: [prices.{key}] must be a table with value, source, read")
-    value = entry.get("value")
-    if value == "unknown":
-        value = None
-    elif not _is_number(value) or value < 0:
-        raise ConfigError(
-            f'{where}: [prices.{key}] value must be a number >= 0 or "unknown", got {value!r}'
-        )
-    for k in ("source", "read"):
-        if not isinstance(entry.get(k), str) or not entry[k].strip():
-            raise ConfigError(
-                f"{where}: [prices.{key}] needs a non-empty {k!r} "
-                "(where the price came from, and the date it was read)"
-            )
-    try:
-        dt.date.fromisoformat(entry["read"])
-    except ValueError as e:
-        raise ConfigError(
-            f"{where}: [prices.{key}] read must be a date YYYY-MM-DD, got {entry['read']!r}"
-        ) from e
-    return Price(
-        key,
-        None if value is None else float(value),
-        str(entry.get("unit", "")),
-        str(entry.get("what", "")),
-        entry["source"],
-        entry["read"],
-    )
 
 
 # --- measured usage ----------------------------------------------------------------------------
@@ -148,8 +62,8 @@ class Usage:
     tier2_requests: float | None
     request_source: str
     exec_attempts_per_run: float | None
-    uses_temporal: bool
-    uses_postgres: bool
+    # managed services that can replace the measured servers (declared by the backend)
+    alternatives: tuple[ManagedAlternative, ...] = ()
     # role -> the managed service it stands in for (declared by the backend, manifest.json
     # managed_standins); None when the result predates the declaration
     standins: dict[str, str] | None = None
@@ -174,7 +88,7 @@ def _is_worker(role: str) -> bool:
     return role.startswith("worker")
 
 
-SELF, MANAGED_PG, TEMPORAL_CLOUD = "self-hosted", "managed Postgres", "Temporal Cloud"
+SELF = "self-hosted"
 
 
 @dataclass(frozen=True)
@@ -237,13 +151,34 @@ def _x(price: float | None, factor: float) -> float | None:
     return None if price is None else price * factor
 
 
+@dataclass
+class _Lines:
+    """Adds cost lines to one estimate (prices, month length and load fixed)."""
+
+    est: Estimate
+    prices: PriceTable
+
+    def p(self, key: str) -> float | None:
+        return self.prices.value(key)
+
+    def per_run(self, name: str, each: float | None, why: str, deps: tuple[str, ...], *keys):
+        m, month = _x(each, 1e6), _x(each, self.est.runs_per_month)
+        self.est.lines.append(CostLine(name, "per-run", m, month, why, deps, keys))
+
+    def per_time(self, name: str, month: float | None, why: str, deps: tuple[str, ...], *keys):
+        self.est.lines.append(CostLine(name, "per-time", None, month, why, deps, keys))
+
+    def not_measured(self, name: str, kind: str, what: str, deps: tuple[str, ...], *keys):
+        why = f"NOT MEASURED: {what}; left unpriced (never counted as zero)"
+        self.est.lines.append(CostLine(name, kind, None, None, why, deps, keys, missing=what))
+
+
 def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Estimate:
     """Cost lines for one measurement at ``target_runs_per_s``; see the module docstring."""
     if not math.isfinite(target_runs_per_s) or target_runs_per_s <= 0:
         raise ConfigError(f"--target-runs-per-s must be > 0, got {target_runs_per_s}")
     hours = prices.hours_per_month
-    runs_month = target_runs_per_s * hours * 3600
-    est = Estimate(target_runs_per_s, runs_month, [], [])
+    est = Estimate(target_runs_per_s, target_runs_per_s * hours * 3600, [], [])
     if not usage.has_processes:
         est.notes.append(
             "no backend process was measured (the engine ran inside the harness): nothing to price"
@@ -252,160 +187,115 @@ def estimate(usage: Usage, prices: PriceTable, target_runs_per_s: float) -> Esti
     if usage.runs_finished <= 0:
         est.notes.append("no run finished: per-run costs cannot be derived from this measurement")
         return est
-    p = prices.value
-    n = usage.runs_finished
-
-    def per_run(name: str, each: float | None, why: str, deps: tuple[str, ...], *keys):
-        m, month = _x(each, 1e6), _x(each, runs_month)
-        est.lines.append(CostLine(name, "per-run", m, month, why, deps, keys))
-
-    def per_time(name: str, month: float | None, why: str, deps: tuple[str, ...], *keys):
-        est.lines.append(CostLine(name, "per-time", None, month, why, deps, keys))
-
-    def not_measured(name: str, kind: str, what: str, deps: tuple[str, ...], *keys):
-        why = f"NOT MEASURED: {what}; left unpriced (never counted as zero)"
-        est.lines.append(CostLine(name, kind, None, None, why, deps, keys, missing=what))
-
+    lines = _Lines(est, prices)
     standins = {r: svc for r, svc in (usage.standins or {}).items() if r in usage.cpu_s}
     worker_roles = sorted(r for r in usage.cpu_s if _is_worker(r))
     store_roles = sorted(r for r in usage.cpu_s if not _is_worker(r) and r not in standins)
-    alt = [MANAGED_PG] if usage.uses_postgres else []
-    alt += [TEMPORAL_CLOUD] if usage.uses_temporal else []
+    alt = [a.name for a in usage.alternatives]
     _replacements(est, usage, standins, store_roles)
-    for label, roles, deps in (
-        ("workers", worker_roles, (SELF, *alt)),
-        ("store / server processes", store_roles, (SELF,)),
-    ):
-        if not roles:
-            continue
-        no_cpu = [r for r in roles if usage.cpu_s[r] is None]
-        if no_cpu:
-            what = f"no CPU figure for {', '.join(no_cpu)}"
-            not_measured(f"CPU: {label}", "per-run", what, deps, "vcpu_hour")
-        else:
-            cpu = sum(usage.cpu_s[r] or 0.0 for r in roles)
-            per_run(
-                f"CPU: {label}",
-                _x(p("vcpu_hour"), cpu / n / 3600),
-                f"CPU scales linearly with runs: {cpu:.2f} CPU-s during the drive over {n} "
-                f"finished runs = {cpu / n * 1000:.1f} ms/run ({', '.join(roles)}); at "
-                f"{target_runs_per_s:g} runs/s that keeps {cpu / n * target_runs_per_s:.3f} "
-                "vCPU busy, billed per vCPU-hour with no idle headroom",
-                deps,
-                "vcpu_hour",
-            )
-        no_mem = [r for r in roles if usage.peak_pss.get(r) is None]
-        if no_mem:
-            what = f"no peak PSS for {', '.join(no_mem)}"
-            not_measured(f"memory: {label}", "per-time", what, deps, "memory_gb_hour")
-        else:
-            pss = sum(usage.peak_pss[r] or 0 for r in roles)
-            per_time(
-                f"memory: {label}",
-                _x(p("memory_gb_hour"), pss / GB * hours),
-                f"memory = peak PSS (summed over each process tree, sampled) held all month: "
-                f"{pss / 2**20:.0f} MiB ({', '.join(roles)}), as measured at the benchmark's "
-                "load (not scaled to the target load)",
-                deps,
-                "memory_gb_hour",
-            )
+    _process_lines(lines, usage, "workers", worker_roles, (SELF, *alt))
+    _process_lines(lines, usage, "store / server processes", store_roles, (SELF,))
     accepted = max(usage.runs_accepted, 1)
-    if usage.state_bytes is None:
-        not_measured(
-            "block storage: database",
-            "per-run",
-            "no database size in summary.json backend_metrics",
-            (SELF,),
-            "block_storage_gb_month",
-        )
-    else:
-        b = usage.state_bytes / accepted
-        per_run(
-            "block storage: database",
-            _x(p("block_storage_gb_month"), b / GB),
-            f"each run's state kept one month on block storage, billed on bytes used: "
-            f"{b / 1024:.1f} KiB/run (database size at the end / {accepted} accepted runs; "
-            "fixed overhead counted as if per run, provisioned headroom not included)",
-            (SELF,),
-            "block_storage_gb_month",
-        )
-        if usage.uses_postgres:
-            per_run(
-                "managed Postgres storage",
-                _x(p("managed_postgres_storage_gb_month"), b / GB),
-                f"the same {b / 1024:.1f} KiB/run on RDS gp3 storage, kept one month",
-                (MANAGED_PG,),
-                "managed_postgres_storage_gb_month",
-            )
+    _storage_lines(lines, usage, accepted)
     if usage.uses_object_store:
-        _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured)
-    actions = 1.0 + (usage.exec_attempts_per_run or 0.0)
-    if usage.uses_temporal:
-        if usage.exec_attempts_per_run is None:
-            what = "no exec attempts per finished run (runs.csv)"
-            not_measured(
-                "Temporal Cloud Actions",
-                "per-run",
-                what,
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_per_million_actions",
-            )
-            not_measured(
-                "Temporal Cloud plan fee",
-                "per-run",
-                what,
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_plan_fee_fraction",
-            )
-        else:
-            per_run(
-                "Temporal Cloud Actions",
-                _x(p("temporal_cloud_per_million_actions"), actions / 1e6),
-                f"Temporal actions per run estimated as 1 workflow start + "
-                f"{usage.exec_attempts_per_run:.2f} activity starts incl. retries "
-                f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
-                "signals, queries and heartbeats not counted",
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_per_million_actions",
-            )
-            act, fee = _x(p("temporal_cloud_per_million_actions"), actions / 1e6), None
-            if act is not None and p("temporal_cloud_plan_fee_fraction") is not None:
-                fee = act * p("temporal_cloud_plan_fee_fraction")
-            per_run(
-                "Temporal Cloud plan fee",
-                fee,
-                "Developer plan: a share of Actions spend (storage not estimated)",
-                (TEMPORAL_CLOUD,),
-                "temporal_cloud_plan_fee_fraction",
-            )
-    else:
-        per_run(
-            "Temporal Cloud Actions",
-            0.0,
-            f"not a Temporal deployment: 0 (the same runs on Temporal would need about "
-            f"{actions:.1f} Actions each: 1 workflow start + activity attempts)",
-            (SELF,),
+        _object_store(
+            est, usage, lines.p, hours, accepted, lines.per_run, lines.per_time, lines.not_measured
         )
-    if usage.uses_postgres:
-        per_time(
-            "managed Postgres instance",
-            _x(p("managed_postgres_hour"), hours),
-            "managed Postgres instance price used only for the postgres backend as an "
-            "alternative line: one small instance all month instead of the measured server "
-            "process (its CPU and memory lines drop out of this total)",
-            (MANAGED_PG,),
-            "managed_postgres_hour",
-        )
+    for a in usage.alternatives:
+        if a.per_million_actions_price:
+            _actions(a, usage, lines.p, lines.per_run, lines.not_measured)
+        if a.instance_hour_price:
+            lines.per_time(
+                f"{a.name} instance",
+                _x(lines.p(a.instance_hour_price), hours),
+                f"{a.name} instance price, an alternative line for this backend only: one "
+                "small instance all month instead of the measured server process (its CPU and "
+                "memory lines drop out of this total)",
+                (a.name,),
+                a.instance_hour_price,
+            )
     for i, line in enumerate(est.lines):
         what = "; ".join(f"{d}: {est.replaced(d)}" for d in line.deployments)
         est.lines[i] = dataclasses.replace(line, replaced=what)
-        unknown = [k for k in line.price_keys if p(k) is None]
+        unknown = [k for k in line.price_keys if lines.p(k) is None]
         if unknown:
             est.notes.append(f"{line.component}: price unknown ({', '.join(unknown)})")
     for line in est.lines:
         if line.missing:
             est.notes.append(f"{line.component}: not measured ({line.missing})")
     return est
+
+
+def _process_lines(
+    lines: _Lines, usage: Usage, label: str, roles: list[str], deps: tuple[str, ...]
+) -> None:
+    """CPU (per run) and memory (per month) of a group of measured processes."""
+    if not roles:
+        return
+    n, target = usage.runs_finished, lines.est.target_runs_per_s
+    no_cpu = [r for r in roles if usage.cpu_s[r] is None]
+    if no_cpu:
+        what = f"no CPU figure for {', '.join(no_cpu)}"
+        lines.not_measured(f"CPU: {label}", "per-run", what, deps, "vcpu_hour")
+    else:
+        cpu = sum(usage.cpu_s[r] or 0.0 for r in roles)
+        lines.per_run(
+            f"CPU: {label}",
+            _x(lines.p("vcpu_hour"), cpu / n / 3600),
+            f"CPU scales linearly with runs: {cpu:.2f} CPU-s during the drive over {n} "
+            f"finished runs = {cpu / n * 1000:.1f} ms/run ({', '.join(roles)}); at "
+            f"{target:g} runs/s that keeps {cpu / n * target:.3f} "
+            "vCPU busy, billed per vCPU-hour with no idle headroom",
+            deps,
+            "vcpu_hour",
+        )
+    no_mem = [r for r in roles if usage.peak_pss.get(r) is None]
+    if no_mem:
+        what = f"no peak PSS for {', '.join(no_mem)}"
+        lines.not_measured(f"memory: {label}", "per-time", what, deps, "memory_gb_hour")
+    else:
+        pss = sum(usage.peak_pss[r] or 0 for r in roles)
+        lines.per_time(
+            f"memory: {label}",
+            _x(lines.p("memory_gb_hour"), pss / GB * lines.prices.hours_per_month),
+            f"memory = peak PSS (summed over each process tree, sampled) held all month: "
+            f"{pss / 2**20:.0f} MiB ({', '.join(roles)}), as measured at the benchmark's "
+            "load (not scaled to the target load)",
+            deps,
+            "memory_gb_hour",
+        )
+
+
+def _storage_lines(lines: _Lines, usage: Usage, accepted: int) -> None:
+    """The database's bytes per run, on block storage and on each managed alternative's."""
+    if usage.state_bytes is None:
+        lines.not_measured(
+            "block storage: database",
+            "per-run",
+            "no database size in summary.json backend_metrics",
+            (SELF,),
+            "block_storage_gb_month",
+        )
+        return
+    b = usage.state_bytes / accepted
+    lines.per_run(
+        "block storage: database",
+        _x(lines.p("block_storage_gb_month"), b / GB),
+        f"each run's state kept one month on block storage, billed on bytes used: "
+        f"{b / 1024:.1f} KiB/run (database size at the end / {accepted} accepted runs; "
+        "fixed overhead counted as if per run, provisioned headroom not included)",
+        (SELF,),
+        "block_storage_gb_month",
+    )
+    for a in usage.alternatives:
+        if a.storage_gb_month_price:
+            lines.per_run(
+                f"{a.name} storage",
+                _x(lines.p(a.storage_gb_month_price), b / GB),
+                f"the same {b / 1024:.1f} KiB/run on {a.storage_what}, kept one month",
+                (a.name,),
+                a.storage_gb_month_price,
+            )
 
 
 def _replacements(
@@ -418,14 +308,8 @@ def _replacements(
         "" if usage.standins is not None else " (result predates stand-in declarations)"
     )
     servers = ", ".join(store_roles) or "the server"
-    if usage.uses_postgres:
-        est._replaced[MANAGED_PG] = f"{servers} -> managed Postgres instance" + (
-            f"; {kept}" if kept else ""
-        )
-    if usage.uses_temporal:
-        est._replaced[TEMPORAL_CLOUD] = f"{servers} -> Temporal Cloud" + (
-            f"; {kept}" if kept else ""
-        )
+    for a in usage.alternatives:
+        est._replaced[a.name] = f"{servers} -> {a.replaces_with}" + (f"; {kept}" if kept else "")
     for r, svc in sorted(standins.items()):
         cpu, pss = usage.cpu_s.get(r), usage.peak_pss.get(r)
         est.notes.append(
@@ -435,6 +319,33 @@ def _replacements(
             + (f"{pss / 2**20:.0f} MiB peak PSS" if pss is not None else "memory not measured")
             + f") is not priced as a server; {svc}'s own prices apply instead"
         )
+
+
+def _actions(a: ManagedAlternative, usage: Usage, p, per_run, not_measured) -> None:
+    """Lines of a service billed per action: actions per run, and a plan fee on that spend."""
+    key, fee_key = a.per_million_actions_price, a.actions_fee_fraction_price
+    if usage.exec_attempts_per_run is None:
+        what = "no exec attempts per finished run (runs.csv)"
+        not_measured(f"{a.name} Actions", "per-run", what, (a.name,), key)
+        if fee_key:
+            not_measured(f"{a.name} plan fee", "per-run", what, (a.name,), fee_key)
+        return
+    actions = 1.0 + usage.exec_attempts_per_run
+    per_run(
+        f"{a.name} Actions",
+        _x(p(key), actions / 1e6),
+        f"actions per run estimated as 1 workflow start + "
+        f"{usage.exec_attempts_per_run:.2f} activity starts incl. retries "
+        f"(mean exec attempts per finished run, runs.csv) = {actions:.2f}; timers, "
+        "signals, queries and heartbeats not counted",
+        (a.name,),
+        key,
+    )
+    if fee_key:
+        act, fee = _x(p(key), actions / 1e6), None
+        if act is not None and p(fee_key) is not None:
+            fee = act * p(fee_key)
+        per_run(f"{a.name} plan fee", fee, a.fee_what, (a.name,), fee_key)
 
 
 def _object_store(est, usage, p, hours, accepted, per_run, per_time, not_measured) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from backends.base import registered
 from bench import experiment, results, signals
 from bench.nemesis import FaultSpec
 
@@ -44,7 +45,7 @@ def trial_figures(out: experiment.Outcome) -> dict[str, Any]:
         "stuck_runs": (c.get("exactly_once") or {}).get("stuck_count"),
         "indeterminate": (c.get("indeterminate") or {}).get("count"),
         "total_loss": detail.get("total_loss"),
-        "object_store_puts": _puts(bm),
+        "object_store_puts": _puts(bm, str(out.manifest.get("backend"))),
         "promise": prom.get("promise"),
         "promise_label": prom.get("promise_label"),
         "promise_verdict": prom.get("verdict"),
@@ -87,9 +88,11 @@ def run_plain(base: experiment.Request, runs: int, on_lazyfs: bool) -> list[dict
     ]
 
 
-def _puts(bm: dict[str, Any]) -> int | None:
-    ops = (bm.get("litestream") or {}).get("replica_operation_total") or {}
-    return int(ops["PUT"]) if "PUT" in ops else None
+def _puts(bm: dict[str, Any], backend: str) -> int | None:
+    """PUTs its replication client sent, as the backend reads its own figures."""
+    info = registered().get(backend)
+    ops = (info.factory.replica_requests(bm) if info else None) or ({}, "")
+    return int(ops[0]["PUT"]) if "PUT" in ops[0] else None
 
 
 def run_trials(base: experiment.Request, fault: FaultSpec, trials: int) -> list[dict[str, Any]]:
@@ -192,6 +195,12 @@ def render(
         "broke or a run did not finish exactly once",
         highlight=False,
     )
+    _trial_notes(rows, console)
+
+
+def _trial_notes(rows: dict[str, list[dict[str, Any]]], console: Console) -> None:
+    """Under the table: why a trial was not judged kept, its oldest lost acks, and which
+    trials ran on the lazy filesystem."""
     for key, trials in rows.items():
         for k, t in enumerate(trials):
             if t.get("promise_verdict") != "kept":

@@ -1,3 +1,4 @@
+# size: one measurement from start to results, with the cleanup that must run on every path. Not split in this change.
 """One measurement end to end: deploy, drive the schedule, collect, check, stop, write results.
 
 Whatever happens (error, Ctrl-C), every process the deployment started is stopped, and whatever
@@ -23,9 +24,11 @@ from typing import Any
 import pandas as pd
 
 from backends.base import ExecutionSettings, RunContext, StateView, get
+from backends.common import powerloss
 from backends.common.redact import RedactingFilter, redact_text
 from backends.common.redact import redact as redact_value
 from backends.errors import ConfigError, DiskFull
+from backends.history import HistoryWriter, read_history
 from backends.promises import Promise
 from bench import (
     checkers,
@@ -38,7 +41,6 @@ from bench import (
     signals,
 )
 from bench import nemesis as nemesis_mod
-from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
 from bench.sampler import ResourceSampler
@@ -93,6 +95,9 @@ def _log_to_file(logdir: Path) -> logging.Handler:
     return handler
 
 
+# size: the run's phases in order under the one try/finally that stops every process and writes
+# partial results on any exit; splitting it would scatter that guarantee. Candidate for a phases
+# object.
 def run(req: Request) -> Outcome:
     info = get(req.backend)
     if req.fault is not None:  # refuse before anything starts
@@ -160,9 +165,9 @@ def run(req: Request) -> Outcome:
             nemesis_mod.on_lazyfs(deployment)
         # figures of a run on the lazy filesystem are not the backend's (FUSE costs time)
         manifest["lazyfs"] = req.on_lazyfs or (
-            req.fault is not None and req.fault.fault == nemesis_mod.powerloss.FAULT
+            req.fault is not None and req.fault.fault == nemesis_mod.LAZYFS_FAULT
         )
-        if manifest["lazyfs"] and (stale := nemesis_mod.powerloss.clean_stale(req.results_root)):
+        if manifest["lazyfs"] and (stale := powerloss.clean_stale(req.results_root)):
             print(
                 f"removed {len(stale)} stale lazy-filesystem mount(s) left by a crashed "
                 f"harness: {', '.join(stale)}",
@@ -326,6 +331,7 @@ def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) 
     )
 
 
+# size: writes every result file of a run in order; not split in this change.
 def _write(
     req: Request,
     run_dir: Path,

@@ -209,6 +209,7 @@ def censored_latency(runs: pd.DataFrame, drive_end_t: float) -> pd.Series:
     return drive_end_t - open_["scheduled_t"]
 
 
+# size: summary.json assembled field by field; not split in this change.
 def summarize(
     runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float, drive_end_t: float
 ) -> dict[str, Any]:

@@ -97,6 +97,8 @@ def _outside(lost: dict[str, Any], bound: float | None, shift_s: float) -> bool:
     return lost["age_at_fault_s"] - shift_s > bound
 
 
+# size: the promise verdict, one rule after another with its reason; not split in this change so the
+# rule reads in one place.
 def judge(
     promise: Promise | None,
     loss: dict[str, Any] | None,

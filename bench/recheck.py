@@ -19,9 +19,9 @@ from typing import Any
 
 from backends.base import ExecutionSettings, RetryPolicy, get
 from backends.errors import ConfigError
+from backends.history import read_history
 from backends.promises import Promise
 from bench import experiment, metrics
-from bench.history import read_history
 from bench.workload.schedule import Schedule, build_schedule
 from bench.workload.spec import WorkloadSpec
 

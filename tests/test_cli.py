@@ -253,3 +253,13 @@ def test_compare_runs_the_same_schedule_and_writes_a_report(tmp_path: Path) -> N
     assert "memory" in report and "sqlite" in report
     assert (tmp_path / "report" / "report.html").exists()
     assert list((tmp_path / "report").glob("*.png"))
+
+
+def test_every_sub_command_has_its_own_handler() -> None:
+    import argparse
+
+    from bench.cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name, p in sub.choices.items() if not callable(p.get_default("func"))]
+    assert missing == []

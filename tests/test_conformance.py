@@ -19,9 +19,9 @@ import pytest
 
 from backends.base import KillableWorkers, Plan, RunSpec, RunState, StateView, StepSpec, registered
 from backends.errors import ConfigError
+from backends.history import HistoryWriter, read_history
 from backends.workflow import expected_payload
 from bench import checkers
-from bench.history import HistoryWriter, read_history
 from tests.helpers import context, events, smoke_runs
 
 BACKENDS = sorted(registered())

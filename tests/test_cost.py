@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from backends.base import get
 from bench import cost
 
 MIB = 2**20
@@ -26,8 +27,6 @@ def _usage(**kw) -> cost.Usage:
         tier2_requests=10.0,
         request_source="test",
         exec_attempts_per_run=4.0,
-        uses_temporal=False,
-        uses_postgres=False,
         standins={"seaweedfs": "S3 (object storage and requests)"},
     )
     return cost.Usage(**{**base, **kw})
@@ -95,7 +94,7 @@ def test_temporal_actions_need_the_attempt_count() -> None:
             standins={},
             object_bytes=None,
             tier1_requests=None,
-            uses_temporal=True,
+            alternatives=get("temporal").managed,
             exec_attempts_per_run=None,
         ),
         cost.load_prices(),
@@ -103,5 +102,5 @@ def test_temporal_actions_need_the_attempt_count() -> None:
     )
     actions = _line(est, "Temporal Cloud Actions")
     assert actions.missing and actions.per_month is None
-    assert est.total(cost.TEMPORAL_CLOUD) is None
+    assert est.total("Temporal Cloud") is None
     assert "temporal -> Temporal Cloud" in actions.replaced

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from backends.base import RunState, StateView, registered
+from backends.history import HistoryWriter, read_history
 from backends.sqlite.backend import SqliteDeployment
 from bench import checkers
-from bench.history import HistoryWriter, read_history
-from bench.nemesis import FAULTS, check_supported
+from bench.faults import registered as registered_faults
+from bench.nemesis import check_supported
 from tests.helpers import context, events, smoke_runs, submit_all
 
 # faults after which no acknowledged write may be lost, whatever the backend
@@ -25,7 +26,7 @@ LOSSLESS = ("kill-worker", "kill-store", "pause-store")
 
 def supported(backend: str) -> list[str]:
     out = []
-    for fault in FAULTS:
+    for fault in registered_faults():
         try:
             check_supported(fault, registered()[backend].factory, backend)
             out.append(fault)
@@ -37,7 +38,7 @@ def supported(backend: str) -> list[str]:
 @pytest.mark.parametrize("backend", sorted(registered()))
 def test_crash_runs_every_supported_fault(backend: str, tmp_path: Path) -> None:
     faults = supported(backend)
-    refused = [f for f in FAULTS if f not in faults]
+    refused = [f for f in registered_faults() if f not in faults]
     for fault in refused:
         out = subprocess.run(
             [

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backends.history import read_history
 from bench import checkers
-from bench.history import read_history
 
 
 def test_pause_longer_than_lease_loses_nothing(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from backends.history import HistoryWriter, read_history
 from backends.postgres.server import PostgresServer
 from backends.postgres.store import PostgresStateView, PostgresSubmitter, create_schema
 from bench.checkers import check_write_loss
-from bench.history import HistoryWriter, read_history
 from tests.helpers import smoke_runs
 
 

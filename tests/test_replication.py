@@ -8,8 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from backends.history import HistoryWriter
 from backends.sqlite.backend import SqliteDeployment
-from bench.history import HistoryWriter
 from tests.helpers import context, events, smoke_runs, submit_all
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError
 from backends.sqlite.litestream import Litestream
-from backends.sqlite.objectstore import SeaweedFS, object_store_usage, parse_prometheus
+from backends.sqlite.objectstore import SeaweedFS, object_store_usage
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import pytest
 
 from backends.base import Plan, RunSpec, StepSpec, registered
 from backends.common.net import port_open
+from backends.history import read_history
 from backends.temporal.server import TemporalDevServer
-from bench.history import read_history
 from tests.helpers import context, events
 
 

@@ -7,7 +7,7 @@ steps in parallel (fan-out). A step already in the run's journal is replayed, ne
 again; otherwise its work runs with retries, then its result is checkpointed, and only then does
 the run move on. The final step's checkpoint also completes the run, in one transaction.
 
-Every invoke / ok / fail / info goes to the harness's history (``bench.history``).
+Every invoke / ok / fail / info goes to the harness's history (``backends.history``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
 from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
+from backends.history import FAIL, INFO, INVOKE, OK, HistoryWriter
 from backends.workflow import StepError, run_step
-from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
 
 CLAIM_BATCH = 32
 

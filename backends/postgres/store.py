@@ -1,3 +1,4 @@
+# size: the SQL of one store (schema, submit, claim, checkpoint, state view) kept together so the queries can be read side by side.
 """The durable store on PostgreSQL, used from several processes at once: the harness submits
 runs, every worker claims and checkpoints. Workers share one queue (the ``runs`` table) by
 claiming with ``FOR UPDATE SKIP LOCKED``, so two workers never take the same run and neither

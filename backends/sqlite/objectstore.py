@@ -7,33 +7,33 @@ account. Why real credentials: ``weed mini`` without ``AWS_ACCESS_KEY_ID`` accep
 signed or not, so a misconfigured client would go unnoticed; with credentials it checks SigV4
 signatures like a real S3 endpoint does (and pays for it in CPU, as a real one would).
 
-Why no boto3: the harness only lists a bucket and probes it, which takes one signed GET; a
-forty-line SigV4 signer avoids a heavy dependency (boto3 is a test extra only).
+The harness's own S3 calls (probe a bucket, list what is in it) go through boto3, so signing,
+paging and error parsing are the SDK's, not ours.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import hmac
 import os
 import re
-import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
+from backends.common.oneshot import run_once
 from backends.common.process import ManagedProcess
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError, ConfigError
 
 BACKEND = "sqlite"
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -50,125 +50,49 @@ class S3Target:
 
 
 # ---------------------------------------------------------------------------------------------
-# Small helpers shared with litestream.py (they belong in backends/common once someone owns it).
+# S3 through boto3.
 # ---------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Sample:
-    """One line of a Prometheus text exposition."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_CLIENTS: dict[tuple[str, str, str, str, bool, float], Any] = {}
 
 
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
-
-
-def parse_prometheus(text: str) -> list[Sample]:
-    """Parse the Prometheus text format: comments skipped, any label set, timestamps ignored,
-    unparseable lines skipped (a scrape is an observation, never a reason to fail a run)."""
-    out: list[Sample] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
-            continue
-        labels = {
-            k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-            for k, v in _LABEL_RE.findall(m.group(2) or "")
-        }
-        try:
-            value = float(m.group(3))
-        except ValueError:
-            continue
-        out.append(Sample(m.group(1), labels, value))
-    return out
-
-
-def run_once(
-    role: str, argv: list[str], log_path: Path, env: dict[str, str] | None, timeout_s: float
-) -> tuple[int, str]:
-    """Run a short-lived command as a ManagedProcess (own session, dies with the harness) and
-    return (exit code, combined output). The log file is rewritten for every call."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.unlink(missing_ok=True)
-    proc = ManagedProcess(role, argv, log_path, env=env)
-    proc.start()
-    assert proc.popen is not None
-    try:
-        proc.popen.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise BackendError(
-            f"{role}: `{' '.join(argv)}` did not finish within {timeout_s:.0f}s; "
-            f"last output:\n{proc.log_tail()}"
-        ) from None
-    except BaseException:  # Ctrl-C while waiting: never leak the child
-        proc.kill()
-        raise
-    proc.stop()
-    output = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return proc.popen.returncode, output
-
-
-# ---------------------------------------------------------------------------------------------
-# S3 over urllib, signed with AWS Signature Version 4.
-# ---------------------------------------------------------------------------------------------
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-
-def _signed_headers(target: S3Target, host: str, path: str, query: str) -> dict[str, str]:
-    now = dt.datetime.now(dt.UTC)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    headers = {"host": host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": amz_date}
-    names = sorted(headers)
-    canonical = "\n".join(
-        [
-            "GET",
-            path,
-            query,
-            *(f"{n}:{headers[n]}" for n in names),
-            "",
-            ";".join(names),
-            _EMPTY_SHA256,
-        ]
+def _s3(target: S3Target, timeout_s: float) -> Any:
+    """A boto3 S3 client for ``target``, cached (building one loads the service model, which
+    costs more than the probe it serves). Unsigned when the target has no access key; no retries
+    (a probe reports what it saw); a loopback endpoint never goes through an HTTP proxy."""
+    key = (
+        target.endpoint,
+        target.region,
+        target.access_key,
+        target.secret_key,
+        target.path_style,
+        timeout_s,
     )
-    scope = f"{day}/{target.region}/s3/aws4_request"
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = _hmac(("AWS4" + target.secret_key).encode(), day)
-    for part in (target.region, "s3", "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={target.access_key}/{scope}, "
-        f"SignedHeaders={';'.join(names)}, Signature={signature}"
-    )
-    del headers["host"]  # urllib sets it itself, to the same value
-    return headers
+    if key not in _CLIENTS:
+        host = urllib.parse.urlsplit(target.endpoint).hostname or ""
+        config = Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"total_max_attempts": 1},
+            s3={"addressing_style": "path" if target.path_style else "auto"},
+            signature_version="s3v4" if target.access_key else UNSIGNED,
+            proxies={} if host in _LOOPBACK else None,
+        )
+        _CLIENTS[key] = boto3.session.Session().client(
+            "s3",
+            endpoint_url=target.endpoint,
+            region_name=target.region,
+            aws_access_key_id=target.access_key or None,
+            aws_secret_access_key=target.secret_key or None,
+            config=config,
+        )
+    return _CLIENTS[key]
 
 
-def s3_get(target: S3Target, params: dict[str, str], timeout_s: float = 5.0) -> bytes:
-    """A signed GET on the bucket itself (path style) with query ``params``: ListObjectsV2 and
-    friends. Unsigned when the target has no access key. Raises urllib errors on non-2xx."""
-    parts = urllib.parse.urlsplit(target.endpoint)
-    path = "/" + urllib.parse.quote(target.bucket, safe="-_.~")
-    query = "&".join(
-        f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
-        for k, v in sorted(params.items())
-    )
-    headers = _signed_headers(target, parts.netloc, path, query) if target.access_key else {}
-    return http_get(f"{parts.scheme}://{parts.netloc}{path}?{query}", timeout_s, headers)
+def _status(e: ClientError) -> tuple[int, str]:
+    code = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return code, str(e.response.get("Error", {}).get("Code") or e)
 
 
 def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
@@ -176,13 +100,16 @@ def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
     it; raises BackendError / ConfigError with one line naming the endpoint. Litestream itself
     never fails on an unreachable store: it logs sync errors and replicates nothing."""
     where = f"{target.endpoint} (bucket {target.bucket})"
-    answer: urllib.error.HTTPError | None = None
+    answer: tuple[int, str] | None = None
     try:
-        s3_get(target, {"list-type": "2", "max-keys": "0"}, timeout_s=timeout_s)
-    except urllib.error.HTTPError as e:
-        answer = e  # the endpoint answered: judged below, after the credentials
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
+        _s3(target, timeout_s).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
+    except ClientError as e:
+        answer = _status(e)  # the endpoint answered: judged below, after the credentials
+    except (BotoCoreError, ValueError) as e:
+        # the SDK's message repeats the whole request URL; the endpoint is named already
+        reason = "timed out" if "Timeout" in type(e).__name__ else type(e).__name__
+        if isinstance(e, EndpointConnectionError):
+            reason = "cannot connect"
         raise BackendError(
             f"{BACKEND}: object store {target.endpoint} does not answer ({reason}): "
             "is it running? check --s3-endpoint"
@@ -193,21 +120,15 @@ def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
             "AWS_SECRET_ACCESS_KEY (Litestream would otherwise look for an EC2 instance role)"
         )
     if answer is not None:
+        code, reason = answer
         hint = {
             403: "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and --s3-region",
             404: "create the bucket or pass --s3-bucket",
-        }.get(answer.code, "is this an S3 endpoint?")
+        }.get(code, "is this an S3 endpoint?")
         raise BackendError(
             f"{BACKEND}: object store {where} refused a bucket listing "
-            f"(HTTP {answer.code} {answer.reason}): {hint}"
+            f"(HTTP {code} {reason}): {hint}"
         )
-
-
-def _xml_text(elem: ET.Element, name: str) -> str:
-    for child in elem.iter():
-        if child.tag.rsplit("}", 1)[-1] == name:
-            return child.text or ""
-    return ""
 
 
 def object_store_usage(target: S3Target, prefix: str = "") -> dict[str, object]:
@@ -215,21 +136,13 @@ def object_store_usage(target: S3Target, prefix: str = "") -> dict[str, object]:
     ``{"objects": n, "bytes": n}``, or ``{"error": reason}`` when the store cannot be listed:
     usage is a figure for the cost model, so an unreachable store is reported, not raised."""
     objects = total = 0
-    token = ""
     try:
-        while True:
-            params = {"list-type": "2", "max-keys": "1000", "prefix": prefix}
-            if token:
-                params["continuation-token"] = token
-            root = ET.fromstring(s3_get(target, params))
-            for elem in root:
-                if elem.tag.rsplit("}", 1)[-1] == "Contents":
-                    objects += 1
-                    total += int(_xml_text(elem, "Size") or 0)
-            token = _xml_text(root, "NextContinuationToken")
-            if _xml_text(root, "IsTruncated") != "true" or not token:
-                break
-    except (OSError, ET.ParseError, ValueError) as e:
+        pages = _s3(target, 5.0).get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=target.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                objects += 1
+                total += int(obj.get("Size") or 0)
+    except (BotoCoreError, ClientError, ValueError) as e:
         return {"error": f"cannot list s3://{target.bucket}/{prefix} at {target.endpoint}: {e}"}
     return {"objects": objects, "bytes": total}
 
@@ -453,7 +366,9 @@ class SeaweedFS:
 
 def _bucket_answers(target: S3Target) -> bool:
     try:
-        s3_get(target, {"list-type": "2", "max-keys": "0"}, timeout_s=1.0)
-    except urllib.error.HTTPError:
+        _s3(target, 1.0).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
+    except ClientError:
         return False  # 404 NoSuchBucket until mini has created it
+    except BotoCoreError:
+        return False  # a connection the starting server dropped: asked again until the timeout
     return True

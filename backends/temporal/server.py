@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_ports, port_open, require_port_free
 from backends.common.process import ManagedProcess
+from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError
 
 PORT_OPTION = "--temporal-port"
@@ -248,24 +249,15 @@ class TemporalDevServer:
         totals: dict[str, float] = {}
         errors: dict[str, float] = {}
         frontend: dict[str, float] = {}
-        for line in text.splitlines():
-            if not line or line[0] == "#":
-                continue
-            name, _, rest = line.partition("{")
-            labels, _, value = rest.rpartition("} ")
-            try:
-                v = float(value)
-            except ValueError:
-                continue
+        for s in parse_prometheus(text):
+            name, v = s.name, s.value
             if name in METRICS:
                 totals[name] = totals.get(name, 0.0) + v
             if name in ("service_error_with_type", "persistence_error_with_type"):
-                m = re.search(r'error_type="([^"]+)"', labels)
-                key = f"{name.split('_')[0]}:{m.group(1) if m else '?'}"
+                key = f"{name.split('_')[0]}:{s.labels.get('error_type', '?')}"
                 errors[key] = errors.get(key, 0.0) + v
-            elif name == "service_requests" and 'service_name="frontend"' in labels:
-                m = re.search(r'operation="([^"]+)"', labels)
-                op = m.group(1) if m else "?"
+            elif name == "service_requests" and s.labels.get("service_name") == "frontend":
+                op = s.labels.get("operation", "?")
                 frontend[op] = frontend.get(op, 0.0) + v
         out: dict[str, Any] = {k: int(v) if v.is_integer() else v for k, v in totals.items()}
         n, s = totals.get("persistence_latency_count"), totals.get("persistence_latency_sum")

@@ -31,9 +31,9 @@ from typing import Any
 
 from backends.base import ExecutionSettings, RetryPolicy
 from backends.durable.crashpoints import CrashPoints
+from backends.history import INFO, HistoryWriter
 from backends.temporal import workflows
 from backends.temporal.payloads import data_converter
-from bench.history import INFO, HistoryWriter
 
 WORKFLOW_TASK_SLOTS = 100  # Python runs workflow code on a thread pool of this size
 READY_POLL_S = 0.01

@@ -57,8 +57,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from backends.base import Plan, RetryPolicy, StepSpec
     from backends.durable.crashpoints import CrashPoints
+    from backends.history import FAIL, INFO, INVOKE, OK, HistoryWriter
     from backends.workflow import StepError, run_step
-    from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
 
 WORKFLOW_NAME = "AgentWorkflow"
 ACTIVITY_NAME = "execute_step"

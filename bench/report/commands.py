@@ -51,6 +51,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_TARGET_RUNS_PER_S,
         help=f"load the monthly cost is computed for (default {DEFAULT_TARGET_RUNS_PER_S:g})",
     )
+    p.set_defaults(func=dispatch)
 
 
 def dispatch(args: argparse.Namespace, console: Console) -> int | None:

@@ -54,6 +54,7 @@ def _money_spread(vals: list[float | None], missing: list[str] | None = None) ->
     )
 
 
+# size: the cost section's tables, built in order; owned by the report work in flight, not split here.
 def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]:
     out: list[Block] = [
         Heading("Cost"),
@@ -126,10 +127,10 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             summary_src,
             caption="Cost summary",
             notes=[
-                "'managed Postgres' and 'Temporal Cloud' are alternative lines: the same "
-                "measured workers, with the measured server replaced by the managed "
+                "Totals other than 'self-hosted' are alternative lines the backend declares: "
+                "the same measured workers, with the measured server replaced by the managed "
                 "service's price. A process that is only a local stand-in for a managed "
-                "service (the local SeaweedFS for S3) is never priced as a server: the "
+                "service (e.g. a local object store for S3) is never priced as a server: the "
                 "service's prices replace it. NOT MEASURED: a figure the total needs is "
                 "missing, so no total is given (never priced as zero). Median [min..max] over "
                 "repeats."

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from bench import crash, experiment
+from bench.report import usage
 from bench.report.context import Context
 from bench.report.doc import Spread, Table, fmt_spread
 from bench.report.load import Run
@@ -34,10 +35,10 @@ def drive_seconds(r: Run) -> float | None:
 
 def puts_per_min(r: Run) -> float | None:
     """Object-store PUT requests per minute of the drive. The object store's own counter is
-    preferred: Litestream's restarts when Litestream is restarted (e.g. after lose-node)."""
+    preferred: the replication client's restarts with the client (e.g. after lose-node)."""
     bm = r.summary.get("backend_metrics") or {}
     server = ((bm.get("object_store_requests") or {}).get("requests") or {}).get("PUT")
-    client = ((bm.get("litestream") or {}).get("replica_operation_total") or {}).get("PUT")
+    client = (usage.replica_requests(bm, usage.backend_info(r.manifest)) or ({}, ""))[0].get("PUT")
     puts = server if server is not None else client
     drive = drive_seconds(r)
     if puts is None or not drive:

@@ -4,50 +4,22 @@ Two kinds of entries, labelled as such in the report:
   derived     from the result files: processes = roles that had resources sampled
               (summary.json resources), binaries / libraries and versions (manifest.json
               versions);
-  documented  constants below, written from the backends' own code and docs (ports, config
-              and data files, what production would add). They are not measured; a backend
-              without an entry here says so instead of guessing.
+  documented  declared by each backend (``BackendInfo.parts``), written from its own code
+              and docs (ports, config and data files, what production would add). They are
+              not measured; a backend that declares none says so instead of guessing.
 """
 
 from __future__ import annotations
 
 import re
 
+from backends.base import registered
 from bench.report.doc import Table
 from bench.report.load import Run
 
-DOCUMENTED: dict[str, dict[str, str]] = {
-    "sqlite": {
-        "ports": "Litestream metrics (1 HTTP, loopback); local SeaweedFS: S3, master, volume, "
-        "filer, admin (HTTP + gRPC each) and metrics, ~11 ports (none with a real S3)",
-        "files": "database file + -wal + -shm; litestream.yml; SeaweedFS data dir "
-        "(all flags on the command line)",
-        "source": "backends/sqlite/ (litestream.py, objectstore.py)",
-    },
-    "postgres": {
-        "ports": "1 (PostgreSQL, 5432 by default; a free loopback port here)",
-        "files": "data directory from initdb: postgresql.conf, pg_hba.conf, WAL; "
-        "a standby adds its own data directory",
-        "source": "backends/postgres/ (server.py, standby.py)",
-    },
-    "temporal": {
-        "ports": "frontend gRPC (7233 by default), HTTP API and metrics; internal services "
-        "bind more free loopback ports; web UI off",
-        "files": "dev server: one SQLite file (--db-filename); production adds a config "
-        "YAML per service and a Cassandra / PostgreSQL / MySQL cluster (+ optional "
-        "Elasticsearch)",
-        "source": "backends/temporal/server.py; docs.temporal.io self-hosted guide",
-    },
-    "memory": {
-        "ports": "none",
-        "files": "none (state in the harness's memory; not durable)",
-        "source": "backends/memory.py",
-    },
-}
-
 
 def processes(run: Run) -> str:
-    """Roles with sampled resources, workers collapsed: 'litestream, seaweedfs, worker x 2'."""
+    """Roles with sampled resources, workers collapsed: 'objstore, replicator, worker x 2'."""
     roles = [r for r in (run.summary.get("resources") or {}) if r != "harness"]
     workers = [r for r in roles if re.fullmatch(r"worker-\d+", r)]
     others = sorted(r for r in roles if r not in workers)
@@ -63,15 +35,16 @@ def versions(run: Run) -> str:
 def table(runs_by_backend: dict[str, Run], rel) -> Table:
     rows, sources = [], []
     for backend, run in runs_by_backend.items():
-        doc = DOCUMENTED.get(backend)
+        info = registered().get(str(run.manifest.get("backend")))
+        doc = info.parts if info else None
         rows.append(
             [
                 backend,
                 processes(run),
                 versions(run),
-                doc["ports"] if doc else "not documented for this backend",
-                doc["files"] if doc else "not documented for this backend",
-                doc["source"] if doc else "-",
+                doc.ports if doc else "not documented for this backend",
+                doc.files if doc else "not documented for this backend",
+                doc.source if doc else "-",
             ]
         )
         sources.append([rel(run.file("summary.json")), rel(run.file("manifest.json"))])
@@ -88,6 +61,6 @@ def table(runs_by_backend: dict[str, Run], rel) -> Table:
         sources,
         notes=[
             "Derived columns come from the cited result files; documented columns are "
-            "constants in bench/report/parts.py, written from each backend's code, not measured."
+            "declared by each backend (BackendInfo.parts), written from its code, not measured."
         ],
     )

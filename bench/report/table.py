@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from backends.base import registered
+
 
 def _ms(x: Any) -> str:
     return "-" if x is None else f"{x * 1000:,.1f}"
@@ -20,6 +22,7 @@ def _mib(x: Any) -> str:
     return "-" if not x else f"{x / 2**20:,.1f}"
 
 
+# size: a flat sequence of console tables over summary.json; not split in this change.
 def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: Console) -> None:
     title = (
         f"{summary['backend']} / {summary['workload']}  seed {manifest['seed']}  "
@@ -118,14 +121,8 @@ def render_summary(summary: dict[str, Any], manifest: dict[str, Any], console: C
     extra = []
     if "db_bytes" in bm:
         extra.append(f"db {_mib(bm['db_bytes'])} MiB, wal {_mib(bm.get('wal_bytes'))} MiB")
-    ls = bm.get("litestream") or {}
-    if ls:
-        ops = ls.get("replica_operation_total") or {}
-        extra.append(
-            "litestream: "
-            + ", ".join(f"{k} {int(v)}" for k, v in sorted(ops.items()))
-            + f", syncs {int(ls.get('sync_count', 0) or 0)}"
-        )
+    info = registered().get(str(manifest.get("backend")))
+    extra += info.factory.metrics_lines(bm) if info else []
     reqs = (bm.get("object_store_requests") or {}).get("requests") or {}
     if reqs:
         extra.append(

@@ -10,7 +10,14 @@ from typing import Any
 
 import pandas as pd
 
+from backends.base import BackendInfo, registered
 from bench.cost import TIER1_OPS, TIER2_OPS, Usage
+
+
+def backend_info(manifest: dict[str, Any]) -> BackendInfo | None:
+    """The registered backend a result was measured on (None: not registered here), whose
+    declarations say how to read its own figures."""
+    return registered().get(str(manifest.get("backend")))
 
 
 def usage_of(
@@ -37,13 +44,13 @@ def usage_of(
     bm = summary.get("backend_metrics") or {}
     state = bm.get("schema_bytes") or bm.get("db_bytes")  # schema_bytes: the tables alone
     obj = (bm.get("object_store_usage") or {}).get("bytes")
-    t1, t2, src = _requests(bm)
+    info = backend_info(manifest)
+    t1, t2, src = _requests(bm, info)
     attempts = None
     if len(runs) and "exec_attempts" in runs and "complete_t" in runs:
         done = runs[runs["complete_t"].notna()]
         if len(done):
             attempts = float(done["exec_attempts"].mean())
-    versions = " ".join((manifest.get("versions") or {}).keys()).lower()
     return Usage(
         runs_finished=finished,
         runs_accepted=int(counts.get("accepted") or finished),
@@ -56,25 +63,33 @@ def usage_of(
         tier2_requests=t2,
         request_source=src,
         exec_attempts_per_run=attempts,
-        uses_temporal="temporal" in versions,
-        uses_postgres="postgresql" in versions,
+        alternatives=info.managed if info else (),
         standins=manifest.get("managed_standins"),
     )
 
 
-def _requests(bm: dict[str, Any]) -> tuple[float | None, float | None, str]:
-    """Object-store requests by price class. Litestream's own counter is preferred: it is what
-    production would send to S3, while the local object store also counts the harness's
-    readiness probes and usage listings. (For fault trials, where Litestream restarts and its
+def replica_requests(
+    bm: dict[str, Any], info: BackendInfo | None
+) -> tuple[dict[str, float], str] | None:
+    """The replication client's own request counts, as its backend reads them."""
+    return info.factory.replica_requests(bm) if info else None
+
+
+def _requests(
+    bm: dict[str, Any], info: BackendInfo | None
+) -> tuple[float | None, float | None, str]:
+    """Object-store requests by price class. The replication client's own counter is preferred:
+    it is what production would send to S3, while the local object store also counts the harness's
+    readiness probes and usage listings. (For fault trials, where the client restarts and its
     counter with it, ``bench.report.faults`` uses the object store's PUT count instead.)"""
-    client = (bm.get("litestream") or {}).get("replica_operation_total") or {}
+    client, client_src = replica_requests(bm, info) or ({}, "")
     server = (bm.get("object_store_requests") or {}).get("requests") or {}
     ops = client or server
     if not ops:
         return None, None, "no object store"
     t1 = sum(float(v) for k, v in ops.items() if k.upper() in TIER1_OPS)
     t2 = sum(float(v) for k, v in ops.items() if k.upper() in TIER2_OPS)
-    src = "Litestream's replica_operation_total" if client else "the object store's counters"
+    src = client_src if client else "the object store's counters"
     if client and server:
         seen = ", ".join(f"{k} {int(v)}" for k, v in sorted(server.items()))
         src += f"; the object store saw {seen}, incl. the harness's probes"

@@ -1,3 +1,5 @@
+# size: one FUSE protocol server (a handler per opcode, the overlay calls, the control socket)
+# in one process by design: the kernel's request loop and its replies read best side by side.
 """The lazyfs FUSE server: one process, one thread, serving ``/dev/fuse`` and a control socket.
 
 Run as ``python -m backends.common.lazyfs.server BACKING MOUNTPOINT CONTROL`` (by
