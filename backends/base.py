@@ -181,6 +181,21 @@ class RunContext:
     settings: ExecutionSettings
 
 
+@dataclass(frozen=True)
+class ReplicationPosition:
+    """One reading of a store and of its asynchronous replica, in one opaque unit that only
+    grows within a ``generation`` (a new node or a new primary starts a new one; positions of
+    different generations are never compared). ``local``: what the store holds, read *after*
+    every commit acknowledged so far, so an ack made before the reading is at or below it.
+    ``replica``: what the replica holds (survives a lost node); a commit at or below it is
+    durable off the node. None: that side could not be read (a lost node, no replica left)."""
+
+    generation: str
+    local: int | None
+    replica: int | None
+    unit: str
+
+
 class Deployment(abc.ABC):
     """The processes a backend needs, started and stopped by the harness."""
 
@@ -261,6 +276,14 @@ class Deployment(abc.ABC):
         during the run, None when unknown), ``position`` / ``replica_position`` (the store's and
         the replica's, in the backend's own unit), ``what`` (the replica, in words) and
         ``detail`` (why it did not catch up, or an error reading it)."""
+        return None
+
+    def replication_position(self) -> ReplicationPosition | None:
+        """Where the local store and its asynchronous replica are *now*, for the exposure
+        sampler (``bench.exposure``), which calls it every few tens of milliseconds from a
+        thread of its own during the drive. None when nothing is replicated asynchronously.
+        Must be cheap, must not change what it observes (no forced sync), and must not raise
+        for a store that is down: a side it cannot read is None."""
         return None
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:

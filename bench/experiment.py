@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import shutil
 import sys
@@ -23,7 +24,7 @@ import pandas as pd
 from backends.base import ExecutionSettings, RunContext, StateView, get
 from backends.errors import ConfigError
 from backends.promises import Promise
-from bench import checkers, metrics, promise_check, replication, results
+from bench import checkers, exposure, metrics, promise_check, replication, results
 from bench import nemesis as nemesis_mod
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
@@ -111,9 +112,11 @@ def run(req: Request) -> Outcome:
     history = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
     backend_metrics: dict[str, Any] = {}
     state_checks: dict[str, Any] = {}
+    exposure_figures: dict[str, Any] | None = None
     events: list[dict[str, Any]] | None = None
     runs: pd.DataFrame | None = None
     sampler = None
+    positions: exposure.PositionSampler | None = None
     error: BaseException | None = None
     try:
         deployment = info.factory(req.options, ctx)
@@ -127,6 +130,11 @@ def run(req: Request) -> Outcome:
         manifest["topology"] = deployment.topology()
         manifest["versions"] = deployment.versions()
         client = deployment.client()
+        positions = exposure.PositionSampler(deployment, history.now)
+        if positions.supported():
+            positions.start()
+        else:
+            positions = None
         nemesis = None
         if req.fault is not None:
             at_s = nemesis_mod.pick_fault_time(
@@ -148,7 +156,13 @@ def run(req: Request) -> Outcome:
             deployment.inline_engine(),
             nemesis,
         )
-        drive = asyncio.run(_drive(driver, client))
+        try:
+            drive = asyncio.run(_drive(driver, client))
+            if positions is not None and not drive.interrupted:
+                positions.settle(SETTLE_S)
+        finally:
+            if positions is not None:
+                positions.stop()
         if nemesis is not None:
             manifest["fault"]["timeline"] = nemesis.timeline.to_dict()
         sampler.sample(history.now())
@@ -164,6 +178,11 @@ def run(req: Request) -> Outcome:
             state_checks = _check_state(
                 req, client.state, events, runs, timeline, integrity, extra, deployment.promise
             )
+            if positions is not None:
+                exposure_figures = _exposure(positions, events, timeline, state_checks, run_dir)
+                if "cross_check" in exposure_figures:
+                    state_checks["exposure"] = exposure_figures["cross_check"]
+                    state_checks["valid"] = checkers.compose(promise_check.composable(state_checks))
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
     finally:
@@ -182,6 +201,9 @@ def run(req: Request) -> Outcome:
     summary = _write(
         req, run_dir, manifest, drive, events, runs, sampler, backend_metrics, state_checks, error
     )
+    if exposure_figures is not None:
+        summary["exposure"] = exposure_figures
+        results.write_json(run_dir / "summary.json", summary)
     if not req.keep_data:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
     if error is not None:
@@ -194,6 +216,33 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         return await driver.drive()
     finally:
         await client.close()
+
+
+SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
+# faults after which the write-loss checker's losses are what the replica lacked
+NODE_LOSS_FAULTS = ("lose-node",)
+
+
+def _exposure(
+    positions: exposure.PositionSampler,
+    events: list[dict[str, Any]],
+    timeline: dict[str, Any] | None,
+    checks: dict[str, Any],
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Exposure figures (bench/exposure.py), exposure.csv (per ack) and exposure_series.csv;
+    after a node loss, the cross-check against the acks the checker found lost."""
+    acks = exposure.analyze(positions.samples, events)
+    fault_t = (timeline or {}).get("start_t")
+    fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
+    t_end = positions.samples[-1].t1 if positions.samples else 0.0
+    figures = exposure.summarize(positions, acks, t_end, fault_t)
+    pd.DataFrame(exposure.ack_rows(acks)).to_csv(run_dir / "exposure.csv", index=False)
+    pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
+    wl = checks.get("write_loss") or {}
+    if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
+        figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
+    return figures
 
 
 def _replication_checks(deployment: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from backends.base import (
     Client,
     Deployment,
     Option,
+    ReplicationPosition,
     RunContext,
     RunSpec,
     StateView,
@@ -41,6 +42,7 @@ from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
+from backends.sqlite.position import FileReplica, S3Replica, WalPositions
 from backends.sqlite.store import (
     SYNCHRONOUS,
     SqliteStateView,
@@ -152,6 +154,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
         )
         self._client: SqliteClient | None = None
         self.ready_s: dict[str, float] = {}
+        self._positions: WalPositions | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -310,6 +313,23 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "what": f"Litestream -> {where} (sync-interval {self.sync_interval_s:g}s)",
             **self.litestream.health(),
         }
+
+    def replication_position(self) -> ReplicationPosition | None:
+        """The WAL end committed locally and the one the replica's newest LTX file covers
+        (``backends.sqlite.position``); read without asking Litestream anything."""
+        if self.litestream is None:
+            return None
+        if self._positions is None:
+            ls = self.litestream
+            reader: FileReplica | S3Replica
+            if self.replica == "file":
+                assert ls.file_dir is not None
+                reader = FileReplica(ls.file_dir)
+            else:
+                assert self.target is not None
+                reader = S3Replica(self.target, ls.s3_path)
+            self._positions = WalPositions(self.db_path, reader)
+        return self._positions.read()
 
     def integrity_check(self) -> dict[str, Any]:
         return integrity_check(self.db_path)
