@@ -239,6 +239,9 @@ def _exposure(
     figures = exposure.summarize(positions, acks, t_end, fault_t)
     pd.DataFrame(exposure.ack_rows(acks)).to_csv(run_dir / "exposure.csv", index=False)
     pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
+    pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
+        run_dir / "exposure_samples.csv", index=False
+    )
     wl = checks.get("write_loss") or {}
     if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
         figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])

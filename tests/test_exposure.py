@@ -120,3 +120,40 @@ def test_postgres_async_standby_reports_exposure(tmp_path: Path) -> None:
     assert e["unit"].startswith("WAL LSN") and e["samples"] > 10
     assert e["acks"] > 0 and e["acks_covered"] == e["acks"]
     assert e["exposure_s"]["max"] is not None
+
+
+def _other_process_can_write(db: Path) -> bool:
+    code = (
+        "import sqlite3,sys\n"
+        f"c=sqlite3.connect({str(db)!r},timeout=0,isolation_level=None)\n"
+        "try:\n c.execute('BEGIN IMMEDIATE'); c.execute('ROLLBACK'); print('yes')\n"
+        "except sqlite3.OperationalError: print('no')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() == "yes"
+
+
+def test_reading_the_wal_index_keeps_this_process_sqlite_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of -shm drops this process's POSIX locks on it (the bug that let
+    a worker overwrite the harness's committed WAL frames): the reader must never do that."""
+    import sqlite3
+
+    from backends.sqlite.position import ShmReader
+
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("BEGIN IMMEDIATE")  # this process holds the WAL write lock
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert not _other_process_can_write(db)
+    reader = ShmReader(db)
+    for _ in range(3):
+        assert reader.read() is not None
+    assert not _other_process_can_write(db)  # still ours
+    with open(f"{db}-shm", "rb") as f:  # the naive read, as a control: it must break the lock
+        f.read(96)
+    assert _other_process_can_write(db)
+    conn.execute("ROLLBACK")
+    conn.close()
+    reader.close()

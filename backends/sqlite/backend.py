@@ -217,6 +217,9 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self._client.submitter.close()
             self._client = None
         self.workers.stop()
+        if self._positions is not None:  # after every connection of this process closed
+            self._positions.close()
+            self._positions = None
         if self.litestream is not None:
             self.litestream.stop()
         if self.seaweed is not None:

@@ -4,7 +4,8 @@ Litestream 0.5 exposes only its *local* LTX txid (``litestream_txid``, control s
 ``/txid``); the replica's position is known to it only after a forced sync (``POST /sync``),
 which would change what we measure. Both sides can be read without touching Litestream:
 
-* local: the WAL-index header at the start of the ``-shm`` file (two identical copies of 48
+* local: the WAL-index header at the start of the ``-shm`` file (read as ``ShmReader`` says:
+  never close a descriptor of a SQLite file in a process that has connections to it) (two identical copies of 48
   bytes; ``mxFrame`` = last committed frame, ``aSalt`` = the WAL header's salts). The end of the
   last committed transaction is ``32 + mxFrame * (page_size + 24)``. Checked on this machine:
   it equals the ``WALOffset + WALSize`` of the LTX file that copied it.
@@ -33,22 +34,45 @@ UNIT = "WAL byte offset (salt generation << 32)"
 _LTX_HEADER = struct.Struct(">4sIIIQQQQQQII")  # magic .. WALSalt1, WALSalt2 (first 72 bytes)
 
 
-def read_wal_index(db_path: Path) -> tuple[int, int] | None:
-    """(salt1, end offset of the last committed frame) from ``-shm``; None when unreadable or
-    torn (the two header copies differ while a writer updates them) or the WAL is empty."""
-    try:
-        with open(f"{db_path}-shm", "rb") as f:
-            b = f.read(96)
-    except OSError:
-        return None
-    if len(b) < 96 or b[:48] != b[48:96]:
-        return None
-    size_page, mx_frame = struct.unpack_from("=HI", b, 14)
-    page = 65536 if size_page == 1 else size_page
-    (salt1,) = struct.unpack_from(">I", b, 32)
-    if mx_frame == 0 or page == 0:
-        return (salt1, 32)
-    return (salt1, 32 + mx_frame * (page + 24))
+class ShmReader:
+    """Reads the WAL-index header of ``-shm`` without ever closing a descriptor of it.
+
+    Why: SQLite's locks are POSIX advisory locks, and closing *any* descriptor of a file drops
+    every such lock the process holds on it. The harness process has its own SQLite
+    connections (the submitter); an ``open(); read(); close()`` of ``-shm`` here released their
+    WAL write lock mid-commit, a worker wrote the same WAL frames, and acknowledged runs
+    vanished (found by the lose-node cross-check). So one descriptor per ``-shm`` inode stays
+    open until ``close()``, called when the deployment stops, after its connections closed."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = f"{db_path}-shm"
+        self.fds: dict[int, int] = {}
+
+    def read(self) -> tuple[int, int] | None:
+        """(salt1, end offset of the last committed frame); None when unreadable or torn (the
+        two header copies differ while a writer updates them)."""
+        try:
+            ino = os.stat(self.path).st_ino  # no descriptor involved
+            fd = self.fds.get(ino)
+            if fd is None:
+                fd = os.open(self.path, os.O_RDONLY)
+                self.fds[os.fstat(fd).st_ino] = fd  # the inode it really opened
+            b = os.pread(fd, 96, 0)
+        except OSError:
+            return None
+        if len(b) < 96 or b[:48] != b[48:96]:
+            return None
+        size_page, mx_frame = struct.unpack_from("=HI", b, 14)
+        page = 65536 if size_page == 1 else size_page
+        (salt1,) = struct.unpack_from(">I", b, 32)
+        if mx_frame == 0 or page == 0:
+            return (salt1, 32)
+        return (salt1, 32 + mx_frame * (page + 24))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def parse_ltx_header(b: bytes) -> tuple[int, int] | None:
@@ -138,6 +162,7 @@ class WalPositions:
 
     def __init__(self, db_path: Path, replica: FileReplica | S3Replica) -> None:
         self.db_path = db_path
+        self.shm = ShmReader(db_path)
         self.replica = replica
         self.inode: int | None = None
         self.salts: dict[int, int] = {}  # salt-1 -> ordinal, in the order first seen
@@ -151,7 +176,7 @@ class WalPositions:
             inode = os.stat(self.db_path).st_ino
         except OSError:
             inode = None
-        wal = read_wal_index(self.db_path) if inode is not None else None
+        wal = self.shm.read() if inode is not None else None
         if inode is not None and wal is not None:
             if inode != self.inode:  # a new database file: a new generation
                 self.inode, self.salts = inode, {}
@@ -162,3 +187,6 @@ class WalPositions:
         if newest is not None and newest[0] in self.salts:
             replica = self._pos(*newest)
         return ReplicationPosition(str(self.inode), local, replica, UNIT)
+
+    def close(self) -> None:
+        self.shm.close()
