@@ -347,6 +347,27 @@ class LosableNode(Protocol):
         ...
 
 
+@runtime_checkable
+class ObjectStoreFaults(Protocol):
+    """Capability: the replica goes to an object store the harness can reach through a proxy
+    of its own (``backends.common.tcpproxy``), so the store can be made unreachable or slow
+    while everything on the node keeps running."""
+
+    def route_object_store_through_proxy(self) -> None:
+        """Called before ``start`` when such a fault is planned: point the replicator at the
+        proxy (raises ``ConfigError`` when the replica is not an object store)."""
+        ...
+
+    def object_store_outage(self, on: bool) -> dict[str, Any]:
+        """Cut the store off (every connection dropped and refused), or restore it; returns
+        figures of the moment (e.g. the local WAL size)."""
+        ...
+
+    def object_store_delay(self, seconds: float) -> dict[str, Any]:
+        """Hold every request to the store ``seconds`` before forwarding it (0: none)."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry.
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from backends.errors import ConfigError
 from backends.promises import Promise
 from bench import checkers, exposure, metrics, promise_check, replication, results
 from bench import nemesis as nemesis_mod
+from bench.faults import objectstore as objectstore_faults
 from bench.history import HistoryWriter, read_history
 from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
@@ -123,6 +124,8 @@ def run(req: Request) -> Outcome:
         refusal = getattr(deployment, "fault_refusal", None)
         if req.fault is not None and refusal is not None and (why := refusal(req.fault.fault)):
             raise ConfigError(f"{req.backend}: cannot inject {req.fault.fault}: {why}")
+        if req.fault is not None:
+            objectstore_faults.prepare(req.fault.fault, deployment)
         sampler = ResourceSampler(deployment)
         t0 = time.monotonic()
         deployment.start()
@@ -174,7 +177,7 @@ def run(req: Request) -> Outcome:
             runs = _runs_table(req, events, drive)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
             integrity = getattr(deployment, "integrity_check", None)
-            extra = _replication_checks(deployment)
+            extra = _replication_checks(deployment, timeline)
             state_checks = _check_state(
                 req, client.state, events, runs, timeline, integrity, extra, deployment.promise
             )
@@ -242,15 +245,26 @@ def _exposure(
     pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
         run_dir / "exposure_samples.csv", index=False
     )
+    tl = timeline or {}
+    if fault_t is not None and tl.get("fault") in objectstore_faults.FAULTS:
+        end = tl.get("recover_begin_t")
+        if end is not None and not math.isnan(end):
+            figures["outage"] = {
+                "fault": tl["fault"],
+                **exposure.window(acks, positions.samples, fault_t, end),
+                "at_inject": (tl.get("detail") or {}).get("at_inject"),
+                "at_recover": (tl.get("detail") or {}).get("at_recover"),
+            }
     wl = checks.get("write_loss") or {}
     if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
         figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
     return figures
 
 
-def _replication_checks(deployment: Any) -> dict[str, Any]:
+def _replication_checks(deployment: Any, timeline: dict[str, Any] | None) -> dict[str, Any]:
     """The health of the deployment's replica: only a running deployment can say."""
-    rep = replication.replication_check(deployment)
+    expected = bool(((timeline or {}).get("detail") or {}).get("replication_errors_expected"))
+    rep = replication.replication_check(deployment, expected)
     return {} if rep is None else {"replication": rep}
 
 

@@ -300,3 +300,36 @@ def ack_rows(acks: list[AckExposure]) -> list[dict[str, Any]]:
         }
         for a in acks
     ]
+
+
+def window(
+    acks: list[AckExposure], samples: list[Sample], t_from: float, t_to: float
+) -> dict[str, Any]:
+    """A replica outage from ``t_from`` to ``t_to``: the most acks at risk and the oldest
+    exposure inside it, and the catch-up afterwards (from ``t_to`` to the first reading whose
+    replica holds what the store held at ``t_to``; None when it never did while sampling)."""
+    ser = series(acks, t_from, t_to, step_s=0.05)
+    during = [a for a in acks if t_from <= a.t_ack < t_to]
+    after = [s for s in samples if s.t0 >= t_to and s.local is not None]
+    catch_up: float | None = None
+    if after:
+        target = after[0]
+        for s in samples:
+            if (
+                s.t0 >= target.t0
+                and s.generation == target.generation
+                and s.replica is not None
+                and s.replica >= (target.local or 0)
+            ):
+                catch_up = s.t1 - t_to
+                break
+    exposures = [a.covered_t - a.t_ack for a in during if a.covered_t is not None]
+    return {
+        "outage_s": t_to - t_from,
+        "at_risk_max": max((r["at_risk"] for r in ser), default=None),
+        "oldest_max_s": max((r["oldest_s"] for r in ser), default=None),
+        "acks_during": len(during),
+        "acks_during_never_covered": sum(1 for a in during if a.covered_t is None),
+        "exposure_max_s_of_acks_during": max(exposures, default=None),
+        "catch_up_s": catch_up,
+    }

@@ -7,6 +7,9 @@ cannot support is refused before anything starts.
   lose-node     SIGKILL everything on the node and delete its local data, then rebuild from
                 what survives elsewhere (object-store replica, standby) after --restart-delay
   pause-store   SIGSTOP the store process(es) for --pause, then SIGCONT
+  s3-outage     the replica's object store stops answering for --outage, then returns
+  s3-slow       every request to the object store waits --s3-latency, for --outage seconds
+                (both in bench/faults/objectstore.py)
 
 Every phase is recorded in the harness history as ``info nemesis`` events, so the checkers see
 the fault timeline on the same clock as the acks.
@@ -22,6 +25,7 @@ from typing import Any
 
 from backends.base import Deployment, KillableStore, KillableWorkers, LosableNode, PausableStore
 from backends.errors import ConfigError
+from bench.faults import objectstore
 from bench.history import INFO, HistoryWriter
 
 FAULTS: dict[str, tuple[type, str]] = {
@@ -29,6 +33,7 @@ FAULTS: dict[str, tuple[type, str]] = {
     "kill-store": (KillableStore, "it has no store process the harness can kill"),
     "lose-node": (LosableNode, "it cannot rebuild a lost node from anything off the node"),
     "pause-store": (PausableStore, "it has no store process the harness can pause"),
+    **objectstore.FAULTS,
 }
 
 
@@ -38,6 +43,8 @@ class FaultSpec:
     at_s: float | None = None  # seconds after the schedule starts; None = random in the window
     restart_delay_s: float = 1.0
     pause_s: float = 3.0
+    outage_s: float = 10.0  # s3-outage / s3-slow: how long the object store misbehaves
+    latency_s: float = 0.5  # s3-slow: added to every request
 
 
 @dataclass
@@ -108,6 +115,8 @@ class Nemesis:
             wait = (
                 self.spec.pause_s if self.spec.fault == "pause-store" else self.spec.restart_delay_s
             )
+            if self.spec.fault in objectstore.FAULTS:
+                wait = self.spec.outage_s
             await asyncio.sleep(wait)
             tl.recover_begin_t = self.h.record(INFO, "nemesis", value={"phase": "recover"})
             t0 = time.monotonic()
@@ -122,6 +131,8 @@ class Nemesis:
     def _inject(self) -> dict[str, Any] | None:
         """Inject the fault; returns what it verified (recorded in the timeline detail)."""
         f, d = self.spec.fault, self.dep
+        if f in objectstore.FAULTS:
+            return objectstore.inject(f, d, self.spec.latency_s)
         if f == "kill-worker":
             assert isinstance(d, KillableWorkers)
             names = d.worker_names()
@@ -141,6 +152,8 @@ class Nemesis:
 
     def _recover(self) -> dict[str, Any] | None:
         f, d = self.spec.fault, self.dep
+        if f in objectstore.FAULTS:
+            return objectstore.recover(f, d)
         if f == "kill-worker":
             assert isinstance(d, KillableWorkers)
             for name in d.worker_names():

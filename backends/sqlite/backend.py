@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +39,7 @@ from backends.base import (
     register,
 )
 from backends.common.nodeloss import verify_gone
+from backends.common.tcpproxy import TcpProxy
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
@@ -155,6 +158,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self._client: SqliteClient | None = None
         self.ready_s: dict[str, float] = {}
         self._positions: WalPositions | None = None
+        self.proxy_wanted = False  # an object-store fault is planned: Litestream -> proxy
+        self.proxy: TcpProxy | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,7 +183,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
                     self.ctx.workdir / "litestream",
                     self.ctx.logdir,
                     replica=self.replica,
-                    s3=self.target,
+                    s3=self._litestream_target(),
                     file_dir=self.ctx.workdir / "replica" if self.replica == "file" else None,
                     sync_interval_s=self.sync_interval_s,
                     binary=self.opts.get("litestream_bin"),
@@ -192,6 +197,16 @@ class SqliteDeployment(PooledWorkers, Deployment):
             with contextlib.suppress(BackendError):  # the start error is the one to report
                 self.stop()
             raise
+
+    def _litestream_target(self) -> S3Target | None:
+        """Where Litestream uploads: the store itself, or the harness's proxy in front of it
+        when an object-store fault is planned (the harness itself always reads the store)."""
+        if self.target is None or not self.proxy_wanted:
+            return self.target
+        parts = urllib.parse.urlsplit(self.target.endpoint)
+        self.proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 80))
+        self.proxy.start()
+        return dataclasses.replace(self.target, endpoint=self.proxy.endpoint)
 
     def _object_store(self) -> S3Target:
         if self.opts.get("s3_endpoint"):
@@ -220,8 +235,12 @@ class SqliteDeployment(PooledWorkers, Deployment):
         if self._positions is not None:  # after every connection of this process closed
             self._positions.close()
             self._positions = None
+        if self.proxy is not None:
+            self.proxy.set_outage(False)  # Litestream's last sync must get through
         if self.litestream is not None:
             self.litestream.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.seaweed is not None:
             self.seaweed.stop()
         if self.litestream is not None and self.litestream.stop_error:
@@ -272,6 +291,30 @@ class SqliteDeployment(PooledWorkers, Deployment):
 
     def _litestream_proc(self) -> list[Any]:
         return [self.litestream.process] if self.litestream is not None else []
+
+    def route_object_store_through_proxy(self) -> None:
+        if self.replica != "s3":
+            raise ConfigError(
+                f"sqlite: object-store faults need --replica s3 (this run: --replica "
+                f"{self.replica})"
+            )
+        self.proxy_wanted = True
+
+    def _store_figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"wal_bytes": _size(Path(f"{self.db_path}-wal"))}
+        if self.proxy is not None:
+            out.update(proxy_connections=self.proxy.connections, proxy_refused=self.proxy.refused)
+        return out
+
+    def object_store_outage(self, on: bool) -> dict[str, Any]:
+        assert self.proxy is not None, "route_object_store_through_proxy was not called"
+        self.proxy.set_outage(on)
+        return self._store_figures()
+
+    def object_store_delay(self, seconds: float) -> dict[str, Any]:
+        assert self.proxy is not None, "route_object_store_through_proxy was not called"
+        self.proxy.delay_s = seconds
+        return self._store_figures()
 
     def lose_node(self) -> dict[str, Any]:
         """The node is gone: its processes die and its disk (database, WAL, Litestream's local
@@ -368,6 +411,15 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 f"every ack is a committed WAL transaction (synchronous={self.synchronous}); "
                 "SIGKILL/SIGSTOP of the processes holding the file leave the OS page cache, "
                 "so the file keeps every committed frame",
+            )
+        if fault in ("s3-outage", "s3-slow"):
+            return Promise(
+                fault,
+                0.0,
+                True,
+                "the object store misbehaving destroys nothing on the node: every ack stays a "
+                "committed WAL transaction in the local file; Litestream catches up afterwards "
+                "(with wal_autocheckpoint=0 the WAL keeps every frame it has not copied)",
             )
         if fault == "lose-node":
             if self.replica == "none":
