@@ -30,7 +30,7 @@ def run_point(config: str, scale: float, args: argparse.Namespace, runs_dir: Pat
     argv += ["--results-dir", str(runs_dir), "--no-progress"]
     print("$", shlex.join(argv[1:]), file=sys.stderr, flush=True)
     out = subprocess.run(argv, capture_output=True, text=True)
-    lines = out.stdout.splitlines()
+    lines = (out.stdout + "\n" + out.stderr).splitlines()  # `results:` goes to stderr
     dirs = [x.split("results:", 1)[1].strip() for x in lines if x.startswith("results:")]
     dirs = [d for d in dirs if d and Path(d, "summary.json").exists()]
     if not dirs:
