@@ -166,6 +166,7 @@ class WalPositions:
         self.replica = replica
         self.inode: int | None = None
         self.salts: dict[int, int] = {}  # salt-1 -> ordinal, in the order first seen
+        self.last_replica: int | None = None
 
     def _pos(self, salt1: int, end: int) -> int:
         return (self.salts[salt1] << 32) | end
@@ -179,13 +180,18 @@ class WalPositions:
         wal = self.shm.read() if inode is not None else None
         if inode is not None and wal is not None:
             if inode != self.inode:  # a new database file: a new generation
-                self.inode, self.salts = inode, {}
+                self.inode, self.salts, self.last_replica = inode, {}, None
             self.salts.setdefault(wal[0], len(self.salts))
             local = self._pos(*wal)
         replica: int | None = None
-        newest = self.replica.newest() if self.salts else None
-        if newest is not None and newest[0] in self.salts:
-            replica = self._pos(*newest)
+        if local is not None and self.last_replica is not None and self.last_replica >= local:
+            replica = self.last_replica  # caught up: nothing new to list (the replica only grows)
+        else:
+            newest = self.replica.newest() if self.salts else None
+            if newest is not None and newest[0] in self.salts:
+                replica = self._pos(*newest)
+        if inode is not None and inode == self.inode:
+            self.last_replica = replica
         return ReplicationPosition(str(self.inode), local, replica, UNIT)
 
     def close(self) -> None:
