@@ -301,7 +301,13 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self.proxy_wanted = True
 
     def _store_figures(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"wal_bytes": _size(Path(f"{self.db_path}-wal"))}
+        # Litestream keeps copying the WAL into local LTX files (and checkpointing) while the
+        # store is away: the backlog grows there, not only in the WAL
+        local = self.db_path.parent / f".{self.db_path.name}-litestream"
+        out: dict[str, Any] = {
+            "wal_bytes": _size(Path(f"{self.db_path}-wal")),
+            "litestream_local_bytes": sum(_size(p) for p in local.rglob("*") if p.is_file()),
+        }
         if self.proxy is not None:
             out.update(proxy_connections=self.proxy.connections, proxy_refused=self.proxy.refused)
         return out
