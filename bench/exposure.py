@@ -305,10 +305,10 @@ def ack_rows(acks: list[AckExposure]) -> list[dict[str, Any]]:
 def window(
     acks: list[AckExposure], samples: list[Sample], t_from: float, t_to: float
 ) -> dict[str, Any]:
-    """A replica outage from ``t_from`` to ``t_to``: the most acks at risk and the oldest
-    exposure inside it, and the catch-up afterwards (from ``t_to`` to the first reading whose
-    replica holds what the store held at ``t_to``; None when it never did while sampling)."""
-    ser = series(acks, t_from, t_to, step_s=0.05)
+    """A replica outage from ``t_from`` to ``t_to``: the catch-up afterwards (from ``t_to`` to
+    the first reading whose replica holds what the store held at ``t_to``; None when it never
+    did while sampling), and the most acks at risk and the oldest one from the outage's start
+    to the end of the catch-up (the backlog keeps ageing until it is uploaded)."""
     during = [a for a in acks if t_from <= a.t_ack < t_to]
     after = [s for s in samples if s.t0 >= t_to and s.local is not None]
     catch_up: float | None = None
@@ -323,6 +323,8 @@ def window(
             ):
                 catch_up = s.t1 - t_to
                 break
+    t_end = t_to + catch_up if catch_up is not None else (samples[-1].t1 if samples else t_to)
+    ser = series(acks, t_from, max(t_to, t_end), step_s=0.05)
     exposures = [a.covered_t - a.t_ack for a in during if a.covered_t is not None]
     return {
         "outage_s": t_to - t_from,
