@@ -194,7 +194,9 @@ def section(ctx: Any, figure: Any) -> list[Block]:
             "exposure-cdf",
             "Per-ack exposure (CDF)",
             "For each configuration, the share of acks (y) that were held by the replica within "
-            "x of their ack. Values below the sampler's resolution are not meaningful.",
+            "x of their ack. Each value is an upper bound (the store position is read after "
+            "the ack, the replica's at the next reading); below the sampler's resolution the "
+            "true value may be anywhere under it.",
             [s for _, _, _, src in rows for s in src],
         )
     blocks.append(table(rows))
