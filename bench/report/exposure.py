@@ -94,27 +94,32 @@ def _s(v: float | None, res: float | None) -> str:
     return f"{v:.3g} s"
 
 
-def sentence(label: str, e: dict[str, Any], rate: float | None) -> str:
-    """At N runs/s, an ack is exposed for p99 X s (sampler resolution R)."""
-    ex = e.get("exposure_s") or {}
-    res = resolution(e)
-    at = f"at {rate:g} runs/s offered, " if rate else ""
-    text = (
-        f"**{label}**: {at}an ack is exposed (only on the node) for p50 {_s(ex.get('p50'), res)}, "
-        f"p99 {_s(ex.get('p99'), res)}, max {_s(ex.get('max'), res)}; at most "
-        f"{e.get('at_risk_peak')} acks were at risk at once (oldest "
-        f"{fmt(e.get('oldest_at_risk_max_s'), '.3g')} s)"
-    )
-    out = e.get("outage")
-    if out:
-        text += (
-            f"; during a {out['outage_s']:g} s object-store outage, up to "
-            f"{out.get('at_risk_max')} acks (oldest {fmt(out.get('oldest_max_s'), '.3g')} s) "
-            "existed only on the node"
+def sentence(label: str, e: dict[str, Any] | None, rate: float | None, outage: Any) -> str:
+    """ "At N runs/s, an ack is exposed for p99 X s; during a Y s object-store outage, up to Z
+    acks (oldest W s) exist only on the node" from a fault-free run (``e``) and an outage
+    trial's ``exposure.outage`` figures (either may be missing)."""
+    parts = []
+    if e:
+        ex, res = e.get("exposure_s") or {}, resolution(e)
+        at = f"at {rate:.3g} runs/s offered, " if rate else ""
+        parts.append(
+            f"{at}an ack is exposed (only on the node) for p50 {_s(ex.get('p50'), res)}, "
+            f"p99 {_s(ex.get('p99'), res)}, max {_s(ex.get('max'), res)}, with at most "
+            f"{e.get('at_risk_peak')} acks at risk at once (sampler resolution "
+            f"{fmt(res, '.2g')} s)"
         )
-        if out.get("catch_up_s") is not None:
-            text += f", and the replica caught up {out['catch_up_s']:.3g} s after it ended"
-    return text + f" (sampler resolution {fmt(res, '.2g')} s)."
+    if outage:
+        text = (
+            f"during a {outage['outage_s']:.3g} s object-store outage ({outage['fault']}), up "
+            f"to {outage.get('at_risk_max')} acks (oldest {fmt(outage.get('oldest_max_s'), '.3g')}"
+            " s) existed only on the node"
+        )
+        if outage.get("catch_up_s") is not None:
+            text += f"; the replica caught up {outage['catch_up_s']:.3g} s after the store returned"
+        else:
+            text += "; the replica had not caught up when sampling ended"
+        parts.append(text)
+    return f"**{label}**: " + "; ".join(parts) + "."
 
 
 def table(rows: list[tuple[str, dict[str, Any], float | None, list[str]]]) -> Table:
@@ -159,9 +164,16 @@ def section(ctx: Any, figure: Any) -> list[Block]:
         return []
     blocks: list[Block] = [Heading("Exposure: acks that exist only on the node")]
     rows, seen, per_ack = [], set(), {}
+    quotes: dict[str, dict[str, Any]] = {}  # backend -> fault-free figures and an outage
     for r in runs:
-        label = ctx.label(r)
+        label = ctx.label(r) + (f" ({r.fault_name})" if r.fault_name else "")
         e = r.summary["exposure"]
+        q = quotes.setdefault(ctx.label(r), {})
+        if r.fault_name is None:
+            q.setdefault("e", e)
+            q.setdefault("rate", r.summary.get("offered_rate_per_s"))
+        if e.get("outage"):
+            q.setdefault("outage", e["outage"])
         rate = r.summary.get("offered_rate_per_s")
         rows.append((label, e, rate, ctx.src([r], "summary.json", "exposure.csv")))
         acks = r.csv("exposure.csv")
@@ -179,7 +191,7 @@ def section(ctx: Any, figure: Any) -> list[Block]:
                 float(r.schedule.get("warmup_s") or 0.0),
                 r.fault,
                 title,
-                ctx.color[label],
+                ctx.color[ctx.label(r)],
             ),
             f"exposure-{len(seen)}",
             title,
@@ -190,7 +202,7 @@ def section(ctx: Any, figure: Any) -> list[Block]:
         )
     if per_ack:
         figure(
-            distribution(per_ack, "Per-ack exposure (CDF)", ctx.color),
+            distribution(per_ack, "Per-ack exposure (CDF)", charts.colors(list(per_ack))),
             "exposure-cdf",
             "Per-ack exposure (CDF)",
             "For each configuration, the share of acks (y) that were held by the replica within "
@@ -200,5 +212,13 @@ def section(ctx: Any, figure: Any) -> list[Block]:
             [s for _, _, _, src in rows for s in src],
         )
     blocks.append(table(rows))
-    blocks.append(Para(" ".join(sentence(label, e, rate) for label, e, rate, _ in rows)))
+    blocks.append(
+        Para(
+            " ".join(
+                sentence(b, q.get("e"), q.get("rate"), q.get("outage"))
+                for b, q in quotes.items()
+                if q.get("e") or q.get("outage")  # fault trials alone: figures in the table
+            )
+        )
+    )
     return blocks
