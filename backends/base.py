@@ -1,3 +1,5 @@
+# size: the whole common interface (plans, durable state, client, deployment and each fault
+# capability protocol) in one file a backend author reads top to bottom; the registry is apart.
 """The common workflow interface every durabench backend implements.
 
 Vocabulary (see shared DESIGN.md): a *run* is one execution of an agent plan; a *step* is one
@@ -181,6 +183,21 @@ class RunContext:
     keep_data: bool = False  # data kept elsewhere (a temporary root) is moved into workdir
 
 
+@dataclass(frozen=True)
+class ReplicationPosition:
+    """One reading of a store and of its asynchronous replica, in one opaque unit that only
+    grows within a ``generation`` (a new node or a new primary starts a new one; positions of
+    different generations are never compared). ``local``: what the store holds, read *after*
+    every commit acknowledged so far, so an ack made before the reading is at or below it.
+    ``replica``: what the replica holds (survives a lost node); a commit at or below it is
+    durable off the node. None: that side could not be read (a lost node, no replica left)."""
+
+    generation: str
+    local: int | None
+    replica: int | None
+    unit: str
+
+
 class Deployment(abc.ABC):
     """The processes a backend needs, started and stopped by the harness."""
 
@@ -282,6 +299,14 @@ class Deployment(abc.ABC):
         ``detail`` (why it did not catch up, or an error reading it)."""
         return None
 
+    def replication_position(self) -> ReplicationPosition | None:
+        """Where the local store and its asynchronous replica are *now*, for the exposure
+        sampler (``bench.exposure``), which calls it every few tens of milliseconds from a
+        thread of its own during the drive. None when nothing is replicated asynchronously.
+        Must be cheap, must not change what it observes (no forced sync), and must not raise
+        for a store that is down: a side it cannot read is None."""
+        return None
+
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         """Baseline: commits/s of one small insert per transaction on the same store and
         settings, for comparison with the engine's step checkpoints."""
@@ -365,6 +390,32 @@ class PowerLosable(Protocol):
         """Power back: remount, restart the node's processes (crash recovery runs), return what
         was done and what the lazy filesystem dropped."""
         ...
+
+
+@runtime_checkable
+class ObjectStoreFaults(Protocol):
+    """Capability: the replica goes to an object store the harness can reach through a proxy
+    of its own (``backends.common.tcpproxy``), so the store can be made unreachable or slow
+    while everything on the node keeps running."""
+
+    def route_object_store_through_proxy(self) -> None:
+        """Called before ``start`` when such a fault is planned: point the replicator at the
+        proxy (raises ``ConfigError`` when the replica is not an object store)."""
+        ...
+
+    def object_store_outage(self, on: bool) -> dict[str, Any]:
+        """Cut the store off (every connection dropped and refused), or restore it; returns
+        figures of the moment (e.g. the local WAL size)."""
+        ...
+
+    def object_store_delay(self, seconds: float) -> dict[str, Any]:
+        """Hold every request to the store ``seconds`` before forwarding it (0: none)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry.
+# ---------------------------------------------------------------------------------------------
 
 
 # The registry and what a backend declares live in ``backends.registration``; imported here so

@@ -180,6 +180,18 @@ def parser() -> argparse.ArgumentParser:
             default=3.0,
             help="pause-store: seconds the store stays stopped (default 3)",
         )
+        c.add_argument(
+            "--outage",
+            type=float,
+            default=10.0,
+            help="s3-outage / s3-slow: seconds the object store is down / slow (default 10)",
+        )
+        c.add_argument(
+            "--s3-latency",
+            type=float,
+            default=0.5,
+            help="s3-slow: seconds added to every object-store request (default 0.5)",
+        )
         if name == "sweep":
             c.add_argument(
                 "--set",
@@ -210,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--at", type=float, default=None, help="fault time (see `bench crash`)")
     cmp.add_argument("--restart-delay", type=float, default=1.0)
     cmp.add_argument("--pause", type=float, default=3.0)
+    cmp.add_argument("--outage", type=float, default=10.0)
+    cmp.add_argument("--s3-latency", type=float, default=0.5)
     cmp.add_argument(
         "--out", type=Path, default=None, help="report directory (default: results/<stamp>-report)"
     )
@@ -358,7 +372,9 @@ def _fault(args: argparse.Namespace, fault: str) -> Any:
 
     if args.trials < 1:
         raise ConfigError("--trials must be at least 1")
-    return FaultSpec(fault, args.at, args.restart_delay, args.pause)
+    if args.outage <= 0 or args.s3_latency < 0:
+        raise ConfigError("--outage must be > 0 and --s3-latency >= 0 seconds")
+    return FaultSpec(fault, args.at, args.restart_delay, args.pause, args.outage, args.s3_latency)
 
 
 def cmd_crash(args: argparse.Namespace, console: Console) -> int:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import shutil
 import sys
@@ -32,6 +33,8 @@ from backends.history import HistoryWriter, read_history
 from backends.promises import Promise
 from bench import (
     checkers,
+    exposure,
+    faults,
     lastresort,
     leftovers,
     metrics,
@@ -150,9 +153,11 @@ def run(req: Request) -> Outcome:
     history = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
     backend_metrics: dict[str, Any] = {}
     state_checks: dict[str, Any] = {}
+    exposure_figures: dict[str, Any] | None = None
     events: list[dict[str, Any]] | None = None
     runs: pd.DataFrame | None = None
     sampler = None
+    positions: exposure.PositionSampler | None = None
     error: BaseException | None = None
     try:
         deployment = info.factory(req.options, ctx)
@@ -182,6 +187,11 @@ def run(req: Request) -> Outcome:
         manifest["versions"] = deployment.versions()
         manifest["managed_standins"] = deployment.managed_standins()  # for the cost model
         client = deployment.client()
+        positions = exposure.PositionSampler(deployment, history.now)
+        if positions.supported():
+            positions.start()
+        else:
+            positions = None
         nemesis = None
         if req.fault is not None:
             at_s = nemesis_mod.pick_fault_time(
@@ -204,7 +214,13 @@ def run(req: Request) -> Outcome:
             nemesis,
         )
         signals.check()
-        drive = asyncio.run(_drive(driver, client))
+        try:
+            drive = asyncio.run(_drive(driver, client))
+            if positions is not None and not drive.interrupted:
+                positions.settle(SETTLE_S)
+        finally:
+            if positions is not None:
+                positions.stop()
         if drive.fatal is not None:  # what was recorded is still tabulated and written below
             raise drive.fatal
         if nemesis is not None:
@@ -220,10 +236,17 @@ def run(req: Request) -> Outcome:
             integrity = getattr(deployment, "integrity_check", None)
             signals.check()
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
-                extra = _replication_checks(deployment)
+                extra = _replication_checks(deployment, timeline)
                 state_checks = _check_state(
                     req, client.state, events, runs, timeline, integrity, extra, deployment.promise
                 )
+                if positions is not None:
+                    exposure_figures = _exposure(positions, events, timeline, state_checks, run_dir)
+                    if "cross_check" in exposure_figures:
+                        state_checks["exposure"] = exposure_figures["cross_check"]
+                        state_checks["valid"] = checkers.compose(
+                            promise_check.composable(state_checks)
+                        )
     except BaseException as e:  # noqa: BLE001 - recorded, re-raised after cleanup
         error = e
         if isinstance(e, KeyboardInterrupt):
@@ -272,6 +295,9 @@ def run(req: Request) -> Outcome:
             raise
         _mark_partial_in_place(run_dir / "manifest.json", manifest, DiskFull(run_dir))
         raise DiskFull(run_dir) from e
+    if exposure_figures is not None:
+        summary["exposure"] = exposure_figures
+        results.write_json(run_dir / "summary.json", summary)
     if error is not None:
         raise error
     return Outcome(run_dir, summary, manifest, drive.signal if drive is not None else None)
@@ -293,9 +319,50 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
-def _replication_checks(deployment: Any) -> dict[str, Any]:
+SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
+# faults after which the write-loss checker's losses are what the replica lacked
+NODE_LOSS_FAULTS = ("lose-node",)
+
+
+def _exposure(
+    positions: exposure.PositionSampler,
+    events: list[dict[str, Any]],
+    timeline: dict[str, Any] | None,
+    checks: dict[str, Any],
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Exposure figures (bench/exposure.py), exposure.csv (per ack) and exposure_series.csv;
+    after a node loss, the cross-check against the acks the checker found lost."""
+    acks = exposure.analyze(positions.samples, events)
+    fault_t = (timeline or {}).get("start_t")
+    fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
+    t_end = positions.samples[-1].t1 if positions.samples else 0.0
+    figures = exposure.summarize(positions, acks, t_end, fault_t)
+    pd.DataFrame(exposure.ack_rows(acks)).to_csv(run_dir / "exposure.csv", index=False)
+    pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
+    pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
+        run_dir / "exposure_samples.csv", index=False
+    )
+    tl = timeline or {}
+    if fault_t is not None and faults.get(tl["fault"]).widens_exposure:
+        end = tl.get("recover_begin_t")
+        if end is not None and not math.isnan(end):
+            figures["outage"] = {
+                "fault": tl["fault"],
+                **exposure.window(acks, positions.samples, fault_t, end),
+                "at_inject": (tl.get("detail") or {}).get("at_inject"),
+                "at_recover": (tl.get("detail") or {}).get("at_recover"),
+            }
+    wl = checks.get("write_loss") or {}
+    if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
+        figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
+    return figures
+
+
+def _replication_checks(deployment: Any, timeline: dict[str, Any] | None) -> dict[str, Any]:
     """The health of the deployment's replica: only a running deployment can say."""
-    rep = replication.replication_check(deployment)
+    expected = bool(((timeline or {}).get("detail") or {}).get("replication_errors_expected"))
+    rep = replication.replication_check(deployment, expected)
     return {} if rep is None else {"replication": rep}
 
 

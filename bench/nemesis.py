@@ -28,6 +28,8 @@ class FaultSpec:
     at_s: float | None = None  # seconds after the schedule starts; None = random in the window
     restart_delay_s: float = 1.0
     pause_s: float = 3.0
+    outage_s: float = 10.0  # s3-outage / s3-slow: how long the object store misbehaves
+    latency_s: float = 0.5  # s3-slow: added to every request
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Nemesis:
             await asyncio.sleep(max(0.0, tl.planned_at_t - self.h.now()))
             self.h.record(INFO, "nemesis", value={"phase": "invoke", "fault": self.spec.fault})
             t0 = time.monotonic()
-            injected = (await asyncio.to_thread(self.fault.inject, self.dep)) or {}
+            injected = (await asyncio.to_thread(self.fault.inject_with, self.dep, self.spec)) or {}
             tl.start_t = self.h.record(INFO, "nemesis", value={"phase": "fault"})
             injected["inject_s"] = time.monotonic() - t0  # the fault time is when it is done
             tl.detail = injected  # kept even if the recovery fails

@@ -20,8 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def judge(health: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``replication`` check from a deployment's figures (None: nothing replicated)."""
+def judge(health: dict[str, Any] | None, errors_expected: bool = False) -> dict[str, Any] | None:
+    """The ``replication`` check from a deployment's figures (None: nothing replicated).
+    ``errors_expected``: a fault made the replica unreachable on purpose (an object-store
+    outage): its errors are a figure, and only the catch-up decides."""
     if health is None:
         return None
     caught = health.get("caught_up")
@@ -35,25 +37,28 @@ def judge(health: dict[str, Any] | None) -> dict[str, Any] | None:
                 f"{_or_unknown(health.get('replica_position'))} {health.get('position_unit', '')})"
             )
         problems.append(f"the replica had not caught up at the end of the run{where}")
-    if errors:
+    if errors and not errors_expected:
         problems.append(f"{errors} replication error(s) during the run")
     valid: bool | str
     if problems:
         valid = False
-    elif caught is None or ("errors" in health and errors is None):
+    elif caught is None or ("errors" in health and errors is None and not errors_expected):
         valid = "unknown"
     else:
         valid = True
-    return {"valid": valid, "problems": problems, **health}
+    out = {"valid": valid, "problems": problems, **health}
+    if errors_expected:
+        out["errors_expected_from_fault"] = True
+    return out
 
 
-def replication_check(deployment: Any) -> dict[str, Any] | None:
+def replication_check(deployment: Any, errors_expected: bool = False) -> dict[str, Any] | None:
     """Ask the deployment and judge; a hook that raises says ``unknown`` with the error."""
     hook = getattr(deployment, "replication_health", None)
     if hook is None:
         return None
     try:
-        return judge(hook())
+        return judge(hook(), errors_expected)
     except Exception as e:  # noqa: BLE001 - a check that raises decides nothing
         return {"valid": "unknown", "problems": [], "error": f"{type(e).__name__}: {e}"}
 

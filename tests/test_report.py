@@ -114,6 +114,11 @@ def test_report_files_exist_and_html_embeds_every_image(full_report: Path, resul
     md = (full_report / "report.md").read_text()
     assert all(f"]({p})" in md for p in pngs), "every chart is in the Markdown too"
     assert md.count("*How to read:*") == len(pngs)
+    # every sqlite run replicates: acks at risk over time, the per-ack CDF, a quotable sentence
+    assert "## Exposure: acks that exist only on the node" in md
+    assert "exposure-cdf.png" in pngs and any(n.startswith("exposure-1") for n in pngs)
+    assert re.search(r"\*\*sqlite[^*]*\*\*: at [0-9.]+ runs/s offered, an ack is exposed", md)
+    assert "**: ." not in md
 
 
 def test_every_table_cites_existing_source_files(full_report: Path) -> None:

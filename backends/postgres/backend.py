@@ -42,6 +42,7 @@ from backends.base import (
     MovingParts,
     Option,
     Range,
+    ReplicationPosition,
     RunContext,
     RunSpec,
     register,
@@ -53,6 +54,7 @@ from backends.errors import BackendError, ConfigError
 from backends.postgres import dataroot, store
 from backends.postgres.faults import PostgresFaults, amcheck_schema
 from backends.postgres.pgbench import pgbench_commit_rate_dsn
+from backends.postgres.position import LsnPositions
 from backends.postgres.server import PostgresServer, default_bin_dir, pgbench_commit_rate
 from backends.postgres.standby import Standby
 
@@ -180,6 +182,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
                     )
         self.server: PostgresServer | None = None
         self.standby: Standby | None = None
+        self._positions: LsnPositions | None = None
         self.workers: WorkerPool | None = None  # type: ignore[assignment]
         self.dsn: str | None = None
         self._client: PostgresClient | None = None
@@ -285,6 +288,7 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
     def stop(self) -> None:
         """Reverse order: client, workers, standby, server; each step runs even if one fails."""
         steps = [self._client.close_views] if self._client else []
+        steps += [self._positions.close] if self._positions else []
         steps += [self.workers.stop] if self.workers else []
         steps += [self._lock.close] if self._lock else []
         steps += [s.stop for s in (self.standby, self.server) if s is not None]
@@ -490,6 +494,15 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             if root is not None:
                 dataroot.remove(root)
             shutil.rmtree(logdir, ignore_errors=True)
+
+    def replication_position(self) -> ReplicationPosition | None:
+        """The primary's WAL insert position and the standby's flushed position
+        (``backends.postgres.position``); after a failover the new primary has no standby."""
+        if self.standby_mode == "none" or self.server is None:
+            return None
+        if self._positions is None:
+            self._positions = LsnPositions()
+        return self._positions.read(self.server, self.standby)
 
     def replication_health(self) -> dict[str, Any] | None:
         """The standby at the end of the run: running, and replayed up to the primary's WAL

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +35,7 @@ from backends.base import (
     MovingParts,
     Option,
     Range,
+    ReplicationPosition,
     RunContext,
     RunSpec,
     StateView,
@@ -41,11 +44,13 @@ from backends.base import (
 )
 from backends.common.nodeloss import verify_gone
 from backends.common.powerloss import PowerNode
+from backends.common.tcpproxy import TcpProxy
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
+from backends.sqlite.position import FileReplica, S3Replica, WalPositions
 from backends.sqlite.power import power_loss_promise
 from backends.sqlite.store import (
     SYNCHRONOUS,
@@ -166,6 +171,9 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self._client: SqliteClient | None = None
         self.ready_s: dict[str, float] = {}
         self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
+        self._positions: WalPositions | None = None
+        self.proxy_wanted = False  # an object-store fault is planned: Litestream -> proxy
+        self.proxy: TcpProxy | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,7 +201,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
                     self.ctx.workdir / "litestream",
                     self.ctx.logdir,
                     replica=self.replica,
-                    s3=self.target,
+                    s3=self._litestream_target(),
                     file_dir=self.ctx.workdir / "replica" if self.replica == "file" else None,
                     sync_interval_s=self.sync_interval_s,
                     binary=self.opts.get("litestream_bin"),
@@ -207,6 +215,16 @@ class SqliteDeployment(PooledWorkers, Deployment):
             with contextlib.suppress(BackendError):  # the start error is the one to report
                 self.stop()
             raise
+
+    def _litestream_target(self) -> S3Target | None:
+        """Where Litestream uploads: the store itself, or the harness's proxy in front of it
+        when an object-store fault is planned (the harness itself always reads the store)."""
+        if self.target is None or not self.proxy_wanted:
+            return self.target
+        parts = urllib.parse.urlsplit(self.target.endpoint)
+        self.proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 80))
+        self.proxy.start()
+        return dataclasses.replace(self.target, endpoint=self.proxy.endpoint)
 
     def _object_store(self) -> S3Target:
         if self.opts.get("s3_endpoint"):
@@ -232,8 +250,15 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self._client.submitter.close()
             self._client = None
         self.workers.stop()
+        if self._positions is not None:  # after every connection of this process closed
+            self._positions.close()
+            self._positions = None
+        if self.proxy is not None:
+            self.proxy.set_outage(False)  # Litestream's last sync must get through
         if self.litestream is not None:
             self.litestream.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.seaweed is not None:
             self.seaweed.stop()
         if self.power is not None:  # last: every process using the mount is gone
@@ -287,6 +312,36 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def _litestream_proc(self) -> list[Any]:
         return [self.litestream.process] if self.litestream is not None else []
 
+    def route_object_store_through_proxy(self) -> None:
+        if self.replica != "s3":
+            raise ConfigError(
+                f"sqlite: object-store faults need --replica s3 (this run: --replica "
+                f"{self.replica})"
+            )
+        self.proxy_wanted = True
+
+    def _store_figures(self) -> dict[str, Any]:
+        # Litestream keeps copying the WAL into local LTX files (and checkpointing) while the
+        # store is away: the backlog grows there, not only in the WAL
+        local = self.db_path.parent / f".{self.db_path.name}-litestream"
+        out: dict[str, Any] = {
+            "wal_bytes": _size(Path(f"{self.db_path}-wal")),
+            "litestream_local_bytes": sum(_size(p) for p in local.rglob("*") if p.is_file()),
+        }
+        if self.proxy is not None:
+            out.update(proxy_connections=self.proxy.connections, proxy_refused=self.proxy.refused)
+        return out
+
+    def object_store_outage(self, on: bool) -> dict[str, Any]:
+        assert self.proxy is not None, "route_object_store_through_proxy was not called"
+        self.proxy.set_outage(on)
+        return self._store_figures()
+
+    def object_store_delay(self, seconds: float) -> dict[str, Any]:
+        assert self.proxy is not None, "route_object_store_through_proxy was not called"
+        self.proxy.delay_s = seconds
+        return self._store_figures()
+
     def lose_node(self) -> dict[str, Any]:
         """The node is gone: its processes die and its disk (database, WAL, Litestream's local
         state) is deleted. The object store is elsewhere and survives."""
@@ -331,6 +386,23 @@ class SqliteDeployment(PooledWorkers, Deployment):
             **self.litestream.health(),
         }
 
+    def replication_position(self) -> ReplicationPosition | None:
+        """The WAL end committed locally and the one the replica's newest LTX file covers
+        (``backends.sqlite.position``); read without asking Litestream anything."""
+        if self.litestream is None:
+            return None
+        if self._positions is None:
+            ls = self.litestream
+            reader: FileReplica | S3Replica
+            if self.replica == "file":
+                assert ls.file_dir is not None
+                reader = FileReplica(ls.file_dir)
+            else:
+                assert self.target is not None
+                reader = S3Replica(self.target, ls.s3_path)
+            self._positions = WalPositions(self.db_path, reader)
+        return self._positions.read()
+
     def integrity_check(self) -> dict[str, Any]:
         return integrity_check(self.db_path)
 
@@ -367,6 +439,15 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 f"every ack is a committed WAL transaction (synchronous={self.synchronous}); "
                 "SIGKILL/SIGSTOP of the processes holding the file leave the OS page cache, "
                 "so the file keeps every committed frame",
+            )
+        if fault in ("s3-outage", "s3-slow"):
+            return Promise(
+                fault,
+                0.0,
+                True,
+                "the object store misbehaving destroys nothing on the node: every ack stays a "
+                "committed WAL transaction in the local file; Litestream catches up afterwards "
+                "(with wal_autocheckpoint=0 the WAL keeps every frame it has not copied)",
             )
         if fault == "lose-node":
             if self.replica == "none":

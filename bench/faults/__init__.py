@@ -43,6 +43,9 @@ class Fault(abc.ABC):
     capability: ClassVar[type]  # the deployment protocol the fault acts through
     refusal: ClassVar[str]  # "<backend>: cannot inject <name>: <refusal>"
     help: ClassVar[str]  # one line for `bench crash --help`
+    # destroys nothing, only widens the window in which acks exist only on the node: the
+    # exposure during the fault is reported as its own figure
+    widens_exposure: ClassVar[bool] = False
 
     def hold_s(self, spec: FaultSpec) -> float:
         """Seconds between the fault and the start of recovery (default: --restart-delay)."""
@@ -54,6 +57,11 @@ class Fault(abc.ABC):
 
     def prepare(self, dep: Any) -> None:  # noqa: B027 - optional hook
         """Before the deployment starts: what the fault needs in place from the beginning."""
+
+    def inject_with(self, dep: Any, spec: FaultSpec) -> dict[str, Any] | None:
+        """Inject with the trial's settings at hand (a fault with a parameter of its own, e.g.
+        s3-slow's latency, overrides this instead of ``inject``)."""
+        return self.inject(dep)
 
     @abc.abstractmethod
     def inject(self, dep: Any) -> dict[str, Any] | None: ...

@@ -17,6 +17,7 @@ from hdrh.histogram import HdrHistogram
 from backends.errors import ConfigError
 from bench import cost
 from bench.report import charts, costs, faults, frontier, tables
+from bench.report import exposure as exposure_report
 from bench.report.commands import DEFAULT_TARGET_RUNS_PER_S  # noqa: E402
 from bench.report.context import Context
 from bench.report.doc import Block, Figure, Heading, Para
@@ -229,6 +230,14 @@ class Builder:
         )
         self.blocks.append(frontier.table(pts))
 
+    def exposure_section(self) -> None:
+        """Acks at risk (bench/report/exposure.py): its heading goes before its charts."""
+        n = len(self.blocks)
+        blocks = exposure_report.section(self.ctx, self.figure)
+        if blocks:
+            self.blocks.insert(n, blocks[0])
+            self.blocks += blocks[1:]
+
 
 def build(
     inputs: list[Path],
@@ -276,6 +285,7 @@ def build(
     if ctx.rows():
         b.blocks += [Heading("Resources (fault-free runs)"), tables.resources(ctx)]
     b.fault_section()
+    b.exposure_section()
     b.blocks += costs.section(ctx, prices, target_runs_per_s)
     md = out_dir / "report.md"
     md.write_text(to_markdown(b.blocks))

@@ -1,0 +1,337 @@
+"""Exposure: for every ack, how long it existed only on the node (acks at risk), measured
+continuously in every run of a deployment with an asynchronous replica, without destroying
+anything.
+
+Sampling: a thread calls ``Deployment.replication_position()`` every ``INTERVAL_S`` during the
+drive and records ``(t0, t1, generation, local, replica)`` (history times before and after the
+reading). An ack at ``t_ack`` needs the ``local`` position of the first sample that began at or
+after ``t_ack`` (its commit is at or below it: conservative, it may include later commits); it
+is **covered** at the ``t1`` of the first sample of the same generation whose replica reached
+that position. Exposure = covered - t_ack. Resolution: one sampling period plus the reading
+time, both recorded (``resolution_s``), and always on the long side: the figures can only
+overstate exposure, never hide it. An ack never covered before the end of sampling (the node
+was lost, the replica never caught up) is reported as such, with its exposure censored at the
+end.
+
+The same samples say which acks were at risk at any moment, e.g. at a fault: ``at_risk_at``.
+``cross_check`` compares that with what the write-loss checker found lost after a node loss.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backends.base import Deployment
+
+INTERVAL_S = 0.025
+ACK_OPS = {"submit": "run-accepted", "commit": "step-committed", "complete": "run-completed"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    t0: float
+    t1: float
+    generation: str
+    local: int | None
+    replica: int | None
+
+
+class PositionSampler:
+    """Samples the deployment's replication position from a daemon thread."""
+
+    def __init__(self, deployment: Deployment, now: Any, interval_s: float = INTERVAL_S) -> None:
+        self.dep = deployment
+        self.now = now  # history clock
+        self.interval_s = interval_s
+        self.samples: list[Sample] = []
+        self.unit: str | None = None
+        self.errors = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def supported(self) -> bool:
+        try:
+            first = self.dep.replication_position()
+        except Exception as e:  # noqa: BLE001 - a hook that fails measures nothing
+            self.last_error = f"{type(e).__name__}: {e}"
+            return False
+        return first is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="exposure", daemon=True)
+        self._thread.start()
+
+    def settle(self, timeout_s: float) -> bool:
+        """After the drive: keep sampling until the replica reaches the store position read
+        now (the last acks get their natural coverage time, not one forced by the end-of-run
+        catch-up), or ``timeout_s``. True when it did."""
+        t_start = self.now()
+        deadline = time.monotonic() + timeout_s
+        target: Sample | None = None
+        while time.monotonic() < deadline and self._thread is not None:
+            after = [s for s in self.samples if s.t0 >= t_start and s.local is not None]
+            target = target or (after[0] if after else None)
+            if target is not None:
+                last = self.samples[-1]
+                if last.generation == target.generation and (last.replica or -1) >= (
+                    target.local or 0
+                ):
+                    return True
+            time.sleep(self.interval_s)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        nxt = time.monotonic()
+        while not self._stop.is_set():
+            t0 = self.now()
+            try:
+                p = self.dep.replication_position()
+            except Exception as e:  # noqa: BLE001 - counted; the next reading may work
+                self.errors += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+                p = None
+            t1 = self.now()
+            if p is not None:
+                self.unit = p.unit
+                self.samples.append(Sample(t0, t1, p.generation, p.local, p.replica))
+            nxt += self.interval_s
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
+            nxt = max(nxt, time.monotonic() - self.interval_s)  # never burst to catch up
+
+
+@dataclass
+class AckExposure:
+    kind: str
+    id: str
+    t_ack: float
+    t_lo: float | None  # the latest invoke of this write before its ack (its commit began later)
+    need: int | None  # local position at the first sample after the ack
+    need_gt: int | None  # the commit is strictly above this (local before t_lo), same gen
+    generation: str | None
+    covered_t: float | None  # None: never covered while sampling
+
+
+def acks_of(events: list[dict[str, Any]]) -> list[tuple[str, str, float, float | None]]:
+    """(kind, id, ack time, latest invoke before it) of every ack, first ack per write."""
+    last_invoke: dict[tuple[str, int | None], float] = {}
+    out: list[tuple[str, str, float, float | None]] = []
+    seen: set[tuple[str, str]] = set()
+    for e in events:
+        op, typ = e.get("op"), e.get("type")
+        if op not in ACK_OPS:
+            continue
+        run, step = e.get("run"), e.get("step")
+        if typ == "invoke":
+            last_invoke[(run, step)] = e["t"]
+            last_invoke[(run, None)] = e["t"]
+        elif typ == "ok":
+            kind = ACK_OPS[op]
+            key = f"{run}/{step}" if op == "commit" else str(run)
+            if (kind, key) in seen:
+                continue
+            seen.add((kind, key))
+            lo = last_invoke.get((run, step if op == "commit" else None))
+            out.append((kind, key, e["t"], lo))
+    return out
+
+
+def analyze(samples: list[Sample], events: list[dict[str, Any]]) -> list[AckExposure]:
+    """Per-ack coverage from the samples (see the module docstring)."""
+    acks = acks_of(events)
+    good = [s for s in samples if s.local is not None]
+    t0s = [s.t0 for s in good]
+    t1s = [s.t1 for s in good]
+    # per generation: indices into ``samples`` and the replica's high-water mark there
+    by_gen: dict[str, tuple[list[float], list[int], np.ndarray]] = {}
+    for gen in {s.generation for s in samples}:
+        idx = [i for i, s in enumerate(samples) if s.generation == gen]
+        rep = np.array(
+            [-1 if samples[i].replica is None else samples[i].replica for i in idx], dtype=float
+        )
+        by_gen[gen] = ([samples[i].t0 for i in idx], idx, np.maximum.accumulate(rep))
+    out: list[AckExposure] = []
+    for kind, key, t_ack, t_lo in acks:
+        i = bisect.bisect_left(t0s, t_ack)
+        if i >= len(good):
+            out.append(AckExposure(kind, key, t_ack, t_lo, None, None, None, None))
+            continue
+        s = good[i]
+        need_gt = None
+        if t_lo is not None:
+            k = bisect.bisect_right(t1s, t_lo) - 1  # last reading finished before the invoke
+            if k >= 0 and good[k].generation == s.generation:
+                need_gt = good[k].local
+        gt0, idx, hw = by_gen[s.generation]
+        start = bisect.bisect_left(gt0, s.t0)
+        j = max(start, int(np.searchsorted(hw, s.local, side="left")))
+        covered = samples[idx[j]].t1 if j < len(idx) else None
+        out.append(AckExposure(kind, key, t_ack, t_lo, s.local, need_gt, s.generation, covered))
+    return out
+
+
+def _pct(xs: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(xs, q)) if len(xs) else None
+
+
+def series(acks: list[AckExposure], t_from: float, t_to: float, step_s: float = 0.1) -> list[dict]:
+    """Acks at risk over time: count and age of the oldest, every ``step_s``."""
+    if not acks or t_to <= t_from:
+        return []
+    ta = np.array([a.t_ack for a in acks])
+    tc = np.array([math.inf if a.covered_t is None else a.covered_t for a in acks])
+    order = np.argsort(ta)
+    ta, tc = ta[order], tc[order]
+    rows = []
+    for t in np.arange(t_from, t_to + step_s / 2, step_s):
+        mask = (ta <= t) & (tc > t)
+        n = int(mask.sum())
+        oldest = float(t - ta[int(np.argmax(mask))]) if n else 0.0
+        rows.append({"t": round(float(t), 3), "at_risk": n, "oldest_s": round(oldest, 4)})
+    return rows
+
+
+def at_risk_at(acks: list[AckExposure], t: float) -> list[AckExposure]:
+    """Acks made before ``t`` and not covered by then (per the samples)."""
+    return [a for a in acks if a.t_ack < t and (a.covered_t is None or a.covered_t > t)]
+
+
+def summarize(
+    sampler: PositionSampler, acks: list[AckExposure], t_end: float, fault_t: float | None
+) -> dict[str, Any]:
+    """Figures for summary.json: the per-ack distribution, the peak of acks at risk, and the
+    sampler's resolution."""
+    s = sampler.samples
+    periods = np.diff([x.t0 for x in s]) if len(s) > 1 else np.array([])
+    reads = np.array([x.t1 - x.t0 for x in s])
+    covered = np.array([a.covered_t - a.t_ack for a in acks if a.covered_t is not None])
+    uncovered = [a for a in acks if a.covered_t is None]
+    scope = [a for a in acks if fault_t is None or a.t_ack < fault_t]
+    ser = series(acks, s[0].t0, s[-1].t1) if s else []
+    peak = max(ser, key=lambda r: r["at_risk"]) if ser else None
+    return {
+        "unit": sampler.unit,
+        "samples": len(s),
+        "sample_errors": sampler.errors,
+        "interval_s": sampler.interval_s,
+        "resolution_s": {
+            "period_p50": _pct(periods, 50),
+            "period_p99": _pct(periods, 99),
+            "period_max": float(periods.max()) if len(periods) else None,
+            "read_p99": _pct(reads, 99),
+        },
+        "acks": len(acks),
+        "acks_covered": int(len(covered)),
+        "acks_never_covered": len(uncovered),
+        "never_covered_before_fault": sum(
+            1 for a in uncovered if fault_t is not None and a.t_ack < fault_t
+        ),
+        "exposure_s": {
+            "p50": _pct(covered, 50),
+            "p90": _pct(covered, 90),
+            "p99": _pct(covered, 99),
+            "max": float(covered.max()) if len(covered) else None,
+            "mean": float(covered.mean()) if len(covered) else None,
+        },
+        "at_risk_peak": peak["at_risk"] if peak else None,
+        "at_risk_peak_t": peak["t"] if peak else None,
+        "oldest_at_risk_max_s": max((r["oldest_s"] for r in ser), default=None),
+        "acks_considered_before_fault": len(scope) if fault_t is not None else None,
+        "_series": ser,
+    }
+
+
+def cross_check(
+    acks: list[AckExposure], samples: list[Sample], fault_t: float, lost: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """After a node loss: the acks the checker found lost (made before the fault) must be among
+    those the samples had at risk at the fault, and every ack the samples prove missing from
+    the replica must be lost. Proof of missing: the replica's last position of that generation
+    (read after the fault) is at or below a local position read before the ack's commit began.
+    The rest of the at-risk acks are within the sampler's resolution either way."""
+    predicted = {(a.kind, a.id): a for a in at_risk_at(acks, fault_t)}
+    final: dict[str, float] = {}
+    for s in samples:
+        if s.replica is not None:
+            final[s.generation] = max(final.get(s.generation, -1), s.replica)
+    certain = {
+        k
+        for k, a in predicted.items()
+        if a.need_gt is not None and a.generation in final and final[a.generation] <= a.need_gt
+    }
+    lost_keys = {(x["kind"], x["id"]) for x in lost if x.get("after_fault") is False}
+    missed = sorted(lost_keys - set(predicted))
+    wrongly_certain = sorted(certain - lost_keys)
+    return {
+        "valid": not missed and not wrongly_certain,
+        "fault_t": fault_t,
+        "at_risk_at_fault": len(predicted),
+        "certainly_missing_from_replica": len(certain),
+        "lost_before_fault": len(lost_keys),
+        "lost_not_at_risk": [f"{k}:{i}" for k, i in missed][:50],
+        "certain_but_not_lost": [f"{k}:{i}" for k, i in wrongly_certain][:50],
+        "at_risk_not_lost_within_resolution": len(set(predicted) - lost_keys - certain),
+    }
+
+
+def ack_rows(acks: list[AckExposure]) -> list[dict[str, Any]]:
+    """exposure.csv: one row per ack."""
+    return [
+        {
+            "kind": a.kind,
+            "id": a.id,
+            "t_ack": round(a.t_ack, 6),
+            "covered_t": None if a.covered_t is None else round(a.covered_t, 6),
+            "exposure_s": None if a.covered_t is None else round(a.covered_t - a.t_ack, 6),
+            "generation": a.generation,
+            "need_position": a.need,
+        }
+        for a in acks
+    ]
+
+
+def window(
+    acks: list[AckExposure], samples: list[Sample], t_from: float, t_to: float
+) -> dict[str, Any]:
+    """A replica outage from ``t_from`` to ``t_to``: the catch-up afterwards (from ``t_to`` to
+    the first reading whose replica holds what the store held at ``t_to``; None when it never
+    did while sampling), and the most acks at risk and the oldest one from the outage's start
+    to the end of the catch-up (the backlog keeps ageing until it is uploaded)."""
+    during = [a for a in acks if t_from <= a.t_ack < t_to]
+    after = [s for s in samples if s.t0 >= t_to and s.local is not None]
+    catch_up: float | None = None
+    if after:
+        target = after[0]
+        for s in samples:
+            if (
+                s.t0 >= target.t0
+                and s.generation == target.generation
+                and s.replica is not None
+                and s.replica >= (target.local or 0)
+            ):
+                catch_up = s.t1 - t_to
+                break
+    t_end = t_to + catch_up if catch_up is not None else (samples[-1].t1 if samples else t_to)
+    ser = series(acks, t_from, max(t_to, t_end), step_s=0.05)
+    exposures = [a.covered_t - a.t_ack for a in during if a.covered_t is not None]
+    return {
+        "outage_s": t_to - t_from,
+        "at_risk_max": max((r["at_risk"] for r in ser), default=None),
+        "oldest_max_s": max((r["oldest_s"] for r in ser), default=None),
+        "acks_during": len(during),
+        "acks_during_never_covered": sum(1 for a in during if a.covered_t is None),
+        "exposure_max_s_of_acks_during": max(exposures, default=None),
+        "catch_up_s": catch_up,
+    }

@@ -1,0 +1,159 @@
+"""Exposure (acks at risk) measured continuously, and its agreement with what a node loss
+really loses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import exposure
+from bench.exposure import Sample
+
+
+def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args, "--results-dir", str(cwd), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _ev(t: float, typ: str, op: str, run: str, step: int | None = None) -> dict[str, Any]:
+    e: dict[str, Any] = {"t": t, "type": typ, "op": op, "run": run}
+    if step is not None:
+        e["step"] = step
+    return e
+
+
+def _history() -> list[dict[str, Any]]:
+    # run a accepted at 1.0 (commit began after 0.95), b at 2.0, c at 3.0
+    out = []
+    for run, t in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        out += [_ev(t - 0.05, "invoke", "submit", run), _ev(t, "ok", "submit", run)]
+    return out
+
+
+def _samples() -> list[Sample]:
+    # local grows 10 per second; the replica copies everything before 1.5 at 1.6 and nothing
+    # more until the node is lost at 3.5 (local unreadable afterwards)
+    out = []
+    t = 0.0
+    while t < 5.0:
+        local = int(t * 10) * 10 if t < 3.5 else None
+        replica = 150 if t >= 1.6 else 0
+        out.append(Sample(t, t + 0.001, "g", local, replica))
+        t = round(t + 0.05, 3)
+    return out
+
+
+def test_coverage_and_acks_at_risk_from_samples() -> None:
+    acks = exposure.analyze(_samples(), _history())
+    by = {a.id: a for a in acks}
+    assert abs(by["a"].covered_t - 1.601) < 1e-9  # type: ignore[operator]
+    assert by["b"].covered_t is None and by["c"].covered_t is None
+    assert {a.id for a in exposure.at_risk_at(acks, 3.5)} == {"b", "c"}
+    assert {a.id for a in exposure.at_risk_at(acks, 1.55)} == {"a"}
+
+
+def test_cross_check_fails_when_loss_and_exposure_disagree() -> None:
+    samples, acks = _samples(), exposure.analyze(_samples(), _history())
+
+    def lost(*ids: str) -> list[dict[str, Any]]:
+        return [{"kind": "run-accepted", "id": i, "after_fault": False} for i in ids]
+
+    ok = exposure.cross_check(acks, samples, 3.5, lost("b", "c"))
+    assert ok["valid"] is True and ok["at_risk_at_fault"] == 2
+    assert ok["certainly_missing_from_replica"] == 2
+    # a lost ack the samples had as replicated: the two measurements disagree
+    bad = exposure.cross_check(acks, samples, 3.5, lost("a", "b", "c"))
+    assert bad["valid"] is False and bad["lost_not_at_risk"] == ["run-accepted:a"]
+    # an ack the samples prove missing from the replica, but the checker found it
+    bad = exposure.cross_check(acks, samples, 3.5, lost("b"))
+    assert bad["valid"] is False and bad["certain_but_not_lost"] == ["run-accepted:c"]
+
+
+def test_sqlite_lose_node_loses_exactly_the_acks_at_risk(tmp_path: Path) -> None:
+    out = _bench(
+        "crash",
+        "--backend",
+        "sqlite",
+        "--fault",
+        "lose-node",
+        "--trials",
+        "1",
+        "--workload",
+        "smoke",
+        "--at",
+        "2.2",  # after the first upload (1 s sync interval), runs in flight
+        "--restart-delay",
+        "0.5",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (group,) = tmp_path.glob("*-crash.json")
+    (trial,) = json.loads(group.read_text())["rows"]["lose-node"]
+    run_dir = Path(trial["run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    e = summary["exposure"]
+    assert e["acks_covered"] > 0 and e["exposure_s"]["p99"] > 0
+    assert e["resolution_s"]["period_p50"] < 0.05
+    cc = summary["checks"]["exposure"]
+    lost = summary["checks"]["write_loss"]["lost_count"]
+    assert cc["valid"] is True, cc
+    assert cc["lost_before_fault"] > 0 and cc["at_risk_at_fault"] >= cc["lost_before_fault"]
+    assert cc["certainly_missing_from_replica"] <= lost
+    assert (run_dir / "exposure.csv").stat().st_size > 0
+    assert (run_dir / "exposure_series.csv").stat().st_size > 0
+
+
+def test_postgres_async_standby_reports_exposure(tmp_path: Path) -> None:
+    out = _bench(
+        "run", "--backend", "postgres", "--standby", "async", "--workload", "smoke", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (summary_path,) = tmp_path.glob("*/summary.json")
+    e = json.loads(summary_path.read_text())["exposure"]
+    assert e["unit"].startswith("WAL LSN") and e["samples"] > 10
+    assert e["acks"] > 0 and e["acks_covered"] == e["acks"]
+    assert e["exposure_s"]["max"] is not None
+
+
+def _other_process_can_write(db: Path) -> bool:
+    code = (
+        "import sqlite3,sys\n"
+        f"c=sqlite3.connect({str(db)!r},timeout=0,isolation_level=None)\n"
+        "try:\n c.execute('BEGIN IMMEDIATE'); c.execute('ROLLBACK'); print('yes')\n"
+        "except sqlite3.OperationalError: print('no')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() == "yes"
+
+
+def test_reading_the_wal_index_keeps_this_process_sqlite_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of -shm drops this process's POSIX locks on it (the bug that let
+    a worker overwrite the harness's committed WAL frames): the reader must never do that."""
+    import sqlite3
+
+    from backends.sqlite.position import ShmReader
+
+    db = tmp_path / "t.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("BEGIN IMMEDIATE")  # this process holds the WAL write lock
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert not _other_process_can_write(db)
+    reader = ShmReader(db)
+    for _ in range(3):
+        assert reader.read() is not None
+    assert not _other_process_can_write(db)  # still ours
+    with open(f"{db}-shm", "rb") as f:  # the naive read, as a control: it must break the lock
+        f.read(96)
+    assert _other_process_can_write(db)
+    conn.execute("ROLLBACK")
+    conn.close()
+    reader.close()
