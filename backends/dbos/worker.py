@@ -6,7 +6,10 @@ database URL), ``schema`` (Postgres only), ``synchronous`` / ``autocheckpoint`` 
 
 Each worker is one DBOS application process with its own executor id (``executor_id`` = the
 worker's name, stable across restarts): at launch DBOS recovers the PENDING workflows of that
-executor id, the way a restarted DBOS process recovers its own work in production. It dequeues
+executor id, the way a restarted DBOS process recovers its own work in production. In DBOS 3.x
+recovery re-enqueues them (``reenqueue_for_recovery``: back to ENQUEUED, so exactly one runner
+takes each through the queue's atomic dequeue): any worker may then run a recovered workflow,
+not necessarily the one that restarted. It dequeues
 from the ``durabench`` queue, at most ``--concurrency`` workflows at a time
 (``worker_concurrency``). The ready marker is written after ``DBOS.launch()`` returned and the
 queue is registered. SIGTERM / SIGINT -> ``DBOS.destroy()`` (workflows in flight stay PENDING
