@@ -40,14 +40,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from backends.base import BackendInfo, Client, Deployment, Option, RunContext, register
+from backends.base import (
+    BackendInfo,
+    Client,
+    Deployment,
+    Option,
+    RunContext,
+    StateView,
+    register,
+)
 from backends.dbos.app import APP_VERSION, QUEUE, WORKFLOW_NAME, step_options
-from backends.dbos.client import WATCH_POLL_S, DbosClient
+from backends.dbos.client import WATCH_POLL_S, DbosClient, DbosStateView
 from backends.dbos.worker import QUEUE_POLL_S
 from backends.durable.workers import PooledWorkers, WorkerPool
 from backends.errors import BackendError, ConfigError
@@ -55,6 +65,7 @@ from backends.postgres import backend as pg
 from backends.postgres.faults import amcheck_schema
 from backends.promises import Promise
 from backends.sqlite import backend as sq
+from backends.sqlite.store import integrity_check as sqlite_integrity
 
 DATABASES = ("sqlite", "postgres")
 
@@ -255,6 +266,44 @@ class DbosDeployment(PooledWorkers, Deployment):
         except psycopg.Error as e:
             return {"valid": False, "check": "amcheck", "error": str(e)}
 
+    @classmethod
+    @contextlib.contextmanager
+    def open_kept_state(cls, run_dir: Path, manifest: dict[str, Any]) -> Iterator[StateView]:
+        """``bench check``: DBOS's tables in the kept store, through the reused deployment's own
+        re-opening (the SQLite file as is; the Postgres cluster served by a postmaster of our
+        own, read-only)."""
+        opts = manifest.get("backend_options") or {}
+        if (opts.get("dbos_database") or "sqlite") == "sqlite":
+            db = run_dir / "work" / "sqlite" / "durabench.db"
+            if not db.is_file():
+                raise ConfigError(
+                    f"dbos: no database kept at {db}: only a run made with --keep-data can be "
+                    "checked again"
+                )
+            view = KeptDbosState(f"sqlite:///{db}", None)
+            view.check = lambda: sqlite_integrity(db)
+            try:
+                yield view
+            finally:
+                view.close()
+            return
+        schema = f"{opts.get('postgres_schema') or 'durabench'}_dbos"
+        with pg.PostgresDeployment.open_kept_state(run_dir, manifest) as kept:
+            view = KeptDbosState(postgres_url(kept.dsn, "on"), schema)
+
+            def amcheck() -> dict[str, Any]:
+                try:
+                    with psycopg.connect(kept.dsn, autocommit=True) as c:
+                        return amcheck_schema(c, schema, may_install=False)
+                except psycopg.Error as e:
+                    return {"valid": False, "check": "amcheck", "error": str(e)}
+
+            view.check = amcheck
+            try:
+                yield view
+            finally:
+                view.close()
+
     # -- promises ----------------------------------------------------------------------------
 
     def promise(self, fault: str) -> Promise | None:
@@ -325,6 +374,16 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         return self.store.raw_commit_rate(seconds)
+
+
+class KeptDbosState(DbosStateView):
+    """A kept system database, for ``bench check``: the state view and the store's integrity
+    check (``PRAGMA integrity_check`` / amcheck of the DBOS schema)."""
+
+    check: Any = None
+
+    def integrity_check(self) -> dict[str, Any]:
+        return self.check()
 
 
 register(
