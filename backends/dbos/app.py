@@ -141,8 +141,8 @@ async def _step(
             errors = getattr(e, "errors", None) or []
             cause = errors[-1] if errors else e
             tried = retry.max_attempts
-        elif isinstance(e, StepError):
-            tried = 1 if not e.retryable else "?"
+        elif isinstance(e, StepError):  # refused by should_retry, or retries off: 1 attempt
+            tried = 1 if not e.retryable or retry.max_attempts <= 1 else "?"
         return _Failed(f"step {step.step_id} ({step.name}) after {tried} attempt(s): {cause}")
     if step.step_id in ran:
         HOOKS.crash.hit("after-commit")
