@@ -38,6 +38,13 @@ DOCUMENTED: dict[str, dict[str, str]] = {
         "Elasticsearch)",
         "source": "backends/temporal/server.py; docs.temporal.io self-hosted guide",
     },
+    "dbos": {
+        "ports": "none of its own (DBOS Transact 3.x opens no listening port); the system "
+        "database's: as sqlite (--dbos-database sqlite) or as postgres",
+        "files": "the system database's (the sqlite backend's file + Litestream + SeaweedFS, "
+        "or the postgres backend's data directory); DBOS is configured in code, no config file",
+        "source": "backends/dbos/; docs.dbos.dev",
+    },
     "memory": {
         "ports": "none",
         "files": "none (state in the harness's memory; not durable)",
