@@ -12,7 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from backends.dbos.backend import DbosDeployment
+from backends.errors import ConfigError
 from bench import checkers
 from bench.history import HistoryWriter, read_history
 from tests.helpers import context, events, smoke_runs, submit_all, wait_until
@@ -101,3 +104,10 @@ def _t(evs: list[dict], key: tuple[str, int]) -> float:
         for e in evs
         if e["op"] == "commit" and e["type"] == "ok" and (e["run"], e["step"]) == key
     )
+
+
+def test_an_option_of_the_other_database_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dbos: --standby do.es. not apply to --dbos-database"):
+        DbosDeployment({"dbos_database": "sqlite", "standby": "async"}, context(tmp_path))
+    with pytest.raises(ConfigError, match="--synchronous do.es. not apply"):
+        DbosDeployment({"dbos_database": "postgres", "synchronous": "OFF"}, context(tmp_path))

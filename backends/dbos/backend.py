@@ -108,6 +108,13 @@ class DbosDeployment(PooledWorkers, Deployment):
                 f"dbos: --dbos-database must be one of {', '.join(DATABASES)} "
                 f"(got {self.database!r})"
             )
+        # an option of the other database's parts, set away from its default, would be ignored
+        other = pg.OPTIONS if self.database == "sqlite" else sq.OPTIONS
+        stray = [o.flag for o in other if options.get(o.dest) not in (None, o.default)]
+        if stray:
+            raise ConfigError(
+                f"dbos: {', '.join(stray)} do(es) not apply to --dbos-database {self.database}"
+            )
         # the reused deployment runs the store only: no executor workers of its own
         store_ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, workers=0))
         self.store: sq.SqliteDeployment | pg.PostgresDeployment
