@@ -114,14 +114,18 @@ class BackendInfo:
     packages: tuple[str, ...] = ()
     parts: MovingParts | None = None
     managed: tuple[ManagedAlternative, ...] = ()
+    # further configurations the conformance suite must also cover: label -> option overrides
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 _REGISTRY: dict[str, BackendInfo] = {}
 
 
 def register(info: BackendInfo) -> None:
-    taken = {o.flag for b in _REGISTRY.values() for o in b.options if b.name != info.name}
-    clash = [o.flag for o in info.options if o.flag in taken]
+    """A flag may be shared only as the very same ``Option`` (a backend that reuses another's
+    deployment parts reuses their options too, e.g. ``--synchronous``)."""
+    taken = {o.flag: o for b in _REGISTRY.values() for o in b.options if b.name != info.name}
+    clash = [o.flag for o in info.options if o.flag in taken and taken[o.flag] != o]
     if clash:
         raise ConfigError(f"{info.name}: option(s) {clash} already registered by another backend")
     _REGISTRY[info.name] = info

@@ -55,11 +55,14 @@ def _add_common(p: argparse.ArgumentParser, several: bool = False) -> None:
         action="store_true",
         help="keep the database / object store files under <run-id>/work",
     )
+    added: set[str] = set()  # a flag shared by several backends is added once
     for info in registered().values():
-        if not info.options:
+        own = [o for o in info.options if o.flag not in added]
+        if not own:
             continue
         g = p.add_argument_group(f"{info.name} backend options")
-        for o in info.options:
+        for o in own:
+            added.add(o.flag)
             g.add_argument(
                 o.flag,
                 dest=o.dest,

@@ -24,12 +24,28 @@ from backends.workflow import expected_payload
 from bench import checkers
 from tests.helpers import context, events, smoke_runs
 
-BACKENDS = sorted(registered())
-DURABLE = sorted(n for n, i in registered().items() if i.durable)
+
+def _cases(durable_only: bool = False) -> list[str]:
+    """Every registered backend with its default options ("name"), and each further
+    configuration it registers as a variant ("name:label")."""
+    out = []
+    for name, info in sorted(registered().items()):
+        if durable_only and not info.durable:
+            continue
+        out.append(name)
+        out += [f"{name}:{label}" for label, _ in info.variants]
+    return out
 
 
-def default_options(name: str) -> dict[str, Any]:
-    return {o.dest: o.default for o in registered()[name].options}
+BACKENDS = _cases()
+DURABLE = _cases(durable_only=True)
+
+
+def default_options(case: str) -> dict[str, Any]:
+    name, _, label = case.partition(":")
+    info = registered()[name]
+    opts = {o.dest: o.default for o in info.options}
+    return {**opts, **dict(info.variants).get(label, {})}
 
 
 class Session:
@@ -37,7 +53,7 @@ class Session:
 
     def __init__(self, name: str, tmp: Path, **settings: Any) -> None:
         self.ctx = context(tmp, **settings)
-        self.dep = registered()[name].factory(default_options(name), self.ctx)
+        self.dep = registered()[name.partition(":")[0]].factory(default_options(name), self.ctx)
         self.h = HistoryWriter(self.ctx.history_dir / "harness.jsonl", "harness", self.ctx.epoch_ns)
         self.engine: asyncio.Task[None] | None = None
 
@@ -305,11 +321,11 @@ def test_payloads_round_trip_byte_for_byte(backend: str, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_configuration_names_the_backend(backend: str, tmp_path: Path) -> None:
-    info = registered()[backend]
+    info = registered()[backend.partition(":")[0]]
     choice_opts = [o for o in info.options if o.choices]
     if not choice_opts:
         pytest.skip(f"{backend} has no option with a fixed set of values")
     opts = default_options(backend)
     opts[choice_opts[0].dest] = "no-such-value"
-    with pytest.raises(ConfigError, match=backend):
+    with pytest.raises(ConfigError, match=backend.partition(":")[0]):
         info.factory(opts, context(tmp_path))

@@ -57,7 +57,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _CLIENTS: dict[tuple[str, str, str, str, bool, float], Any] = {}
 
 
-def _s3(target: S3Target, timeout_s: float) -> Any:
+def s3_client(target: S3Target, timeout_s: float) -> Any:
     """A boto3 S3 client for ``target``, cached (building one loads the service model, which
     costs more than the probe it serves). Unsigned when the target has no access key; no retries
     (a probe reports what it saw); a loopback endpoint never goes through an HTTP proxy."""
@@ -102,7 +102,7 @@ def probe_bucket(target: S3Target, timeout_s: float = 5.0) -> None:
     where = f"{target.endpoint} (bucket {target.bucket})"
     answer: tuple[int, str] | None = None
     try:
-        _s3(target, timeout_s).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
+        s3_client(target, timeout_s).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
     except ClientError as e:
         answer = _status(e)  # the endpoint answered: judged below, after the credentials
     except (BotoCoreError, ValueError) as e:
@@ -137,7 +137,7 @@ def object_store_usage(target: S3Target, prefix: str = "") -> dict[str, object]:
     usage is a figure for the cost model, so an unreachable store is reported, not raised."""
     objects = total = 0
     try:
-        pages = _s3(target, 5.0).get_paginator("list_objects_v2")
+        pages = s3_client(target, 5.0).get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=target.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 objects += 1
@@ -366,7 +366,7 @@ class SeaweedFS:
 
 def _bucket_answers(target: S3Target) -> bool:
     try:
-        _s3(target, 1.0).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
+        s3_client(target, 1.0).list_objects_v2(Bucket=target.bucket, MaxKeys=0)
     except ClientError:
         return False  # 404 NoSuchBucket until mini has created it
     except BotoCoreError:

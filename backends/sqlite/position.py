@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import os
 import struct
-import urllib.parse
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from backends.base import ReplicationPosition
-from backends.sqlite.objectstore import S3Target, _signed_headers, http_get, s3_get
+from backends.sqlite.objectstore import S3Target, s3_client
 
 UNIT = "WAL byte offset (salt generation << 32)"
 _LTX_HEADER = struct.Struct(">4sIIIQQQQQQII")  # magic .. WALSalt1, WALSalt2 (first 72 bytes)
@@ -120,20 +121,15 @@ class S3Replica:
         self.last: tuple[int, int] | None = None
 
     def newest(self) -> tuple[int, int] | None:
-        import xml.etree.ElementTree as ET
-
-        params = {"list-type": "2", "prefix": self.prefix, "max-keys": "1000"}
+        client = s3_client(self.target, self.timeout_s)
+        args = {"Bucket": self.target.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
         if self.last_key:
-            params["start-after"] = self.last_key
+            args["StartAfter"] = self.last_key
         try:
-            root = ET.fromstring(s3_get(self.target, params, timeout_s=self.timeout_s))
-        except (OSError, ET.ParseError, ValueError):
+            listing = client.list_objects_v2(**args)
+        except (BotoCoreError, ClientError, OSError):
             return self.last  # what it held before is still there: a replica never shrinks here
-        keys = [
-            c.text or ""
-            for c in root.iter()
-            if c.tag.rsplit("}", 1)[-1] == "Key" and (c.text or "").endswith(".ltx")
-        ]
+        keys = [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".ltx")]
         for key in sorted(keys, reverse=True):
             head = self._header(key)
             if head is not None:
@@ -142,17 +138,11 @@ class S3Replica:
         return self.last
 
     def _header(self, key: str) -> tuple[int, int] | None:
-        parts = urllib.parse.urlsplit(self.target.endpoint)
-        path = "/" + "/".join(
-            urllib.parse.quote(x, safe="-_.~") for x in (self.target.bucket, *key.split("/"))
-        )
-        headers = (
-            _signed_headers(self.target, parts.netloc, path, "") if self.target.access_key else {}
-        )
-        headers["Range"] = "bytes=0-99"
+        client = s3_client(self.target, self.timeout_s)
         try:
-            body = http_get(f"{parts.scheme}://{parts.netloc}{path}", self.timeout_s, headers)
-        except (OSError, ValueError):
+            obj = client.get_object(Bucket=self.target.bucket, Key=key, Range="bytes=0-99")
+            body = obj["Body"].read()
+        except (BotoCoreError, ClientError, OSError):
             return None
         return parse_ltx_header(body)
 

@@ -1,0 +1,1 @@
+"""``dbos``: DBOS Transact (the real library) as a peer backend, on SQLite or Postgres."""
