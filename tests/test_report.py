@@ -260,3 +260,101 @@ def test_notebook_runs_end_to_end(results: Path, monkeypatch) -> None:
     assert len(images) >= 4, "latency CDF, throughput (steady + fault), RPO sweep"
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert any("image/png" in o.get("data", {}) for o in last.outputs), "the sweep is charted"
+
+
+# --- the decision summary (issue 14) ----------------------------------------------------------
+
+
+def _decision(md: str) -> str:
+    return md.split("## Decision summary")[1].split("\n## ")[0]
+
+
+def test_report_opens_with_a_decision_summary_linked_to_sections_and_files(
+    full_report: Path,
+) -> None:
+    from bench.report.doc import anchor
+
+    md = (full_report / "report.md").read_text()
+    first_h2 = re.search(r"^## (.+)$", md, re.M).group(1)
+    assert first_h2 == "Decision summary"
+    dec = _decision(md)
+    rows = [x for x in dec.splitlines() if x.startswith("| [")]
+    labels = [re.match(r"\| \[([^\]]+)\]", x).group(1) for x in rows]
+    assert "memory" in labels and any(lab.startswith("sqlite") for lab in labels)
+    assert len(labels) == len(set(labels)), "one row per configuration"
+    headings = {anchor(h) for h in re.findall(r"^#+ (.+)$", md, re.M)}
+    for row in rows:
+        cells = row.strip("|").split(" | ")
+        assert len(cells) == 9 and all("](#" in c for c in cells), row
+        for target in re.findall(r"\]\(#([^)]+)\)", row):
+            assert target in headings, f"link to a missing section: {target}"
+        for f in re.findall(r"\[↗\d*\]\(([^)]+)\)", row):
+            assert (full_report / f).exists(), f"linked file does not exist: {f}"
+    mem = next(x for x in rows if x.startswith("| [memory]"))
+    assert "no fault trial" in mem and "kept up with" in mem or "fell behind" in mem
+    assert "exposure" in dec.splitlines()[4] and "not measured" in mem
+    # one paragraph per configuration, from the same figures
+    for lab in labels:
+        assert f"**{lab}**:" in dec
+    assert "No fault was injected: what it loses under a fault is not measured." in dec
+
+
+def _trial_copy(results: Path, tmp: Path, name: str, rpo: float, lost: int, bound: float) -> Path:
+    """A lose-node trial of the fixture with its measured loss and promise set by the test."""
+    group = json.loads(next(results.glob("*-crash.json")).read_text())
+    src = Path(group["rows"]["lose-node"][0]["run_dir"])
+    d = tmp / f"{src.name}-{name}"
+    shutil.copytree(src, d)
+    s = json.loads((d / "summary.json").read_text())
+    s["checks"]["write_loss"].update(rpo_s=rpo if lost else None, lost_count=lost)
+    s["checks"]["promise"]["promise"]["max_lost_age_s"] = bound
+    s["checks"]["promise"]["promise_label"] = f"<= {bound:g} s"
+    (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+def test_rpo_budget_marks_what_exceeds_it(results: Path, tmp_path: Path, capsys) -> None:
+    over = _trial_copy(results, tmp_path, "over", rpo=1.8, lost=5, bound=2.5)
+    rc, _ = report([str(over), "--out", str(tmp_path / "a"), "--rpo-budget", "1"], capsys)
+    assert rc == 0
+    dec = _decision((tmp_path / "a" / "report.md").read_text())
+    assert "RPO budget 1 s" in dec and "⚠ OVER: lose-node lost acks up to 1.8 s old" in dec
+    rc, _ = report([str(over), "--out", str(tmp_path / "b"), "--rpo-budget", "3"], capsys)
+    dec = _decision((tmp_path / "b" / "report.md").read_text())
+    assert "OVER" not in dec and "within: lose-node: worst measured 1.8 s" in dec
+    rc, _ = report([str(over), "--out", str(tmp_path / "c"), "--rpo-budget", "2"], capsys)
+    dec = _decision((tmp_path / "c" / "report.md").read_text())
+    assert (
+        "⚠ not promised: lose-node: worst measured 1.8 s, but the promise allows up to 2.5 s" in dec
+    )
+    assert "OVER" not in dec
+    none = _trial_copy(results, tmp_path, "none", rpo=0, lost=0, bound=0.0)
+    rc, _ = report([str(none), "--out", str(tmp_path / "d"), "--rpo-budget", "0"], capsys)
+    dec = _decision((tmp_path / "d" / "report.md").read_text())
+    assert "within: lose-node: worst measured 0 s" in dec and "0 acks lost" in dec
+    rc, err = report([str(none), "--out", str(tmp_path / "e"), "--rpo-budget", "-1"], capsys)
+    assert rc == 2 and "--rpo-budget must be" in err
+
+
+def test_rpo_budget_names_a_swept_setting_that_met_it() -> None:
+    from bench.report import budget
+    from bench.report.configs import Config, FaultFigures
+
+    def ff(rpo: float, bound: float, files: list[str]) -> FaultFigures:
+        return FaultFigures(
+            "lose-node", 1, f"<= {bound:g} s", "1 kept", [bound], 3, rpo, 1.0, 2.0, files
+        )
+
+    c = Config("sqlite sync_interval_s=5", "sqlite", [])
+    c.faults = {"lose-node": ff(6.0, 6.5, ["own"])}
+    c.sweep_points = [
+        ("sync-interval=5", 5.0, ff(6.0, 6.5, ["own"])),
+        ("sync-interval=0.1", 0.1, ff(0.3, 0.6, ["a"])),
+        ("sync-interval=1", 1.0, ff(1.2, 1.5, ["b"])),
+        ("sync-interval=2", 2.0, ff(2.4, 3.0, ["c"])),
+    ]
+    text = budget.mark(c, 1.5)
+    assert text.startswith("⚠ OVER: lose-node lost acks up to 6 s old")
+    assert "a sweep measured `sync-interval=1`: worst measured 1.2 s, promise <= 1.5 s" in text
+    c.sweep_points = c.sweep_points[:1]
+    assert budget.mark(c, 1.5).endswith("no swept setting measured better")

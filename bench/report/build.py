@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from backends.errors import ConfigError
 from bench import cost
-from bench.report import charts, costs, faults, tables
+from bench.report import budget, charts, costs, decision, faults, tables
 from bench.report.commands import DEFAULT_TARGET_RUNS_PER_S  # noqa: E402
 from bench.report.context import Context
 from bench.report.doc import Block, Figure, Heading, Para
@@ -214,12 +214,14 @@ def build(
     out_dir: Path,
     prices_path: Path | None = None,
     target_runs_per_s: float = DEFAULT_TARGET_RUNS_PER_S,
+    rpo_budget: float | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html and the PNGs; return their paths."""
     runs, groups = load(inputs)
     prices = cost.load_prices(prices_path)  # validated before anything is drawn
     if not target_runs_per_s > 0:
         raise ConfigError(f"--target-runs-per-s must be > 0, got {target_runs_per_s:g}")
+    budget.check(rpo_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):  # charts of an earlier report must not linger
@@ -240,6 +242,7 @@ def build(
             f"{s.get('duration_s')} s, warm-up {s.get('warmup_s')} s), time-scale "
             f"{settings.get('time_scale')}. File paths are relative to this report."
         ),
+        *decision.section(ctx, prices, target_runs_per_s, rpo_budget),
         *tables.banners(ctx),
         Heading("Runs"),
         tables.inventory(ctx),
