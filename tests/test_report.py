@@ -358,3 +358,45 @@ def test_rpo_budget_names_a_swept_setting_that_met_it() -> None:
     assert "a sweep measured `sync-interval=1`: worst measured 1.2 s, promise <= 1.5 s" in text
     c.sweep_points = c.sweep_points[:1]
     assert budget.mark(c, 1.5).endswith("no swept setting measured better")
+
+
+def test_percentile_spectrum_reads_the_histogram_on_a_nines_axis() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    from bench.report import spectrum
+
+    h = HdrHistogram(1, 60_000_000_000, 3)
+    for ms in range(1, 10_001):  # 1 ms .. 10 s, one value each
+        h.record_value(ms * 1_000)  # microseconds, as in summary.json
+    assert spectrum.nines(99) == pytest.approx(2) and spectrum.nines(99.99) == pytest.approx(4)
+    assert spectrum.reach(10_000) == pytest.approx(4) and spectrum.reach(100) == pytest.approx(2)
+    xs, ys = spectrum.curve(h)
+    assert xs[0] == 0 and xs[-1] == pytest.approx(4)
+    at = {round(x, 2): y for x, y in zip(xs, ys, strict=True)}
+    p99 = min(at, key=lambda x: abs(x - 2))
+    assert ys == sorted(ys) and at[p99] == pytest.approx(9.9, rel=0.02)
+    few = HdrHistogram(1, 60_000_000_000, 3)
+    for ms in range(1, 101):
+        few.record_value(ms * 1_000)
+    assert spectrum.curve(few)[0][-1] == pytest.approx(2), "100 values say nothing past p99"
+    fig = spectrum.percentile_spectrum({"x": (few, 1)}, "t", {"x": "#000"})
+    assert fig.axes[0].get_xlim() == (0, 4)
+
+
+def test_spectrum_beside_the_cdfs_and_time_series_start_at_the_schedules_zero(
+    full_report: Path, results: Path
+) -> None:
+    from bench.report import charts, series
+    from bench.report.load import load_run
+
+    md = (full_report / "report.md").read_text()
+    if "latency-cdf-run.png" in md:
+        cdf, spec = md.index("(latency-cdf-run.png)"), md.index("(latency-spectrum-run.png)")
+        assert cdf < spec < md.index("(latency-cdf-step_commit.png)".replace("_", "-"))
+    r = load_run(steady_dir(results, "sqlite"))
+    assert r.schedule_start_t > 0.5, "the fixture's deployment takes time to start"
+    ts = series.on_schedule_clock(r)
+    assert ts["t"].min() == pytest.approx(r.schedule_start_t), "bucket 0 starts at the zero"
+    assert ts["arrivals"].sum() == len(r.csv("runs.csv")), "no arrival lost by rebucketing"
+    fig = charts.throughput_over_time(ts, r.schedule_start_t, 0.5, None, "x", "#000", "t")
+    assert fig.axes[0].get_xlim()[0] == 0, "no negative-time bucket drawn"

@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 
 from backends.errors import ConfigError
 from bench import cost
-from bench.report import budget, charts, costs, decision, faults, tables
+from bench.report import budget, charts, costs, decision, faults, series, spectrum, tables
 from bench.report.commands import DEFAULT_TARGET_RUNS_PER_S  # noqa: E402
 from bench.report.context import Context
 from bench.report.doc import Block, Figure, Heading, Para
@@ -88,12 +88,23 @@ class Builder:
             fig = charts.latency_cdf(hists, f"{what}: CDF", ctx.color)
             src = [s for rs in ctx.steady().values() for s in ctx.src(rs, "summary.json")]
             self.figure(fig, f"latency-cdf-{slug(key)}", what, how, src)
+            fig = spectrum.percentile_spectrum(hists, f"{what}: percentile spectrum", ctx.color)
+            self.figure(
+                fig,
+                f"latency-spectrum-{slug(key)}",
+                f"{what}: percentile spectrum",
+                "The same histograms as the CDF above, latency against percentile with each "
+                "nine equally wide (p90, p99, p99.9, p99.99): the tail gets as much room as the "
+                "median. Lower is faster. A curve ends (dot) at the highest percentile its "
+                "count supports (1 - 1/n); beyond it a histogram only knows the maximum.",
+                src,
+            )
 
     def timeseries_charts(self) -> None:
         ctx = self.ctx
         for label, rs in ctx.steady().items():
             r = representative(rs)
-            ts = r.csv("timeseries.csv")
+            ts = series.on_schedule_clock(r)
             if ts.empty:
                 continue
             warm = float(r.schedule.get("warmup_s") or 0.0)
@@ -141,7 +152,7 @@ class Builder:
         seen: set[tuple[str, str]] = set()
         for r in ctx.trials():
             key = (r.backend, str(r.fault_name))
-            ts = r.csv("timeseries.csv")
+            ts = series.on_schedule_clock(r)
             if key in seen or ts.empty:
                 continue
             seen.add(key)
