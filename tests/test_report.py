@@ -400,3 +400,100 @@ def test_spectrum_beside_the_cdfs_and_time_series_start_at_the_schedules_zero(
     assert ts["arrivals"].sum() == len(r.csv("runs.csv")), "no arrival lost by rebucketing"
     fig = charts.throughput_over_time(ts, r.schedule_start_t, 0.5, None, "x", "#000", "t")
     assert fig.axes[0].get_xlim()[0] == 0, "no negative-time bucket drawn"
+
+
+# --- portable report, rendered in a real browser ------------------------------------------------
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:tmp|work|home|root|usr|var|opt|srv|mnt|Users)/")
+
+# appended to a copy of report.html (the report itself carries no script): after the page has
+# loaded, write what a reader would see broken into the DOM, which --dump-dom prints
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const bad = [];
+  const imgs = [...document.images];
+  imgs.forEach((i) => { if (!i.complete || i.naturalWidth === 0) bad.push("image: " + i.alt); });
+  const hs = [...document.querySelectorAll("h2")];
+  hs.forEach((h) => {
+    let n = h.nextElementSibling, text = "";
+    while (n && n.tagName !== "H2") { text += n.innerText + (n.querySelector("img") ? "img" : "");
+      n = n.nextElementSibling; }
+    if (!text.trim()) bad.push("empty section: " + h.innerText);
+  });
+  document.querySelectorAll('a[href^="#"]').forEach((a) => {
+    if (!document.getElementById(a.getAttribute("href").slice(1))) bad.push("dead link " + a.href);
+  });
+  const dec = document.querySelector("table.decision");
+  const top = dec ? dec.getBoundingClientRect().top : -1;
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({bad, images: imgs.length, sections: hs.length, top,
+    height: window.innerHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def browser() -> str | None:
+    return next((b for b in map(shutil.which, BROWSERS) if b), None)
+
+
+def headless(exe: str, profile: Path, *args: str) -> list[str]:
+    """Chromium flags for a quiet, sandbox-free, offline render with a fresh profile."""
+    return [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+        *args,
+    ]
+
+
+def test_report_names_no_machine_paths(full_report: Path) -> None:
+    """Paths are relative to the report (or the results root); the price file travels with it."""
+    ups = "../" * (len(full_report.resolve().parts) - 1)  # enough to climb to the root
+    for name in ("report.md", "report.html"):
+        text = re.sub(r"base64,[^\"]*", "", (full_report / name).read_text())
+        assert not ABSOLUTE.search(text), f"{name}: {ABSOLUTE.search(text).group(0)}"
+        assert ups not in text, f"{name}: a relative path climbs to the filesystem root"
+    assert (full_report / "prices.toml").exists() and "`prices.toml`" in (
+        full_report / "report.md"
+    ).read_text()
+
+
+def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> None:
+    exe = browser()
+    if exe is None:
+        pytest.skip(
+            f"no Chromium/Chrome on PATH (tried {', '.join(BROWSERS)}): the report was "
+            "not rendered in a real browser"
+        )
+    page = full_report / "probe.html"
+    html = (full_report / "report.html").read_text()
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    try:
+        out = subprocess.run(
+            headless(
+                exe, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()
+            ),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        page.unlink()
+    m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
+    assert m, f"the page did not finish loading in {exe}: {out.stderr[-1500:]}"
+    probe = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["bad"] == [], probe["bad"]
+    assert probe["images"] == len(list(full_report.glob("*.png"))) > 0
+    assert probe["sections"] >= 6
+    assert 0 <= probe["top"] < probe["height"], "the decision summary is on the first screen"

@@ -237,6 +237,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):  # charts of an earlier report must not linger
         old.unlink()
+    prices, prices_name = costs.copy_prices(prices, out_dir)  # the report carries its prices
     ctx = Context(out_dir, runs, groups)
     b = Builder(ctx)
     first = runs[0]
@@ -269,9 +270,9 @@ def build(
     if ctx.rows():
         b.blocks += [Heading("Resources (fault-free runs)"), tables.resources(ctx)]
     b.fault_section()
-    b.blocks += costs.section(ctx, prices, target_runs_per_s)
+    b.blocks += costs.section(ctx, prices, target_runs_per_s, prices_name)
     md = out_dir / "report.md"
-    md.write_text(to_markdown(b.blocks))
+    md.write_text(ctx.portable(to_markdown(b.blocks)))
     html = out_dir / "report.html"
-    html.write_text(to_html(b.blocks, out_dir, f"durabench report: {first.workload}"))
+    html.write_text(ctx.portable(to_html(b.blocks, out_dir, f"durabench report: {first.workload}")))
     return {"markdown": md, "html": html, **{p.stem: p for p in b.pngs}}
