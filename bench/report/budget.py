@@ -81,9 +81,17 @@ def mark(c: Config, budget: float) -> str:
     for worst, head in ((OVER, "⚠ OVER"), (UNSURE, "⚠ not promised")):
         if worst in status:
             fix = meeting(c, budget)
-            return f"{head}: {words}" + (
-                f"; {fix}" if fix else "; no swept setting measured better"
-            )
+            if fix is None:
+                fix = "no swept setting measured better" if c.sweep_points else "no sweep ran"
+            return f"{head}: {words}; {fix}"
     if UNKNOWN in status:
         return f"unknown: {words}"
     return f"within: {words}"
+
+
+def status(c: Config, budget: float) -> str:
+    """The configuration's worst status against the budget ("not measured" without trials)."""
+    if not c.faults:
+        return "not measured"
+    found = {_verdict(f, budget)[0] for f in c.faults.values()}
+    return next(s for s in (OVER, UNSURE, UNKNOWN, WITHIN) if s in found)

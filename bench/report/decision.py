@@ -12,7 +12,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from bench import cost
-from bench.report import budget, configs
+from bench.report import answer, budget, configs
 from bench.report.configs import Config, FaultFigures
 from bench.report.context import Context
 from bench.report.doc import Block, Heading, Para, Table, anchor, fmt, link, money
@@ -55,10 +55,11 @@ def _speed(c: Config) -> str:
     if s.kept_up:
         txt = f"kept up with {s.offered:.3g} runs/s offered ({s.runs_per_s:.3g} completed/s)"
     else:
-        txt = (
-            f"{s.runs_per_s:.3g} completed/s of {s.offered:.3g} offered: fell behind "
-            f"({s.unfinished} unfinished, {s.censored} censored)"
-        )
+        why = [f"{s.unfinished} unfinished"] if s.unfinished else []
+        if s.late_s is not None and s.late_s > 0:
+            why.append(f"last run done {s.late_s:.2g} s after the schedule ended")
+        txt = f"fell behind: {s.runs_per_s:.3g} completed/s of {s.offered:.3g} runs/s offered"
+        txt += f" ({', '.join(why)})" if why else ""
     return txt + c.flag
 
 
@@ -73,7 +74,7 @@ def _p99(c: Config, key: str) -> str:
 
 def fault_text(f: FaultFigures) -> str:
     """'lose-node (1 trial): promise <= 2.5 s kept; lost 17 acks, RPO 1.9 s'."""
-    head = f"{f.fault} ({f.trials} trial{'s' * (f.trials > 1)}): promise {f.promise} ({f.judged})"
+    head = f"{f.fault} ({f.trials} trial{'s' * (f.trials > 1)}): promise {f.promise}: {f.judged}"
     if f.lost_max is None:
         return head + "; loss not measured"
     if f.lost_max == 0:
@@ -104,7 +105,8 @@ def _exposure(c: Config) -> str:
     return "; ".join(bits) + f" ({e.runs} run{'s' * (e.runs > 1)})"
 
 
-def cost_text(c: Config, target: float) -> str:
+def cost_text(c: Config, target: float | None) -> str:
+    """Monthly cost per deployment (``target`` None: the load is said in the column header)."""
     if c.speed is None:
         return "not measured (no fault-free run)"
     if not c.costs:
@@ -115,7 +117,7 @@ def cost_text(c: Config, target: float) -> str:
             out.append(f"{dep}: NOT MEASURED ({', '.join(missing)})")
         else:
             out.append(f"{dep}: {money(value)}/month")
-    return "; ".join(out) + f" at {target:g} runs/s" + c.flag
+    return "; ".join(out) + (f" at {target:g} runs/s" if target else "") + c.flag
 
 
 def _parts(c: Config) -> str:
@@ -123,7 +125,7 @@ def _parts(c: Config) -> str:
     if p is None:
         return "not recorded"
     bins = ", ".join(p.binaries) or "none recorded"
-    return f"{p.processes}; binaries: {bins}; ports: see Moving parts"
+    return f"processes: {p.processes}; binaries: {bins}; ports: see Moving parts"
 
 
 def table(ctx: Context, cs: list[Config], target: float, rpo_budget: float | None) -> Table:
@@ -140,11 +142,11 @@ def table(ctx: Context, cs: list[Config], target: float, rpo_budget: float | Non
             cell("; ".join(map(fault_text, faults)) or "no fault trial", FAULTS, fault_files),
             cell("; ".join(map(recovery_text, faults)) or "no fault trial", FAULTS, fault_files),
             cell(_exposure(c), RUNS, c.exposure.files if c.exposure else []),
-            cell(cost_text(c, target), COST, c.cost_files),
+            cell(cost_text(c, None), COST, c.cost_files),
             cell(_parts(c), PARTS, c.parts.files if c.parts else []),
         ]
         if rpo_budget is not None:
-            row.append(cell(budget.mark(c, rpo_budget), FAULTS, fault_files + c.sweep_files))
+            row.insert(1, cell(budget.mark(c, rpo_budget), FAULTS, fault_files + c.sweep_files))
         rows.append(row)
         sources.append([])  # every cell carries its own links
     headers = [
@@ -159,15 +161,15 @@ def table(ctx: Context, cs: list[Config], target: float, rpo_budget: float | Non
         "moving parts",
     ]
     if rpo_budget is not None:
-        headers.append(f"RPO budget {rpo_budget:g} s")
+        headers.insert(1, f"RPO budget {rpo_budget:g} s")
     return Table(headers, rows, sources, notes=[_note(ctx)], css_class="decision")
 
 
 def _note(ctx: Context) -> str:
     flagged = sum(1 for r in ctx.runs if r.problems)
     base = (
-        "Each figure links to the section that details it; ↗ links open the result files it "
-        "was read from (paths relative to this report). Fault figures are the worst over "
+        "Sources: each figure links to the section that details it; ↗ links open the result "
+        "files it was read from (paths relative to this report). Fault figures are the worst over "
         "trials; speed and cost are medians over trustworthy fault-free runs."
     )
     if flagged:
@@ -215,7 +217,8 @@ def section(
     )
     return [
         Heading(TITLE),
-        Para(f"Measured configurations at a glance. Reviewer's inputs: target load {asked}."),
+        Para(f"Reviewer's inputs: target load {asked}."),
+        answer.lines(cs, target, rpo_budget),
         table(ctx, cs, target, rpo_budget),
         *[Para(paragraph(c, target, rpo_budget)) for c in cs],
     ]

@@ -92,7 +92,7 @@ def to_markdown(blocks: list[Block]) -> str:
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:15px;
- line-height:1.45;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
+ line-height:1.45;max-width:1240px;margin:2em auto;padding:0 1em;color:#1d1d1f}
 h1{font-size:1.8em;border-bottom:2px solid #ddd;padding-bottom:.2em}
 h2{font-size:1.4em;margin-top:2em;border-bottom:1px solid #eee}
 h3{font-size:1.15em;margin-top:1.5em}
