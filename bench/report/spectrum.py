@@ -74,6 +74,11 @@ def percentile_spectrum(
         if drawn:
             ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(human_seconds))
+        lo, hi = ax.get_ylim()
+        # a narrow log range has few or no major ticks: label the minor ones in plain units
+        # (matplotlib would print "2x10^-1"), a wide one needs none
+        narrow = drawn and lo > 0 and hi / lo < 30
+        ax.yaxis.set_minor_formatter(FuncFormatter(human_seconds) if narrow else NullFormatter())
         ax.set_xlabel('percentile ("number of nines" scale: each tick adds a nine)')
         ax.set_ylabel("latency (log scale)")
         ax.set_title(title)
