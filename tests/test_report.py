@@ -500,3 +500,36 @@ def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> 
     assert probe["images"] == len(list(full_report.glob("*.png"))) > 0
     assert probe["sections"] >= 6
     assert 0 <= probe["top"] < probe["height"], "the decision summary is on the first screen"
+
+
+def test_kept_up_needs_the_offered_rate_and_the_answer_lines_say_only_what_was_measured() -> None:
+    """A backend that finished every run, but 2.5 s after the schedule ended at 6 of the 10
+    runs/s offered, fell behind (the first criterion, 'no run unfinished', called it kept up)."""
+    from bench.report import answer, configs
+    from bench.report.configs import Config
+    from bench.report.load import Run
+
+    def run(done: float, end_t: float) -> Run:
+        summary = {
+            "throughput": {"runs_per_s": done},
+            "schedule_rate_per_s": 10.0,
+            "offered_rate_per_s": 5.0,
+            "runs": {"unfinished": 0},
+            "latency": {"run": {"censored": 0, "p99_s": 0.3}, "step_commit": {"p99_s": 0.01}},
+            "window": {"end_t": end_t},
+            "schedule_start_t": 2.0,
+        }
+        return Run(Path("x"), {"schedule": {"duration_s": 3.0}}, summary)
+
+    slow, fast = configs.speed([run(6.02, 7.5)]), configs.speed([run(10.4, 5.05)])
+    assert not slow.kept_up and slow.late_s == pytest.approx(2.5) and slow.offered == 10.0
+    assert fast.kept_up
+    a, b, c = Config("a", "x", []), Config("b", "x", []), Config("c", "x", [])
+    a.speed, b.speed = fast, slow
+    a.costs = {"self-hosted": (30.0, []), "managed": (20.0, [])}
+    b.costs = {"self-hosted": (10.0, [])}
+    line = answer.speed_line([a, b, c], 10)
+    assert "kept up with the 10 runs/s offered: a; fell behind: b; speed not measured: c" in line
+    assert "not the load offered" in answer.speed_line([a], 50), "a target never offered"
+    cost = answer.cost_line([a, b, c], 10)
+    assert "b $10.00 (self-hosted), a $20.00 (managed); not priced: c" in cost

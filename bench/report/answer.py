@@ -15,7 +15,7 @@ NAMES = {
     budget.UNSURE: "measured within it but not promised",
     budget.OVER: "over it",
     budget.UNKNOWN: "loss not measured",
-    "not measured": "no fault trial",
+    "not measured": "not measured (no fault trial)",
 }
 
 
