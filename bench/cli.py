@@ -237,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="load for the monthly cost figures (default 10 runs/s)",
     )
+    report_commands.add_rpo_budget(cmp)
     cmp.set_defaults(trials=1, func=cmd_compare)
 
     chk = sub.add_parser(
@@ -497,7 +498,7 @@ def _report(args: argparse.Namespace, dirs: list[Path], console: Console) -> int
     from bench.report.build import build
 
     out_dir = args.out or args.results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-report"
-    out = build(dirs, out_dir, args.prices, args.target_runs_per_s)
+    out = build(dirs, out_dir, args.prices, args.target_runs_per_s, args.rpo_budget)
     console.print(f"report: {out['markdown']}  {out['html']}", highlight=False)
     return EXIT_OK
 

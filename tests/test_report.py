@@ -265,3 +265,276 @@ def test_notebook_runs_end_to_end(results: Path, monkeypatch) -> None:
     assert len(images) >= 4, "latency CDF, throughput (steady + fault), RPO sweep"
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     assert any("image/png" in o.get("data", {}) for o in last.outputs), "the sweep is charted"
+
+
+# --- the decision summary (issue 14) ----------------------------------------------------------
+
+
+def _decision(md: str) -> str:
+    return md.split("## Decision summary")[1].split("\n## ")[0]
+
+
+def test_report_opens_with_a_decision_summary_linked_to_sections_and_files(
+    full_report: Path,
+) -> None:
+    from bench.report.doc import anchor
+
+    md = (full_report / "report.md").read_text()
+    first_h2 = re.search(r"^## (.+)$", md, re.M).group(1)
+    assert first_h2 == "Decision summary"
+    dec = _decision(md)
+    rows = [x for x in dec.splitlines() if x.startswith("| [")]
+    labels = [re.match(r"\| \[([^\]]+)\]", x).group(1) for x in rows]
+    assert "memory" in labels and any(lab.startswith("sqlite") for lab in labels)
+    assert len(labels) == len(set(labels)), "one row per configuration"
+    headings = {anchor(h) for h in re.findall(r"^#+ (.+)$", md, re.M)}
+    for row in rows:
+        cells = row.strip("|").split(" | ")
+        assert len(cells) == 9 and all("](#" in c for c in cells), row
+        for target in re.findall(r"\]\(#([^)]+)\)", row):
+            assert target in headings, f"link to a missing section: {target}"
+        for f in re.findall(r"\[↗\d*\]\(([^)]+)\)", row):
+            assert (full_report / f).exists(), f"linked file does not exist: {f}"
+    mem = next(x for x in rows if x.startswith("| [memory]"))
+    assert "no fault trial" in mem and ("kept up with" in mem or "fell behind" in mem)
+    header = next(x for x in dec.splitlines() if x.startswith("| configuration |"))
+    assert "| exposure |" in header and "not measured" in mem
+    # one paragraph per configuration, from the same figures
+    for lab in labels:
+        assert f"**{lab}**:" in dec
+    assert "No fault was injected: what it loses under a fault is not measured." in dec
+
+
+def _trial_copy(results: Path, tmp: Path, name: str, rpo: float, lost: int, bound: float) -> Path:
+    """A lose-node trial of the fixture with its measured loss and promise set by the test."""
+    group = json.loads(next(results.glob("*-crash.json")).read_text())
+    src = Path(group["rows"]["lose-node"][0]["run_dir"])
+    d = tmp / f"{src.name}-{name}"
+    shutil.copytree(src, d)
+    s = json.loads((d / "summary.json").read_text())
+    s["checks"]["write_loss"].update(rpo_s=rpo if lost else None, lost_count=lost)
+    s["checks"]["promise"]["promise"]["max_lost_age_s"] = bound
+    s["checks"]["promise"]["promise_label"] = f"<= {bound:g} s"
+    (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+def test_rpo_budget_marks_what_exceeds_it(results: Path, tmp_path: Path, capsys) -> None:
+    over = _trial_copy(results, tmp_path, "over", rpo=1.8, lost=5, bound=2.5)
+    rc, _ = report([str(over), "--out", str(tmp_path / "a"), "--rpo-budget", "1"], capsys)
+    assert rc == 0
+    dec = _decision((tmp_path / "a" / "report.md").read_text())
+    assert "RPO budget 1 s" in dec and "⚠ OVER: lose-node lost acks up to 1.8 s old" in dec
+    rc, _ = report([str(over), "--out", str(tmp_path / "b"), "--rpo-budget", "3"], capsys)
+    dec = _decision((tmp_path / "b" / "report.md").read_text())
+    assert "OVER" not in dec and "within: lose-node: worst measured 1.8 s" in dec
+    rc, _ = report([str(over), "--out", str(tmp_path / "c"), "--rpo-budget", "2"], capsys)
+    dec = _decision((tmp_path / "c" / "report.md").read_text())
+    assert (
+        "⚠ not promised: lose-node: worst measured 1.8 s, but the promise allows up to 2.5 s" in dec
+    )
+    assert "OVER" not in dec
+    none = _trial_copy(results, tmp_path, "none", rpo=0, lost=0, bound=0.0)
+    rc, _ = report([str(none), "--out", str(tmp_path / "d"), "--rpo-budget", "0"], capsys)
+    dec = _decision((tmp_path / "d" / "report.md").read_text())
+    assert "within: lose-node: worst measured 0 s" in dec and "0 acks lost" in dec
+    rc, err = report([str(none), "--out", str(tmp_path / "e"), "--rpo-budget", "-1"], capsys)
+    assert rc == 2 and "--rpo-budget must be" in err
+
+
+def test_rpo_budget_names_a_swept_setting_that_met_it() -> None:
+    from bench.report import budget
+    from bench.report.configs import Config, FaultFigures
+
+    def ff(rpo: float, bound: float, files: list[str]) -> FaultFigures:
+        return FaultFigures(
+            "lose-node", 1, f"<= {bound:g} s", "1 kept", [bound], 3, rpo, 1.0, 2.0, files
+        )
+
+    c = Config("sqlite sync_interval_s=5", "sqlite", [])
+    c.faults = {"lose-node": ff(6.0, 6.5, ["own"])}
+    c.sweep_points = [
+        ("sync-interval=5", 5.0, ff(6.0, 6.5, ["own"])),
+        ("sync-interval=0.1", 0.1, ff(0.3, 0.6, ["a"])),
+        ("sync-interval=1", 1.0, ff(1.2, 1.5, ["b"])),
+        ("sync-interval=2", 2.0, ff(2.4, 3.0, ["c"])),
+    ]
+    text = budget.mark(c, 1.5)
+    assert text.startswith("⚠ OVER: lose-node lost acks up to 6 s old")
+    assert "a sweep measured `sync-interval=1`: worst measured 1.2 s, promise <= 1.5 s" in text
+    c.sweep_points = c.sweep_points[:1]
+    assert budget.mark(c, 1.5).endswith("no swept setting measured better")
+    c.sweep_points = []
+    assert budget.mark(c, 1.5).endswith("no sweep ran")
+
+
+def test_percentile_spectrum_reads_the_histogram_on_a_nines_axis() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    from bench.report import spectrum
+
+    h = HdrHistogram(1, 60_000_000_000, 3)
+    for ms in range(1, 10_001):  # 1 ms .. 10 s, one value each
+        h.record_value(ms * 1_000)  # microseconds, as in summary.json
+    assert spectrum.nines(99) == pytest.approx(2) and spectrum.nines(99.99) == pytest.approx(4)
+    assert spectrum.reach(10_000) == pytest.approx(4) and spectrum.reach(100) == pytest.approx(2)
+    xs, ys = spectrum.curve(h)
+    assert xs[0] == 0 and xs[-1] == pytest.approx(4)
+    at = {round(x, 2): y for x, y in zip(xs, ys, strict=True)}
+    p99 = min(at, key=lambda x: abs(x - 2))
+    assert ys == sorted(ys) and at[p99] == pytest.approx(9.9, rel=0.02)
+    few = HdrHistogram(1, 60_000_000_000, 3)
+    for ms in range(1, 101):
+        few.record_value(ms * 1_000)
+    assert spectrum.curve(few)[0][-1] == pytest.approx(2), "100 values say nothing past p99"
+    fig = spectrum.percentile_spectrum({"x": (few, 1)}, "t", {"x": "#000"})
+    assert fig.axes[0].get_xlim() == (0, 4)
+
+
+def test_spectrum_beside_the_cdfs_and_time_series_start_at_the_schedules_zero(
+    full_report: Path, results: Path
+) -> None:
+    from bench.report import charts, series
+    from bench.report.load import load_run
+
+    md = (full_report / "report.md").read_text()
+    if "latency-cdf-run.png" in md:
+        cdf, spec = md.index("(latency-cdf-run.png)"), md.index("(latency-spectrum-run.png)")
+        assert cdf < spec < md.index("(latency-cdf-step_commit.png)".replace("_", "-"))
+    r = load_run(steady_dir(results, "sqlite"))
+    assert r.schedule_start_t > 0.5, "the fixture's deployment takes time to start"
+    ts = series.on_schedule_clock(r)
+    assert ts["t"].min() == pytest.approx(r.schedule_start_t), "bucket 0 starts at the zero"
+    assert ts["arrivals"].sum() == len(r.csv("runs.csv")), "no arrival lost by rebucketing"
+    fig = charts.throughput_over_time(ts, r.schedule_start_t, 0.5, None, "x", "#000", "t")
+    assert fig.axes[0].get_xlim()[0] == 0, "no negative-time bucket drawn"
+
+
+# --- portable report, rendered in a real browser ------------------------------------------------
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:tmp|work|home|root|usr|var|opt|srv|mnt|Users)/")
+
+# appended to a copy of report.html (the report itself carries no script): after the page has
+# loaded, write what a reader would see broken into the DOM, which --dump-dom prints
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const bad = [];
+  const imgs = [...document.images];
+  imgs.forEach((i) => { if (!i.complete || i.naturalWidth === 0) bad.push("image: " + i.alt); });
+  const hs = [...document.querySelectorAll("h2")];
+  hs.forEach((h) => {
+    let n = h.nextElementSibling, text = "";
+    while (n && n.tagName !== "H2") { text += n.innerText + (n.querySelector("img") ? "img" : "");
+      n = n.nextElementSibling; }
+    if (!text.trim()) bad.push("empty section: " + h.innerText);
+  });
+  document.querySelectorAll('a[href^="#"]').forEach((a) => {
+    if (!document.getElementById(a.getAttribute("href").slice(1))) bad.push("dead link " + a.href);
+  });
+  const dec = document.querySelector("table.decision");
+  const top = dec ? dec.getBoundingClientRect().top : -1;
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({bad, images: imgs.length, sections: hs.length, top,
+    height: window.innerHeight});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def browser() -> str | None:
+    return next((b for b in map(shutil.which, BROWSERS) if b), None)
+
+
+def headless(exe: str, profile: Path, *args: str) -> list[str]:
+    """Chromium flags for a quiet, sandbox-free, offline render with a fresh profile."""
+    return [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,900",
+        *args,
+    ]
+
+
+def test_report_names_no_machine_paths(full_report: Path) -> None:
+    """Paths are relative to the report (or the results root); the price file travels with it."""
+    ups = "../" * (len(full_report.resolve().parts) - 1)  # enough to climb to the root
+    for name in ("report.md", "report.html"):
+        text = re.sub(r"base64,[^\"]*", "", (full_report / name).read_text())
+        assert not ABSOLUTE.search(text), f"{name}: {ABSOLUTE.search(text).group(0)}"
+        assert ups not in text, f"{name}: a relative path climbs to the filesystem root"
+    assert (full_report / "prices.toml").exists() and "`prices.toml`" in (
+        full_report / "report.md"
+    ).read_text()
+
+
+def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> None:
+    exe = browser()
+    if exe is None:
+        pytest.skip(
+            f"no Chromium/Chrome on PATH (tried {', '.join(BROWSERS)}): the report was "
+            "not rendered in a real browser"
+        )
+    page = full_report / "probe.html"
+    html = (full_report / "report.html").read_text()
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    try:
+        out = subprocess.run(
+            headless(
+                exe, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()
+            ),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        page.unlink()
+    m = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
+    assert m, f"the page did not finish loading in {exe}: {out.stderr[-1500:]}"
+    probe = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert probe["bad"] == [], probe["bad"]
+    assert probe["images"] == len(list(full_report.glob("*.png"))) > 0
+    assert probe["sections"] >= 6
+    assert 0 <= probe["top"] < probe["height"], "the decision summary is on the first screen"
+
+
+def test_kept_up_needs_the_offered_rate_and_the_answer_lines_say_only_what_was_measured() -> None:
+    """A backend that finished every run, but 2.5 s after the schedule ended at 6 of the 10
+    runs/s offered, fell behind (the first criterion, 'no run unfinished', called it kept up)."""
+    from bench.report import answer, configs
+    from bench.report.configs import Config
+    from bench.report.load import Run
+
+    def run(done: float, end_t: float) -> Run:
+        summary = {
+            "throughput": {"runs_per_s": done},
+            "schedule_rate_per_s": 10.0,
+            "offered_rate_per_s": 5.0,
+            "runs": {"unfinished": 0},
+            "latency": {"run": {"censored": 0, "p99_s": 0.3}, "step_commit": {"p99_s": 0.01}},
+            "window": {"end_t": end_t},
+            "schedule_start_t": 2.0,
+        }
+        return Run(Path("x"), {"schedule": {"duration_s": 3.0}}, summary)
+
+    slow, fast = configs.speed([run(6.02, 7.5)]), configs.speed([run(10.4, 5.05)])
+    assert not slow.kept_up and slow.late_s == pytest.approx(2.5) and slow.offered == 10.0
+    assert fast.kept_up
+    a, b, c = Config("a", "x", []), Config("b", "x", []), Config("c", "x", [])
+    a.speed, b.speed = fast, slow
+    a.costs = {"self-hosted": (30.0, []), "managed": (20.0, [])}
+    b.costs = {"self-hosted": (10.0, [])}
+    line = answer.speed_line([a, b, c], 10)
+    assert "kept up with the 10 runs/s offered: a; fell behind: b; speed not measured: c" in line
+    assert "not the load offered" in answer.speed_line([a], 50), "a target never offered"
+    cost = answer.cost_line([a, b, c], 10)
+    assert "b $10.00 (self-hosted), a $20.00 (managed); not priced: c" in cost

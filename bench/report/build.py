@@ -16,7 +16,17 @@ from hdrh.histogram import HdrHistogram
 
 from backends.errors import ConfigError
 from bench import cost
-from bench.report import charts, costs, faults, frontier, tables
+from bench.report import (
+    budget,
+    charts,
+    costs,
+    decision,
+    faults,
+    frontier,
+    series,
+    spectrum,
+    tables,
+)
 from bench.report import exposure as exposure_report
 from bench.report.commands import DEFAULT_TARGET_RUNS_PER_S  # noqa: E402
 from bench.report.context import Context
@@ -89,12 +99,23 @@ class Builder:
             fig = charts.latency_cdf(hists, f"{what}: CDF", ctx.color)
             src = [s for rs in ctx.steady().values() for s in ctx.src(rs, "summary.json")]
             self.figure(fig, f"latency-cdf-{slug(key)}", what, how, src)
+            fig = spectrum.percentile_spectrum(hists, f"{what}: percentile spectrum", ctx.color)
+            self.figure(
+                fig,
+                f"latency-spectrum-{slug(key)}",
+                f"{what}: percentile spectrum",
+                "The same histograms as the CDF above, latency against percentile with each "
+                "nine equally wide (p90, p99, p99.9, p99.99): the tail gets as much room as the "
+                "median. Lower is faster. A curve ends (dot) at the highest percentile its "
+                "count supports (1 - 1/n); beyond it a histogram only knows the maximum.",
+                src,
+            )
 
     def timeseries_charts(self) -> None:
         ctx = self.ctx
         for label, rs in ctx.steady().items():
             r = representative(rs)
-            ts = r.csv("timeseries.csv")
+            ts = series.on_schedule_clock(r)
             if ts.empty:
                 continue
             warm = float(r.schedule.get("warmup_s") or 0.0)
@@ -142,7 +163,7 @@ class Builder:
         seen: set[tuple[str, str]] = set()
         for r in ctx.trials():
             key = (r.backend, str(r.fault_name))
-            ts = r.csv("timeseries.csv")
+            ts = series.on_schedule_clock(r)
             if key in seen or ts.empty:
                 continue
             seen.add(key)
@@ -244,16 +265,19 @@ def build(
     out_dir: Path,
     prices_path: Path | None = None,
     target_runs_per_s: float = DEFAULT_TARGET_RUNS_PER_S,
+    rpo_budget: float | None = None,
 ) -> dict[str, Path]:
     """Write report.md, report.html and the PNGs; return their paths."""
     runs, groups = load(inputs)
     prices = cost.load_prices(prices_path)  # validated before anything is drawn
     if not target_runs_per_s > 0:
         raise ConfigError(f"--target-runs-per-s must be > 0, got {target_runs_per_s:g}")
+    budget.check(rpo_budget)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):  # charts of an earlier report must not linger
         old.unlink()
+    prices, prices_name = costs.copy_prices(prices, out_dir)  # the report carries its prices
     ctx = Context(out_dir, runs, groups)
     b = Builder(ctx)
     first = runs[0]
@@ -270,6 +294,7 @@ def build(
             f"{s.get('duration_s')} s, warm-up {s.get('warmup_s')} s), time-scale "
             f"{settings.get('time_scale')}. File paths are relative to this report."
         ),
+        *decision.section(ctx, prices, target_runs_per_s, rpo_budget),
         *tables.banners(ctx),
         Heading("Runs"),
         tables.inventory(ctx),
@@ -286,9 +311,9 @@ def build(
         b.blocks += [Heading("Resources (fault-free runs)"), tables.resources(ctx)]
     b.fault_section()
     b.exposure_section()
-    b.blocks += costs.section(ctx, prices, target_runs_per_s)
+    b.blocks += costs.section(ctx, prices, target_runs_per_s, prices_name)
     md = out_dir / "report.md"
-    md.write_text(to_markdown(b.blocks))
+    md.write_text(ctx.portable(to_markdown(b.blocks)))
     html = out_dir / "report.html"
-    html.write_text(to_html(b.blocks, out_dir, f"durabench report: {first.workload}"))
+    html.write_text(ctx.portable(to_html(b.blocks, out_dir, f"durabench report: {first.workload}")))
     return {"markdown": md, "html": html, **{p.stem: p for p in b.pngs}}

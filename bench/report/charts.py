@@ -188,11 +188,9 @@ def _steps(x: pd.Series, y: pd.Series, w: float) -> tuple[list[float], list[floa
 
 
 def _xlim(ax, ts: pd.DataFrame, x: pd.Series, w: float) -> None:
-    """From just before the first arrival (the deployment's start-up is not interesting) to the
-    end of the last bucket."""
-    busy = x[(ts["arrivals"] > 0) | (ts["runs_completed"] > 0)]
-    left = float(busy.min()) - w / 2 if len(busy) else float(x.min())
-    ax.set_xlim(min(left, -w / 2), float(x.max()) + w)
+    """From the schedule's zero (nothing is offered before it; the deployment's start-up is not
+    part of the measurement) to the end of the last bucket."""
+    ax.set_xlim(0, max(float(x.max()) + w, w))
 
 
 def throughput_over_time(

@@ -52,6 +52,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help=f"load the monthly cost is computed for (default {DEFAULT_TARGET_RUNS_PER_S:g})",
     )
     p.set_defaults(func=dispatch)
+    add_rpo_budget(p)
+
+
+def add_rpo_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rpo-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="mark configurations whose measured loss (RPO) or promised bound exceeds this "
+        "many seconds, naming a swept setting that measured within it",
+    )
 
 
 def dispatch(args: argparse.Namespace, console: Console) -> int | None:
@@ -60,7 +72,7 @@ def dispatch(args: argparse.Namespace, console: Console) -> int | None:
         return None
     from bench.report.build import build
 
-    out = build(args.inputs, args.out, args.prices, args.target_runs_per_s)
+    out = build(args.inputs, args.out, args.prices, args.target_runs_per_s, args.rpo_budget)
     console.print(f"report: {out['markdown']}  {out['html']}  ({len(out) - 2} chart(s))")
     print(f"results: {out['html']}", file=sys.stderr)
     return 0

@@ -65,7 +65,31 @@ class Context:
         return self.labels[run.run_id]
 
     def rel(self, path: Path) -> str:
-        return os.path.relpath(Path(path).resolve(), self.out_dir.resolve())
+        """The path from the report directory, when the two share a directory below the
+        filesystem root; otherwise from the results root (``results/...``): a report never
+        names the machine's directories, so it reads the same wherever it is copied."""
+        p, out = Path(path).resolve(), self.out_dir.resolve()
+        if os.path.commonpath([p, out]) != p.anchor:
+            return os.path.relpath(p, out)
+        root = self.results_root()
+        if root is not None and p.is_relative_to(root):
+            return f"results/{p.relative_to(root).as_posix()}"
+        return p.name
+
+    def results_root(self) -> Path | None:
+        """The deepest directory holding every input (run directories and group files)."""
+        dirs = [str(r.path.resolve().parent) for r in self.runs]
+        dirs += [str(g.path.resolve().parent) for g in self.groups]
+        return Path(os.path.commonpath(dirs)) if dirs else None
+
+    def portable(self, text: str) -> str:
+        """``text`` with every absolute path below the results root (or the report directory)
+        written as ``rel`` writes it, e.g. a data directory recorded in a manifest's topology."""
+        roots = {self.out_dir.resolve(), *(r.path.resolve().parent for r in self.runs)}
+        roots |= {g.path.resolve().parent for g in self.groups}
+        for root in sorted(roots, key=lambda p: len(str(p)), reverse=True):
+            text = text.replace(str(root) + os.sep, self.rel(root) + "/")
+        return text
 
     def src(self, runs: list[Run], *names: str) -> list[str]:
         return [self.rel(r.file(n)) for r in runs for n in names if r.file(n).exists()]

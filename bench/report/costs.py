@@ -4,14 +4,30 @@ with the assumption that produced it (``bench.cost`` holds the model)."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+from pathlib import Path
+
 from bench import cost
 from bench.report.context import Context
 from bench.report.doc import Banner, Block, Heading, Para, Spread, Table, money
 from bench.report.load import Run
 from bench.report.usage import usage_of
 
+COPY = "prices.toml"
 
-def prices_table(prices: cost.PriceTable, rel) -> Table:
+
+def copy_prices(prices: cost.PriceTable, out_dir: Path) -> tuple[cost.PriceTable, str]:
+    """Copy the price file into the report directory and cite the copy: the report stays
+    checkable when it travels without the durabench checkout it was made with. Returns the
+    table pointing at the copy, and the original file's name."""
+    dest = Path(out_dir) / COPY
+    if Path(prices.path).resolve() != dest.resolve():
+        shutil.copyfile(prices.path, dest)
+    return dataclasses.replace(prices, path=dest), Path(prices.path).name
+
+
+def prices_table(prices: cost.PriceTable, rel, source_name: str = "") -> Table:
     rows = [
         [
             k,
@@ -28,6 +44,8 @@ def prices_table(prices: cost.PriceTable, rel) -> Table:
         [[rel(prices.path)] for _ in rows],
         notes=[
             f"{prices.currency}, {prices.region}; {prices.hours_per_month:g} hours per month. "
+            f"A copy of the price file used ({source_name or prices.path.name}) is next to this "
+            "report. "
             "Override with --prices FILE (same format)."
         ],
     )
@@ -54,8 +72,10 @@ def _money_spread(vals: list[float | None], missing: list[str] | None = None) ->
     )
 
 
-# size: the cost section's tables, built in order; owned by the report work in flight, not split here.
-def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]:
+# size: the cost section's tables, built in order; not split in this change.
+def section(
+    ctx: Context, prices: cost.PriceTable, target: float, source_name: str = ""
+) -> list[Block]:
     out: list[Block] = [
         Heading("Cost"),
         Para(
@@ -67,7 +87,7 @@ def section(ctx: Context, prices: cost.PriceTable, target: float) -> list[Block]
             "load generator is priced on its own row marked ⚠ NOT IN MEDIAN. The harness "
             "(load generator) is never priced."
         ),
-        prices_table(prices, ctx.rel),
+        prices_table(prices, ctx.rel, source_name),
     ]
     unknown = [k for k, p in prices.prices.items() if p.value is None]
     if unknown:

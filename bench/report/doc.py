@@ -6,6 +6,7 @@ carries its sources. Also the small numeric helpers every table uses (spread ove
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class Table:
     sources: list[list[str]] = field(default_factory=list)  # per row: files it came from
     notes: list[str] = field(default_factory=list)
     caption: str = ""
+    css_class: str = ""  # HTML only (the decision table is styled apart)
 
 
 @dataclass
@@ -51,6 +53,17 @@ class Figure:
 
 
 Block = Heading | Para | Bullets | Banner | Table | Figure
+
+
+def anchor(heading: str) -> str:
+    """The fragment id of a heading, as GitHub derives it from Markdown (lower case, punctuation
+    dropped, spaces to hyphens); the HTML uses the same id, so one link works in both files."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def link(text: str, href: str) -> str:
+    """Inline link markup, understood by both renderers (text must not contain brackets)."""
+    return f"[{text}]({href})"
 
 
 # --- numbers ---------------------------------------------------------------------------------

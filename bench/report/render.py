@@ -11,7 +11,7 @@ import html
 import re
 from pathlib import Path
 
-from bench.report.doc import Banner, Block, Bullets, Figure, Heading, Para, Table
+from bench.report.doc import Banner, Block, Bullets, Figure, Heading, Para, Table, anchor
 
 _ICON = {"error": "⛔", "warn": "⚠️", "info": "ℹ️"}
 
@@ -34,6 +34,8 @@ def footnotes(t: Table) -> tuple[list[str], list[list[str]]]:
         if files not in distinct:
             distinct.append(files)
         marks.append(f"[s{distinct.index(files) + 1}]")
+    if not distinct:
+        return [], []
     if len(distinct) == 1 and all(marks):
         return [], [list(distinct[0])]
     return marks, [list(d) for d in distinct]
@@ -90,7 +92,7 @@ def to_markdown(blocks: list[Block]) -> str:
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:15px;
- line-height:1.45;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
+ line-height:1.45;max-width:1240px;margin:2em auto;padding:0 1em;color:#1d1d1f}
 h1{font-size:1.8em;border-bottom:2px solid #ddd;padding-bottom:.2em}
 h2{font-size:1.4em;margin-top:2em;border-bottom:1px solid #eee}
 h3{font-size:1.15em;margin-top:1.5em}
@@ -109,13 +111,28 @@ code{background:#f3f4f6;padding:1px 4px;border-radius:3px;font-size:.92em}
 figure{margin:1.2em 0}
 figure img{max-width:100%;border:1px solid #e5e5e5}
 figcaption{font-size:14px;color:#333}
+a{color:#1a56c4}
+a.src{font-size:11px;color:#80868b;text-decoration:none;margin-left:2px}
+table.decision{font-size:13px}
+table.decision td{white-space:normal}
+.verdict-over{color:#b3261e;font-weight:600}
 """
 
 
+_LINK = re.compile(r"\[([^\[\]]+)\]\(([^()\s]+)\)")
+
+
+def _a(m: re.Match) -> str:
+    text, href = m.group(1), m.group(2)
+    cls = ' class="src"' if text.startswith("↗") else ""
+    return f'<a{cls} href="{href}">{text}</a>'
+
+
 def _inline(text: str) -> str:
-    """Escape, then allow **bold** and `code` (the only markup the blocks use)."""
+    """Escape, then allow **bold**, `code` and [links](href) (the only markup the blocks use)."""
     s = html.escape(text)
     s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    s = _LINK.sub(_a, s)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
 
 
@@ -125,7 +142,10 @@ def _table_html(b: Table) -> list[str]:
         out.append(f"<p><strong>{_inline(b.caption)}</strong></p>")
     marks, lists = footnotes(b)
     head = b.headers + (["src"] if marks else [])
-    out.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr>")
+    cls = f' class="{b.css_class}"' if b.css_class else ""
+    out.append(
+        f"<table{cls}><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr>"
+    )
     out.append("</thead><tbody>")
     for i, row in enumerate(b.rows):
         cells = [_inline(str(c)) for c in row] + ([marks[i]] if marks else [])
@@ -148,7 +168,7 @@ def to_html(blocks: list[Block], out_dir: Path, title: str) -> str:
     body: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+            body.append(f'<h{b.level} id="{anchor(b.text)}">{_inline(b.text)}</h{b.level}>')
         elif isinstance(b, Para):
             body.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Bullets):
