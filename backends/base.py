@@ -25,7 +25,7 @@ import abc
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -69,11 +69,33 @@ class Plan:
         return [s for g in self.groups for s in g]
 
     def to_json(self) -> str:
-        return json.dumps([[asdict(s) for s in g] for g in self.groups], separators=(",", ":"))
+        """The plan as stored by the SQL backends. Serialized once and kept: the harness
+        builds it with the schedule, so a submit does no JSON work (``asdict`` deep-copies, and
+        at every submit it was the harness's largest cost)."""
+        text: str | None = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(
+                [[_step_dict(s) for s in g] for g in self.groups], separators=(",", ":")
+            )
+            object.__setattr__(self, "_json", text)  # a cache, not a field: eq/hash ignore it
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
         return cls(tuple(tuple(StepSpec(**s) for s in g) for g in json.loads(text)))
+
+
+def _step_dict(s: StepSpec) -> dict[str, Any]:
+    """``asdict(s)`` without its deep copy (same keys, same order)."""
+    return {
+        "step_id": s.step_id,
+        "kind": s.kind,
+        "name": s.name,
+        "latency_s": s.latency_s,
+        "payload_bytes": s.payload_bytes,
+        "fail_attempts": s.fail_attempts,
+        "permanent": s.permanent,
+    }
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,14 @@ class RunSpec:
     scheduled_t: float
     warmup: bool
     plan: Plan
+
+    @property
+    def plan_json(self) -> str:
+        return self.plan.to_json()
+
+    @property
+    def n_steps(self) -> int:
+        return sum(len(g) for g in self.plan.groups)
 
 
 @dataclass(frozen=True)

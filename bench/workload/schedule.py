@@ -93,6 +93,7 @@ def build_schedule(spec: WorkloadSpec, seed: int, rate_scale: float = 1.0) -> Sc
     for seq, (t, tenant) in enumerate(arrivals):
         scheduled_t = t / rate_scale
         plan = make_plan(spec.plan, random.Random(f"{seed}:plan:{seq}"), spec.retry.max_attempts)
+        plan.to_json()  # serialized once, here, not at every submit (the plan keeps it)
         runs.append(
             RunSpec(
                 run_id=f"r{seq:06d}",
