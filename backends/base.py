@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +178,14 @@ class StateView(abc.ABC):
     @abc.abstractmethod
     def all_step_ids(self) -> set[tuple[str, int]]:
         """Every committed (run_id, step_id)."""
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        """Every run's committed step outputs, one run at a time (``(run_id, {step_id:
+        output})``), so a checker reads them all without one query per run and without holding
+        them all. This default asks ``step_results`` per stored run; SQL stores override it
+        with one query."""
+        for r in self.runs():
+            yield r.run_id, self.step_results(r.run_id)
 
 
 class Client(abc.ABC):

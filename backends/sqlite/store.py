@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,9 @@ class SqliteStateView(StateView):
 
     def all_step_ids(self) -> set[tuple[str, int]]:
         return {(r, s) for r, s in self._conn().execute(sql.STATE_STEPS)}
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        return sql.group_results(self._conn().execute(sql.STATE_ALL_RESULTS))
 
     def close(self) -> None:
         if self._c is not None:
