@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from backends.base import Plan, RunSpec, RunState, StateView
 from backends.durable import sql
@@ -212,6 +211,19 @@ def integrity_check(path: Path) -> dict[str, object]:
     return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
 
+Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+
+
+def _resolve(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
+    for fut in futs:
+        if fut.done():
+            continue  # its submit was cancelled
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)
+
+
 class SqliteSubmitter:
     """Harness-side run submission with group commit: every submit waiting at the same moment
     goes into ONE transaction, committed by one writer thread.
@@ -234,7 +246,7 @@ class SqliteSubmitter:
         self._conn: sqlite3.Connection | None = None
         self._conn_generation = -1
         self._cond = threading.Condition()
-        self._pending: list[tuple[RunSpec, Callable[[BaseException | None], None]]] = []
+        self._pending: list[tuple[RunSpec, Waiter]] = []
         self._closed = False
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -259,28 +271,20 @@ class SqliteSubmitter:
 
     async def submit_async(self, run: RunSpec) -> None:
         """The **run accepted** ack: returns once the transaction holding this run committed."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def resolve(err: BaseException | None) -> None:
-            if not fut.done():
-                if err is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(err)
-
-        self.enqueue(run, lambda err: loop.call_soon_threadsafe(resolve, err))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.enqueue(run, fut)
         await fut
 
-    def enqueue(self, run: RunSpec, notify: Callable[[BaseException | None], None]) -> None:
-        """Queue ``run`` for the next batch; ``notify(None)`` after its commit, ``notify(error)``
-        if it was not committed. Called from any thread."""
+    def enqueue(self, run: RunSpec, waiter: Waiter) -> None:
+        """Queue ``run`` for the next batch. ``waiter`` learns the outcome once the batch's
+        transaction ended: an asyncio future (resolved on its loop, one wake-up per batch) or
+        a callable (``None`` = committed, else the error). Called from any thread."""
         if not self.node_up:
             raise BackendError("sqlite: the node holding the database is down")
         with self._cond:
             if self._closed:
                 raise BackendError("sqlite: the submitter is closed")
-            self._pending.append((run, notify))
+            self._pending.append((run, waiter))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._write_forever, name="sqlite-submit", daemon=True
@@ -299,10 +303,17 @@ class SqliteSubmitter:
                 del self._pending[:MAX_SUBMIT_BATCH]
             self.batches += 1
             err = self._commit(batch)
-            for _, notify in batch:
-                notify(err)
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, waiter in batch:
+                if isinstance(waiter, asyncio.Future):
+                    by_loop.setdefault(waiter.get_loop(), []).append(waiter)
+                else:
+                    waiter(err)
+            for loop, futs in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_resolve, futs, err)
 
-    def _commit(self, batch: list[tuple[RunSpec, Any]]) -> BaseException | None:
+    def _commit(self, batch: list[tuple[RunSpec, Waiter]]) -> BaseException | None:
         """One transaction for the whole batch; ``None`` once it committed, else the error."""
         try:
             if not self.node_up:
