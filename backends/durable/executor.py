@@ -23,7 +23,7 @@ from backends.durable.store import ClaimedRun, DurableStore
 from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
 from backends.workflow import StepError, run_step
-from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter
+from bench.history import FAIL, INFO, INVOKE, OK, HistoryWriter, RawJSON
 
 CLAIM_BATCH = 32
 
@@ -163,11 +163,12 @@ class Executor:
             return run.journal[sid]
         retry = self.settings.retry
         attempt = 0
+        claim = RawJSON(f'{{"claim":{since:.6f}}}')  # formatted once, not at every attempt
         while True:
             attempt += 1
             # the claim this execution came from: a checker tells work redone because two
             # claims overlapped (claim began before the ack) from a forgotten ack (after it)
-            h.record(INVOKE, "exec", run.run_id, sid, attempt, value={"claim": round(since, 6)})
+            h.record(INVOKE, "exec", run.run_id, sid, attempt, value=claim)
             try:
                 output = await run_step(
                     step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
