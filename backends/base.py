@@ -75,7 +75,7 @@ class Plan:
         text: str | None = self.__dict__.get("_json")
         if text is None:
             text = json.dumps(
-                [[_step_dict(s) for s in g] for g in self.groups], separators=(",", ":")
+                [[step_dict(s) for s in g] for g in self.groups], separators=(",", ":")
             )
             object.__setattr__(self, "_json", text)  # a cache, not a field: eq/hash ignore it
         return text
@@ -85,7 +85,7 @@ class Plan:
         return cls(tuple(tuple(StepSpec(**s) for s in g) for g in json.loads(text)))
 
 
-def _step_dict(s: StepSpec) -> dict[str, Any]:
+def step_dict(s: StepSpec) -> dict[str, Any]:
     """``asdict(s)`` without its deep copy (same keys, same order)."""
     return {
         "step_id": s.step_id,

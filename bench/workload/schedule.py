@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Plan, RetryPolicy, RunSpec
+from backends.base import Plan, RetryPolicy, RunSpec, step_dict
 from backends.errors import ConfigError
 from bench.workload.arrivals import arrival_times
 from bench.workload.plans import make_plan
@@ -81,7 +81,7 @@ def _schedule_hash(spec: WorkloadSpec, seed: int, rate_scale: float, runs: list[
             r.tenant,
             round(r.scheduled_t, 6),  # microseconds: robust to last-bit float differences
             r.warmup,
-            [[asdict(s) for s in g] for g in r.plan.groups],
+            [[step_dict(s) for s in g] for g in r.plan.groups],
         ]
         h.update((b"," if i else b"") + dumps(entry).encode())
     h.update(f'],"seed":{dumps(seed)},"spec":{dumps(spec.to_dict())}}}'.encode())
