@@ -143,6 +143,21 @@ class HistoryTail:
     def read_new(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.read_new_lines()]
 
+    def read_new_chunk(self) -> bytes:
+        """New complete lines as one bytes object (ends with a newline, or empty): a caller
+        that only counts or picks a few lines need not split every one."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except FileNotFoundError:
+            return b""
+        self._pos += len(data)
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return data[:end]
+
     def read_new_lines(self) -> list[bytes]:
         """New complete lines, unparsed (parsing every event costs the harness CPU it needs for
         driving the load; callers parse only the lines they need)."""
