@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROLE_ORDER = ("worker", "harness", "litestream", "seaweedfs")
+ROLE_ORDER = ("worker", "harness", "litestream", "seaweedfs", "postgres")
+FIGURES = ("total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib")
 
 
 def role_group(role: str) -> str:
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {d}: {e}", file=sys.stderr)
             return 2
         rows.append((args.label[i] if args.label else label, fig))
-    cols = [*ROLE_ORDER, "total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib"]
+    present = {k for _, fig in rows for k in fig} - set(FIGURES)
+    roles = [r for r in ROLE_ORDER if r in present] + sorted(present - set(ROLE_ORDER))
+    cols = [*roles, *FIGURES]
     print("label\trun\t" + "\t".join(cols))
     for (label, fig), d in zip(rows, args.runs, strict=True):
         print(f"{label}\t{d.name}\t" + "\t".join(f"{fig.get(c, 0.0):.1f}" for c in cols))
