@@ -1,8 +1,11 @@
 """The durable store on one SQLite file (WAL mode), used from several processes at once: the
 harness submits runs, every worker claims and checkpoints, Litestream reads the WAL.
 
-Acks (what is on disk when a call returns): each operation is one ``BEGIN IMMEDIATE`` ...
-``COMMIT`` transaction. With ``synchronous=FULL`` the WAL is fsynced at every commit, so an ack
+Acks (what is on disk when a call returns): each operation is part of one ``BEGIN IMMEDIATE``
+... ``COMMIT`` transaction, and returns only after it committed. Writes are batched on both
+sides of the file: a worker's step checkpoints ready together share one transaction (group
+commit), and so do the harness's submits waiting together (``SqliteSubmitter``), so the write
+lock is taken once per batch, not once per row. With ``synchronous=FULL`` the WAL is fsynced at every commit, so an ack
 survives a machine crash; with ``NORMAL`` it survives a process crash (SIGKILL) but the last
 transactions can be lost on power loss. Neither setting protects against losing the disk: that
 is what Litestream's replica is for, and it trails by up to its sync interval.
