@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -70,11 +71,52 @@ class Plan:
         return [s for g in self.groups for s in g]
 
     def to_json(self) -> str:
-        return json.dumps([[asdict(s) for s in g] for g in self.groups], separators=(",", ":"))
+        """The plan as stored by the SQL backends. Serialized once and kept: the harness
+        builds it with the schedule, so a submit does no JSON work (``asdict`` deep-copies, and
+        at every submit it was the harness's largest cost)."""
+        text: str | None = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(
+                [[step_dict(s) for s in g] for g in self.groups], separators=(",", ":")
+            )
+            object.__setattr__(self, "_json", text)  # a cache, not a field: eq/hash ignore it
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
-        return cls(tuple(tuple(StepSpec(**s) for s in g) for g in json.loads(text)))
+        """Decoded at every claim: steps written by ``to_json`` (every field, in order) skip
+        the dataclass ``__init__`` (seven ``object.__setattr__`` calls per step)."""
+        new = object.__new__
+        groups = []
+        for g in json.loads(text):
+            steps = []
+            for d in g:
+                if d.keys() == _STEP_FIELDS:
+                    step = new(StepSpec)
+                    step.__dict__.update(d)
+                else:
+                    step = StepSpec(**d)  # older or hand-written JSON: defaults, checks
+                steps.append(step)
+            groups.append(tuple(steps))
+        return cls(tuple(groups))
+
+
+_STEP_FIELDS = frozenset(
+    ("step_id", "kind", "name", "latency_s", "payload_bytes", "fail_attempts", "permanent")
+)
+
+
+def step_dict(s: StepSpec) -> dict[str, Any]:
+    """``asdict(s)`` without its deep copy (same keys, same order)."""
+    return {
+        "step_id": s.step_id,
+        "kind": s.kind,
+        "name": s.name,
+        "latency_s": s.latency_s,
+        "payload_bytes": s.payload_bytes,
+        "fail_attempts": s.fail_attempts,
+        "permanent": s.permanent,
+    }
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,14 @@ class RunSpec:
     scheduled_t: float
     warmup: bool
     plan: Plan
+
+    @property
+    def plan_json(self) -> str:
+        return self.plan.to_json()
+
+    @property
+    def n_steps(self) -> int:
+        return sum(len(g) for g in self.plan.groups)
 
 
 @dataclass(frozen=True)
@@ -149,6 +199,14 @@ class StateView(abc.ABC):
     @abc.abstractmethod
     def all_step_ids(self) -> set[tuple[str, int]]:
         """Every committed (run_id, step_id)."""
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        """Every run's committed step outputs, one run at a time (``(run_id, {step_id:
+        output})``), so a checker reads them all without one query per run and without holding
+        them all. This default asks ``step_results`` per stored run; SQL stores override it
+        with one query."""
+        for r in self.runs():
+            yield r.run_id, self.step_results(r.run_id)
 
 
 class Client(abc.ABC):

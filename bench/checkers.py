@@ -48,8 +48,11 @@ def check_step_payloads(runs: list[RunSpec], state: StateView, seed: int) -> dic
     step was stored: there was nothing to compare."""
     bad: list[str] = []
     checked = 0
-    for run in runs:
-        stored = state.step_results(run.run_id)
+    by_id = {run.run_id: run for run in runs}
+    for run_id, stored in state.all_step_results():  # one query, not one per run
+        run = by_id.get(run_id)
+        if run is None:
+            continue  # not a scheduled run: nothing to compare it with
         for step in run.plan.steps:
             if step.step_id in stored:
                 checked += 1

@@ -228,6 +228,8 @@ def test_store_acks_and_fencing(external: PostgresServer) -> None:
         assert (state["run1"].status, state["run1"].steps_committed) == ("running", 1)
         assert view.step_results("run0") == {0: b"a0", 1: b"a1"}
         assert view.all_step_ids() == {("run0", 0), ("run0", 1), ("run1", 0)}
+        bulk = dict(view.all_step_results())  # one query for every run's results
+        assert bulk == {"run0": {0: b"a0", 1: b"a1"}, "run1": {0: b"\x00\xff"}}
     finally:
         view.close()
 

@@ -30,6 +30,10 @@ class CrashPoints:
             self.point = point
             self.remaining = int(n or 1)
 
+    def armed(self, point: str) -> bool:
+        """True if the next ``hit(point)`` kills this process."""
+        return point == self.point and self.remaining == 1
+
     def hit(self, point: str) -> None:
         if point != self.point:
             return

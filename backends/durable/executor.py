@@ -22,7 +22,7 @@ from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.durable.store import ClaimedRun, DurableStore
 from backends.durable.testonly import BrokenEngine
 from backends.errors import LeaseLost
-from backends.history import FAIL, INFO, INVOKE, OK, HistoryWriter
+from backends.history import FAIL, INFO, INVOKE, OK, HistoryWriter, RawJSON
 from backends.workflow import StepError, run_step
 
 CLAIM_BATCH = 32
@@ -54,7 +54,9 @@ class Executor:
         self.crash = crash or CrashPoints("")
         self.broken = BrokenEngine()  # TEST ONLY (off unless its env variable is set)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
-        self.committer = GroupCommitter(store, worker, settings.group_commit)
+        self.committer = GroupCommitter(
+            store, worker, settings.group_commit, on_committed=self._record_acks
+        )
         self._slot_free = asyncio.Event()
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -123,7 +125,12 @@ class Executor:
             groups = run.plan.groups
             for gi, group in enumerate(groups):
                 final = gi == len(groups) - 1 and len(group) == 1
-                results = await asyncio.gather(*(self._step(run, s, final, since) for s in group))
+                if len(group) == 1:  # most groups: a plain await, no task per step
+                    results = [await self._step(run, group[0], final, since)]
+                else:
+                    results = await asyncio.gather(
+                        *(self._step(run, s, final, since) for s in group)
+                    )
                 failed = [r for r in results if isinstance(r, StepFailed)]
                 if failed:
                     error = "; ".join(f.error for f in failed)
@@ -156,11 +163,12 @@ class Executor:
             return run.journal[sid]
         retry = self.settings.retry
         attempt = 0
+        claim = RawJSON(f'{{"claim":{since:.6f}}}')  # formatted once, not at every attempt
         while True:
             attempt += 1
             # the claim this execution came from: a checker tells work redone because two
             # claims overlapped (claim began before the ack) from a forgotten ack (after it)
-            h.record(INVOKE, "exec", run.run_id, sid, attempt, value={"claim": round(since, 6)})
+            h.record(INVOKE, "exec", run.run_id, sid, attempt, value=claim)
             try:
                 output = await run_step(
                     step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
@@ -191,12 +199,36 @@ class Executor:
         except Exception as e:  # outcome unknown: the commit may or may not have happened
             h.record(INFO, "commit", run.run_id, sid, attempt, value=f"indeterminate: {e!r}")
             raise Abandon(f"commit of step {sid} indeterminate: {e!r}") from e
-        self.crash.hit("after-commit")
-        h.record(
-            OK, "commit", run.run_id, sid, attempt, value=None if stored == output else "kept-first"
-        )
-        self.crash.hit("after-ack")
+        # the "commit ok" ack is already in the history: ``_record_acks`` wrote it
         return stored
+
+    def _record_acks(self, batch: list[Checkpoint], outcomes: list[bytes | Exception]) -> None:
+        """The step-committed acks of one group commit, written to the history in ONE
+        ``os.write`` after the transaction committed and before any of its steps resumes.
+
+        Invariant: an ack is in the history file before anything acts on it (the run's next
+        step, its completion): the committer calls this before it resolves any caller's future.
+        The crash points keep their per-checkpoint meaning: ``after-commit`` is hit once per
+        checkpoint with the acks of the batch's earlier checkpoints already written (so a kill
+        at the n-th leaves exactly n - 1 acks), ``after-ack`` once per checkpoint after the
+        write (tests/test_conformance.py, tests/test_group_acks.py kill at both)."""
+        h = self.h
+        t = h.now()
+        lines: list[str] = []
+        acks = 0
+        for cp, out in zip(batch, outcomes, strict=True):
+            if isinstance(out, Exception):
+                continue  # fenced out: its caller records the failure
+            if self.crash.armed("after-commit"):
+                h.write("".join(lines))  # the acks before the crash point, as if unbatched
+                lines.clear()
+            self.crash.hit("after-commit")
+            value = None if out == cp.output else "kept-first"
+            lines.append(h.line(OK, "commit", cp.run_id, cp.step_id, cp.attempts, value, t))
+            acks += 1
+        h.write("".join(lines))
+        for _ in range(acks):
+            self.crash.hit("after-ack")
 
 
 async def _wait_any(*events: asyncio.Event) -> None:

@@ -9,12 +9,17 @@ checkpoint, so the added latency is zero at low load.
 
 The acks do not change: each step's ack is still "my checkpoint's transaction has committed", and
 a step fenced out (lease lost) fails alone without failing the rest of its batch.
+
+``on_committed(batch, outcomes)`` runs after a batch's transaction committed and BEFORE any of
+its callers resumes: the executor writes the batch's acks to the history there, in one write, so
+an ack is in the history file before anything acts on it (the next step, the run's completion).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +35,20 @@ class Checkpoint:
     final: bool  # also complete the run in the same transaction
 
 
+Outcome = bytes | Exception
+OnCommitted = Callable[[list[Checkpoint], list[Outcome]], None]
+
+
 class GroupCommitter:
-    def __init__(self, store: Any, worker: str, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        store: Any,
+        worker: str,
+        enabled: bool = True,
+        on_committed: OnCommitted | None = None,
+    ) -> None:
         self.store = store
+        self.on_committed = on_committed
         self.worker = worker
         self.enabled = enabled
         self._pending: list[tuple[Checkpoint, asyncio.Future[bytes]]] = []
@@ -47,7 +63,10 @@ class GroupCommitter:
         if not self.enabled:
             self.batches += 1
             self.checkpoints += 1
-            (out,) = await self.store.checkpoint_batch(self.worker, [cp])
+            outcomes = await self.store.checkpoint_batch(self.worker, [cp])
+            if self.on_committed is not None:
+                self.on_committed([cp], outcomes)
+            (out,) = outcomes
             if isinstance(out, Exception):
                 raise out
             return out
@@ -67,9 +86,10 @@ class GroupCommitter:
                 self.batches += 1
                 self.checkpoints += len(batch)
                 try:
-                    outcomes = await self.store.checkpoint_batch(
-                        self.worker, [cp for cp, _ in batch]
-                    )
+                    cps = [cp for cp, _ in batch]
+                    outcomes = await self.store.checkpoint_batch(self.worker, cps)
+                    if self.on_committed is not None:
+                        self.on_committed(cps, outcomes)  # before any caller resumes
                 except Exception as e:  # noqa: BLE001 - every caller learns it
                     for _, fut in batch:
                         if not fut.done():

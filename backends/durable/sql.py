@@ -13,6 +13,7 @@ The queue is ``runs`` itself: runnable = queued, or running with an expired leas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -119,6 +120,22 @@ RELEASE = """UPDATE runs SET status = 'queued', owner = NULL, lease_until = NULL
 STATE_RUNS = "SELECT run_id, status, steps_done, error FROM runs ORDER BY seq"
 STATE_STEPS = "SELECT run_id, step_id FROM steps"
 STATE_RESULTS = "SELECT step_id, output FROM steps WHERE run_id = :run_id"
+STATE_ALL_RESULTS = "SELECT run_id, step_id, output FROM steps ORDER BY run_id"
+
+
+def group_results(rows: Iterable[tuple[str, int, bytes]]) -> Iterator[tuple[str, dict[int, bytes]]]:
+    """``(run_id, step_id, output)`` rows ordered by run -> one ``(run_id, {step: output})`` per
+    run (``StateView.all_step_results``), holding one run at a time."""
+    run: str | None = None
+    results: dict[int, bytes] = {}
+    for run_id, step_id, output in rows:
+        if run_id != run:
+            if run is not None:
+                yield run, results
+            run, results = run_id, {}
+        results[step_id] = bytes(output)
+    if run is not None:
+        yield run, results
 
 
 def renew(d: Dialect) -> str:

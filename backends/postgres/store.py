@@ -34,6 +34,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -73,6 +74,7 @@ FINISH = D.sql(sql.FINISH)
 RELEASE = D.sql(sql.RELEASE)
 INSERT_RUN = D.sql(sql.INSERT_RUN)
 STATE_RESULTS = D.sql(sql.STATE_RESULTS)
+STREAM_CHUNK = 1000  # rows per round trip when streaming every step result
 
 
 # -- connections ----------------------------------------------------------------------------------
@@ -374,6 +376,12 @@ class PostgresStateView(StateView):
 
     def all_step_ids(self) -> set[tuple[str, int]]:
         return {(r, s) for r, s in self._c().execute(sql.STATE_STEPS)}
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        """One query for every run (was one per run: seconds at 20,000 runs), streamed in
+        chunks so the client never holds every output at once."""
+        rows = self._c().cursor().stream(sql.STATE_ALL_RESULTS, size=STREAM_CHUNK)
+        return sql.group_results(rows)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -15,7 +15,6 @@ local file with ``--synchronous``"; it reaches the object store up to one sync i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import os
@@ -24,7 +23,6 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +58,6 @@ from backends.sqlite.store import (
     create_schema,
     integrity_check,
 )
-
-SUBMIT_THREADS = 8
 
 OPTIONS = (
     Option(
@@ -116,12 +112,13 @@ OPTIONS = (
 class SqliteClient(Client):
     def __init__(self, db_path: Path, synchronous: str, autocheckpoint: bool) -> None:
         self.db_path = db_path
+        # one writer thread group-commits every submit waiting at the moment, so a slow commit
+        # never delays the next scheduled arrival and the harness takes the write lock once per
+        # batch instead of once per run
         self.submitter = SqliteSubmitter(db_path, synchronous, autocheckpoint)
-        # submits run in threads so a slow commit never delays the next scheduled arrival
-        self.pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="submit")
 
     async def submit(self, run: RunSpec) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.pool, self.submitter.submit, run)
+        await self.submitter.submit_async(run)
 
     def state(self) -> StateView:
         if not self.submitter.node_up:  # nothing may hold the file while the node is down
@@ -129,7 +126,6 @@ class SqliteClient(Client):
         return SqliteStateView(self.db_path)
 
     async def close(self) -> None:
-        self.pool.shutdown(wait=True)
         self.submitter.close()
 
 
@@ -246,7 +242,6 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def stop(self) -> None:
         # reverse order: workers, then the replicator (after the last write), then the store
         if self._client is not None:
-            self._client.pool.shutdown(wait=True)
             self._client.submitter.close()
             self._client = None
         self.workers.stop()

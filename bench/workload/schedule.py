@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Plan, RetryPolicy, RunSpec
+from backends.base import Plan, RetryPolicy, RunSpec, step_dict
 from backends.errors import ConfigError
 from bench.workload.arrivals import arrival_times
 from bench.workload.plans import make_plan
@@ -63,23 +63,29 @@ class Schedule:
 
 
 def _schedule_hash(spec: WorkloadSpec, seed: int, rate_scale: float, runs: list[RunSpec]) -> str:
-    doc = {
-        "spec": spec.to_dict(),
-        "seed": seed,
-        "rate_scale": rate_scale,
-        "runs": [
-            [
-                r.run_id,
-                r.tenant,
-                round(r.scheduled_t, 6),  # microseconds: robust to last-bit float differences
-                r.warmup,
-                [[asdict(s) for s in g] for g in r.plan.groups],
-            ]
-            for r in runs
-        ],
-    }
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of ``json.dumps({"spec", "seed", "rate_scale", "runs": [[run_id, tenant,
+    scheduled_t (µs), warmup, plan groups as dicts], ...]}, sort_keys=True, separators=(",",
+    ":"))``, fed to the hash one run at a time: the same digest as encoding the whole document
+    (tests/test_workload.py pins it), without holding a second copy of every plan (that copy
+    was the harness's peak memory before the drive)."""
+    h = hashlib.sha256()
+
+    def dumps(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, separators=(",", ":"))
+
+    # sort_keys order: rate_scale, runs, seed, spec
+    h.update(f'{{"rate_scale":{dumps(rate_scale)},"runs":['.encode())
+    for i, r in enumerate(runs):
+        entry = [
+            r.run_id,
+            r.tenant,
+            round(r.scheduled_t, 6),  # microseconds: robust to last-bit float differences
+            r.warmup,
+            [[step_dict(s) for s in g] for g in r.plan.groups],
+        ]
+        h.update((b"," if i else b"") + dumps(entry).encode())
+    h.update(f'],"seed":{dumps(seed)},"spec":{dumps(spec.to_dict())}}}'.encode())
+    return h.hexdigest()
 
 
 def build_schedule(spec: WorkloadSpec, seed: int, rate_scale: float = 1.0) -> Schedule:
@@ -93,6 +99,7 @@ def build_schedule(spec: WorkloadSpec, seed: int, rate_scale: float = 1.0) -> Sc
     for seq, (t, tenant) in enumerate(arrivals):
         scheduled_t = t / rate_scale
         plan = make_plan(spec.plan, random.Random(f"{seed}:plan:{seq}"), spec.retry.max_attempts)
+        plan.to_json()  # serialized once, here, not at every submit (the plan keeps it)
         runs.append(
             RunSpec(
                 run_id=f"r{seq:06d}",
