@@ -156,7 +156,7 @@ def test_a_store_too_damaged_to_read_makes_the_checks_unknown_not_a_crash(tmp_pa
     image is malformed"): the checkers that read it say unknown with the error (check-safe) and
     the integrity check says False, instead of the whole run failing."""
     from bench.checkers import check_write_loss, compose
-    from bench.experiment import _safe
+    from bench.checkers import safe as _safe
 
     dep = SqliteDeployment({"replica": "none"}, context(tmp_path))
     dep.data_dir.mkdir(parents=True)
