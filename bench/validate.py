@@ -31,6 +31,9 @@ CLI_RANGES: dict[str, Range] = {
     "target_runs_per_s": Range(0, 1e9, low_open=True),
     "seconds": Range(0, 86400, low_open=True),
     "memory_limit_gb": Range(0, 1e6, low_open=True),
+    "outage": Range(0, 3600, low_open=True),
+    "s3_latency": Range(0, 600),
+    "plain_runs": Range(0, 1000),
 }
 
 

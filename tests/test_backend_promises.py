@@ -36,7 +36,7 @@ def test_sqlite_lose_node_bound_follows_the_litestream_intervals(tmp_path: Path)
     assert slow.max_lost_age_s == pytest.approx(1.0 + 10.0 + 0.5)
     none = SqliteDeployment({"replica": "none"}, ctx).promise("lose-node")
     assert none is not None and none.max_lost_age_s is None  # total loss
-    assert SqliteDeployment({}, ctx).promise("lose-power") is None  # not stated: unknown
+    assert SqliteDeployment({}, ctx).promise("a-fault-nobody-knows") is None  # not stated
 
 
 def test_postgres_promises(tmp_path: Path) -> None:

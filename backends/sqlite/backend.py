@@ -20,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import sqlite3
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -168,6 +169,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self.ready_s: dict[str, float] = {}
         self.power: PowerNode | None = None  # the lazy filesystem, in lose-power trials only
         self._positions: WalPositions | None = None
+        self._positions_lock = threading.Lock()
         self.proxy_wanted = False  # an object-store fault is planned: Litestream -> proxy
         self.proxy: TcpProxy | None = None
 
@@ -384,9 +386,15 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def replication_position(self) -> ReplicationPosition | None:
         """The WAL end committed locally and the one the replica's newest LTX file covers
         (``backends.sqlite.position``); read without asking Litestream anything."""
+        positions = self._wal_positions()
+        return None if positions is None else positions.read()
+
+    def _wal_positions(self) -> WalPositions | None:
         if self.litestream is None:
             return None
-        if self._positions is None:
+        with self._positions_lock:  # the sampler thread and a power loss may both ask
+            if self._positions is not None:
+                return self._positions
             ls = self.litestream
             reader: FileReplica | S3Replica
             if self.replica == "file":
@@ -396,7 +404,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 assert self.target is not None
                 reader = S3Replica(self.target, ls.s3_path)
             self._positions = WalPositions(self.db_path, reader)
-        return self._positions.read()
+            return self._positions
 
     def integrity_check(self) -> dict[str, Any]:
         return integrity_check(self.db_path)
@@ -479,6 +487,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
             raise BackendError("sqlite: lose-power needs prepare_power_loss() before start()")
         if self._client is not None:
             self._client.submitter.take_down()
+        if (positions := self._wal_positions()) is not None:
+            positions.shm.suspend()  # the exposure sampler lets go of -shm too
         self.kill_store()
         self.power.lose()
 
@@ -491,6 +501,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
         self.start_store()
         if self._client is not None:
             self._client.submitter.bring_up()
+        if self._positions is not None:
+            self._positions.shm.resume()
         return {
             "lazyfs_dropped": self.power.losses[-1] if self.power.losses else None,
             "remount_s": remount_s,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -48,10 +49,28 @@ class ShmReader:
     def __init__(self, db_path: Path) -> None:
         self.path = f"{db_path}-shm"
         self.fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._suspended = False
+
+    def suspend(self) -> None:
+        """Let go of ``-shm`` and read nothing until ``resume`` (the node is off: nothing of
+        this process may hold its files, and its own SQLite connections are already closed, so
+        closing these descriptors drops no lock anyone relies on)."""
+        with self._lock:
+            self._suspended = True
+            self.close()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._suspended = False
 
     def read(self) -> tuple[int, int] | None:
         """(salt1, end offset of the last committed frame); None when unreadable or torn (the
-        two header copies differ while a writer updates them)."""
+        two header copies differ while a writer updates them), or while suspended."""
+        with self._lock:
+            return None if self._suspended else self._read()
+
+    def _read(self) -> tuple[int, int] | None:
         try:
             ino = os.stat(self.path).st_ino  # no descriptor involved
             fd = self.fds.get(ino)
