@@ -34,6 +34,7 @@ CLI_RANGES: dict[str, Range] = {
     "outage": Range(0, 3600, low_open=True),
     "s3_latency": Range(0, 600),
     "plain_runs": Range(0, 1000),
+    "rpo_budget": Range(0, 1e9),
 }
 
 
