@@ -187,7 +187,7 @@ def render(
     console.print(tab)
     console.print(
         "promise = what the configuration promises for the fault (0 lost; only acks younger "
-        "than the bound; total loss); broken = an ack lost outside it (or the store came back "
+        "than the bound; no bound: any ack may be lost); broken = an ack lost outside it (or the store came back "
         "corrupted); unknown = nothing was at risk when the fault hit, the fault never "
         "happened, or no promise is stated. Exposed = acks younger than the bound (1 s for a "
         "0 promise) and runs in flight when the fault began. Recovery times are seconds after "

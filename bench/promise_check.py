@@ -37,11 +37,12 @@ ACK_OPS = {"submit": "run-accepted", "commit": "step-committed", "complete": "ru
 
 
 def label(promise: Promise | None) -> str:
-    """The promise in a few characters, for tables: "0 lost", "<= 2.5 s", "total loss"."""
+    """The promise in a few characters, for tables: "0 lost", "<= 2.5 s", "no bound" (any ack
+    may be lost: a node whose only copy is gone, or a setting that syncs only now and then)."""
     if promise is None:
         return "none stated"
     if promise.max_lost_age_s is None:
-        return "total loss"
+        return "no bound"
     if promise.max_lost_age_s == 0:
         return "0 lost"
     return f"<= {promise.max_lost_age_s:.3g} s"

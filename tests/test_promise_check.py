@@ -100,7 +100,7 @@ def test_an_ack_made_during_the_fault_and_lost() -> None:
 
 def test_total_loss_promise_is_kept_by_a_total_loss() -> None:
     out = judge(TOTAL, {"a": 2.0, "b": 9.0}, kept=set())
-    assert out["verdict"] == "kept" and out["promise_label"] == "total loss"
+    assert out["verdict"] == "kept" and out["promise_label"] == "no bound"
     assert out["exposure"]["acks_exposed"] == 2 and out["exposure"]["window_s"] is None
 
 

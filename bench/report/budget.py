@@ -24,7 +24,7 @@ def check(value: float | None) -> float | None:
 def _allows(f: FaultFigures) -> float | None:
     """The largest loss (seconds) the trials' promise allows; inf for no bound; None unknown."""
     if not f.bounds or any(b is None for b in f.bounds):
-        return math.inf if f.bounds and f.promise == "total loss" else None
+        return math.inf if f.bounds and f.promise == "no bound" else None
     return max(float(b) for b in f.bounds)
 
 
