@@ -4,10 +4,10 @@ Why a model and not a bill: a benchmark measures minutes on one machine; a desig
 "what does this cost per million runs, and per month at our load?". The model extrapolates, so
 every line carries the assumption that turns the measurement into the figure, and separates
   - per-run costs, which scale with the number of runs (CPU, state kept on disk / in the object
-    store, Temporal Cloud Actions), from
+    store, a managed engine's per-action charges), from
   - per-time costs, which are paid whether or not runs arrive (memory held by long-lived
-    processes, Litestream's uploads: one per sync-interval while the database changes, not one
-    per run).
+    processes, a replicator's uploads: one per sync interval while the database changes, not
+    one per run).
 Prices come from a TOML file (``prices/default.toml``) in which every price names its source
 and the date it was read; a price nobody could find is ``"unknown"`` and its line says so
 instead of inventing a number. Likewise a measurement that is missing (no CPU or memory figure
@@ -15,10 +15,10 @@ for a process, no object-store count, no database size) leaves its line NOT MEAS
 never priced as zero, and a total that needs it is not given.
 
 Managed services replace parts of the measured deployment: a process the backend declares a
-local stand-in for a managed service (the local SeaweedFS for S3) is never priced as a server,
-because the service's own prices (S3 storage and requests) are applied instead; the managed
-Postgres and Temporal Cloud totals replace the measured server process(es). Every line names
-what its totals replace (``CostLine.replaced``).
+local stand-in for a managed service (a local object store standing in for S3) is never priced
+as a server, because the service's own prices (S3 storage and requests) are applied instead;
+the totals of a backend's declared managed alternatives replace the measured server
+process(es). Every line names what its totals replace (``CostLine.replaced``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The fault registry: one fault per module in this package, each registering itself (as
-Temporal's omes does with its scenarios). A fault says which deployment capability it needs
+"""The fault registry: one fault per module in this package, each registering itself (as the
+omes load generator does with its scenarios). A fault says which deployment capability it needs
 (a protocol in ``backends.base``), why a deployment without it is refused, how to inject it,
 how long to hold it, and how to recover. ``bench.nemesis`` only schedules and records.
 
