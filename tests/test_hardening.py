@@ -605,7 +605,7 @@ def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: P
         assert not stale.exists() and f"removed {stale}" in out.stderr, out.stderr
         assert alive.exists(), "a directory whose owner still runs was removed"
         new = set(tmp.glob("durabench-pg-*")) - existing
-        ours = [p for p in new if re.fullmatch(r"durabench-pg-\d+-.+", p.name)]
+        ours = [p for p in new if re.fullmatch(r"durabench-pg-\d+-[0-9a-f]+", p.name)]
         assert not ours, f"temporary roots left behind: {ours}"
         (run_dir,) = [d for d in results.iterdir() if d.is_dir()]
         data = run_dir / "work" / "postgres"

@@ -17,17 +17,23 @@ of the older ``durabench-pg-<digest>`` socket directories) and says so.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 
-from backends.common import ownedtmp
+import psutil
 
 PREFIX = "durabench-pg-"
+_OURS = re.compile(rf"^{PREFIX}(\d+)-[0-9a-f]+$")
 
 
 def create() -> Path:
-    return ownedtmp.create(PREFIX, 0o711)
+    root = Path(tempfile.gettempdir()) / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    root.mkdir(mode=0o711)
+    root.chmod(0o711)  # mkdir's mode is filtered by the umask
+    return root
 
 
 def remove(root: Path, keep_in: Path | None = None) -> None:
@@ -46,7 +52,7 @@ def clean_stale() -> list[tuple[Path, int]]:
     removed = []
     for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
         owner = _owner(path)
-        if owner is None or owner == os.getpid() or ownedtmp.alive(owner, path):
+        if owner is None or owner == os.getpid() or _alive(owner, path):
             continue
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
@@ -55,11 +61,25 @@ def clean_stale() -> list[tuple[Path, int]]:
 
 
 def _owner(path: Path) -> int | None:
-    if (pid := ownedtmp.owner(PREFIX, path)) is not None:
-        return pid
+    if m := _OURS.match(path.name):
+        return int(m.group(1))
     for lock in path.glob(".s.PGSQL.*.lock"):  # an older socket directory: the postmaster's pid
         try:
             return int(lock.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
     return None
+
+
+def _alive(pid: int, path: Path) -> bool:
+    """The pid runs and was started before the directory was made (not a reused pid)."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: keep the directory
+    try:
+        return started <= path.stat().st_mtime + 1
+    except OSError:
+        return True

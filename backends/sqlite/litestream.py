@@ -32,14 +32,13 @@ import os
 import re
 import shutil
 import socket
-import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from backends.common import ownedtmp
 from backends.common.http import http_get
 from backends.common.net import find_binary, free_port
 from backends.common.oneshot import run_once
@@ -49,7 +48,6 @@ from backends.errors import BackendError, ConfigError
 from backends.sqlite.objectstore import S3Target
 
 BACKEND = "sqlite"
-SOCKET_DIR_PREFIX = "durabench-ls-"  # + owner pid; see backends/common/ownedtmp.py
 ReplicaKind = Literal["s3", "file"]
 _FLOAT_METRICS = {"sync_seconds"}  # every other per-db metric is a count or a size
 
@@ -142,10 +140,7 @@ class Litestream:
         self.socket_path = self.workdir / "litestream.sock"
         self._socket_tmpdir: str | None = None
         if len(str(self.socket_path)) > 100:  # sockaddr_un holds 108 bytes
-            # named after this process, so a later start can remove it if we are SIGKILLed
-            for path, pid in ownedtmp.clean_stale(SOCKET_DIR_PREFIX):
-                print(f"litestream: removed {path}, left behind by process {pid}, which is gone", file=sys.stderr)
-            self._socket_tmpdir = str(ownedtmp.create(SOCKET_DIR_PREFIX))
+            self._socket_tmpdir = tempfile.mkdtemp(prefix="durabench-ls-")
             self.socket_path = Path(self._socket_tmpdir) / "ctl.sock"
             atexit.register(shutil.rmtree, self._socket_tmpdir, ignore_errors=True)
         self.ready_s: float | None = None
