@@ -33,6 +33,7 @@ from backends.promises import Promise
 ZERO_BOUND_WINDOW_S = 1.0
 LISTED = 50  # lost acks listed by id; counts are always complete
 
+NO_BOUND = "no bound"  # the label of a promise without an age bound (the report keys on it)
 ACK_OPS = {"submit": "run-accepted", "commit": "step-committed", "complete": "run-completed"}
 
 
@@ -42,7 +43,7 @@ def label(promise: Promise | None) -> str:
     if promise is None:
         return "none stated"
     if promise.max_lost_age_s is None:
-        return "no bound"
+        return NO_BOUND
     if promise.max_lost_age_s == 0:
         return "0 lost"
     return f"<= {promise.max_lost_age_s:.3g} s"

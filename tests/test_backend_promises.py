@@ -35,7 +35,7 @@ def test_sqlite_lose_node_bound_follows_the_litestream_intervals(tmp_path: Path)
     assert fast.max_lost_age_s == pytest.approx(0.2 + 0.2 + 0.5)
     assert slow.max_lost_age_s == pytest.approx(1.0 + 10.0 + 0.5)
     none = SqliteDeployment({"replica": "none"}, ctx).promise("lose-node")
-    assert none is not None and none.max_lost_age_s is None  # total loss
+    assert none is not None and none.max_lost_age_s is None  # no bound: the only copy is lost
     assert SqliteDeployment({}, ctx).promise("a-fault-nobody-knows") is None  # not stated
 
 

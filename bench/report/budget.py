@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from backends.errors import ConfigError
+from bench.promise_check import NO_BOUND
 from bench.report.configs import Config, FaultFigures
 
 OVER, UNSURE, WITHIN, UNKNOWN = "OVER", "promise exceeds", "within", "unknown"
@@ -24,7 +25,7 @@ def check(value: float | None) -> float | None:
 def _allows(f: FaultFigures) -> float | None:
     """The largest loss (seconds) the trials' promise allows; inf for no bound; None unknown."""
     if not f.bounds or any(b is None for b in f.bounds):
-        return math.inf if f.bounds and f.promise == "no bound" else None
+        return math.inf if f.bounds and f.promise == NO_BOUND else None
     return max(float(b) for b in f.bounds)
 
 
