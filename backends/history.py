@@ -219,12 +219,12 @@ class Partition:
         except FileNotFoundError:
             return out  # no event landed in this shard
         with f:
-            load, append = marshal.load, out.append
-            while True:
-                try:
-                    append(load(f))
-                except EOFError:
-                    break
+            data = f.read()
+        view, pos, loads = memoryview(data), 0, marshal.loads
+        while pos < len(data):  # [length][marshalled batch of events] ...
+            n = int.from_bytes(view[pos : pos + 4], "little")
+            out.extend(loads(view[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
         out.sort(key=lambda e: e["t"])
         if k == 0:
             out.torn_lines = self.torn_lines  # counted once, with the events without a run
@@ -246,24 +246,32 @@ def partition_history(
     (marshal: parsed once here, loaded without JSON). Torn lines as in ``read_history``."""
     root.mkdir(parents=True, exist_ok=True)
     part = Partition(root, n_shards)
-    files: dict[int, Any] = {}
-    dump = marshal.dump
+    pending: dict[int, list[dict[str, Any]]] = {}
     counter = History()  # only its torn_lines: _read_file counts into it
-    try:
-        for path in sorted(history_dir.glob("*.jsonl")):
-            for event in _read_file(path, counter):
-                run = event.get("run")
-                k = shard_of(run) if isinstance(run, str) else 0
-                f = files.get(k)
-                if f is None:
-                    f = files[k] = open(part._path(k), "ab", buffering=1 << 16)  # noqa: SIM115
-                dump(event, f)
-                part.events += 1
-    finally:
-        for f in files.values():
-            f.close()
+
+    def flush(k: int) -> None:
+        blob = marshal.dumps(pending.pop(k))
+        with open(part._path(k), "ab") as f:
+            f.write(len(blob).to_bytes(4, "little") + blob)
+
+    for path in sorted(history_dir.glob("*.jsonl")):
+        for event in _read_file(path, counter):
+            run = event.get("run")
+            k = shard_of(run) if isinstance(run, str) else 0
+            batch = pending.setdefault(k, [])
+            batch.append(event)
+            part.events += 1
+            if len(batch) >= _BATCH:
+                flush(k)
+    for k in list(pending):
+        flush(k)
     part.torn_lines = counter.torn_lines
     return part
+
+
+# events per shard held before they are appended to its file: bounds the memory of the split
+# (shards x batch events) while keeping writes and loads in large pieces
+_BATCH = 256
 
 
 _EVENT_START = b'{"t":'

@@ -84,6 +84,11 @@ def latency_summary(seconds: Iterable[float], censored: int = 0) -> dict[str, An
     return lat.summary(censored)
 
 
+RUN_COLUMNS = ["run_id", "seq", "tenant", "warmup", "scheduled_t", "n_steps", "simulated_s"]
+RUN_COLUMNS += ["submit_invoke_t", "submit_ack_t", "submit", "complete_t", "status", "claims"]
+RUN_COLUMNS += ["exec_attempts", "steps_committed", "replays"]
+
+
 def run_table(
     events: list[dict[str, Any]],
     runs: Iterable[RunSpec],
@@ -138,7 +143,7 @@ def run_table(
             row["steps_committed"] += 1
         elif op == "replay":
             row["replays"] += 1
-    df = pd.DataFrame(list(rows.values()))
+    df = pd.DataFrame(list(rows.values()), columns=RUN_COLUMNS)
     df["latency_s"] = df["complete_t"] - df["scheduled_t"]
     df["submit_latency_s"] = df["submit_ack_t"] - df["submit_invoke_t"]
     df["overhead_s"] = df["latency_s"] - df["simulated_s"]

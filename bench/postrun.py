@@ -11,6 +11,7 @@ history: the same verdicts, counts, lost acks and figures (lists of examples cap
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import re
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import RunSpec, StateView
+from backends.base import RetryPolicy, RunSpec, StateView
 from backends.history import Partition, partition_history
-from bench import checkers
+from bench import checkers, metrics
 
 MIN_SHARD_RUNS = 500  # below this a shard's fixed costs (a state query, a sort) dominate
 MAX_SHARDS = 512  # open shard files while partitioning
@@ -89,13 +90,22 @@ def partition(
     """Stream ``history_dir`` into shard files in a fresh directory under ``under`` (default:
     the system's temporary directory); ``close()`` removes them."""
     shards = plan_shards(runs, size)
+    try:
+        return History(_partition(history_dir, shards, under), shards)
+    except OSError as e:
+        if under is None or e.errno != errno.ENOSPC:
+            raise
+    # a full results disk (the run may have stopped for it): the system's temporary directory
+    return History(_partition(history_dir, shards, None), shards)
+
+
+def _partition(history_dir: Path, shards: Shards, under: Path | None) -> Partition:
     root = Path(tempfile.mkdtemp(prefix=".history-shards-", dir=under))
     try:
-        part = partition_history(history_dir, root, shards.n_shards, shards.of)
+        return partition_history(history_dir, root, shards.n_shards, shards.of)
     except BaseException:
         Partition(root, 0).close()
         raise
-    return History(part, shards)
 
 
 def by_shard(history: History, runs: Iterable[RunSpec]) -> Iterator[tuple[list[RunSpec], Any]]:
@@ -299,3 +309,38 @@ _MERGERS: dict[str, Callable[[list[dict[str, Any]], float | None], dict[str, Any
     "recovery": _recovery,
     "duplicates": _duplicates,
 }
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def tabulate(
+    history: History,
+    runs: Sequence[RunSpec],
+    retry: RetryPolicy,
+    time_scale: float,
+    start_t: float,
+    warmup_end_t: float,
+    drive_end_t: float,
+    out_dir: Path | None,
+) -> dict[str, Any]:
+    """``metrics.summarize`` of the run, shard by shard; with ``out_dir``, runs.csv, steps.csv
+    (appended a shard at a time, runs in schedule order) and timeseries.csv written there."""
+    summary = metrics.Summary(warmup_end_t, drive_end_t)
+    series = metrics.Series()
+    first = True
+    for mine, events in by_shard(history, runs):
+        rt = metrics.run_table(events, mine, retry, time_scale, start_t)
+        st = metrics.step_table(events)
+        del events
+        if len(rt) or len(st) or first:  # the last shard holds only ids outside the schedule
+            summary.add(rt, st)
+            series.add(rt, st)
+        if out_dir is not None and (len(rt) or len(st) or first):
+            mode = "w" if first else "a"
+            rt.to_csv(out_dir / "runs.csv", index=False, mode=mode, header=first)
+            st.to_csv(out_dir / "steps.csv", index=False, mode=mode, header=first)
+        first = False
+    if out_dir is not None:
+        series.frame().to_csv(out_dir / "timeseries.csv", index=False)
+    return summary.result()
