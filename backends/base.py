@@ -233,7 +233,8 @@ class FilteredStateView(StateView):
         return {k for k in self.inner.all_step_ids() if k[0] in self.ids}
 
     def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
-        return ((r, out) for r, out in self.inner.all_step_results() if r in self.ids)
+        for r in self.runs():  # this shard's runs only: each run's outputs read once overall
+            yield r.run_id, self.inner.step_results(r.run_id)
 
 
 class Client(abc.ABC):
