@@ -271,7 +271,7 @@ def partition_history(
 
 # events per shard held before they are appended to its file: bounds the memory of the split
 # (shards x batch events) while keeping writes and loads in large pieces
-_BATCH = 256
+_BATCH = 128
 
 
 _EVENT_START = b'{"t":'
