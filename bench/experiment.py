@@ -231,17 +231,23 @@ def run(req: Request) -> Outcome:
         if drive is not None:
             # the history is split by run once, for the checks and for the tables: both then
             # read one shard at a time (post-run memory follows a shard, not the run)
+            t_post = time.monotonic()
             hist = postrun.partition(ctx.history_dir, req.schedule.runs, under=run_dir)
+            post_run = manifest["post_run"] = _post_run_record(hist, t_post)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
             integrity = getattr(deployment, "integrity_check", None)
             signals.check()
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
                 extra = _replication_checks(deployment, timeline)
+                t_post = time.monotonic()
                 state_checks = _check_state(
                     req, client.state, hist, timeline, integrity, extra, deployment.promise
                 )
+                post_run["checks_s"] = round(time.monotonic() - t_post, 3)
                 if positions is not None:
+                    t_post = time.monotonic()
                     exposure_figures = _exposure(positions, hist, timeline, state_checks, run_dir)
+                    post_run["exposure_s"] = round(time.monotonic() - t_post, 3)
                     if "cross_check" in exposure_figures:
                         state_checks["exposure"] = exposure_figures["cross_check"]
                         state_checks["valid"] = checkers.compose(
@@ -302,6 +308,19 @@ def run(req: Request) -> Outcome:
     if error is not None:
         raise error
     return Outcome(run_dir, summary, manifest, drive.signal if drive is not None else None)
+
+
+def _post_run_record(hist: postrun.History, t0: float | None) -> dict[str, Any]:
+    """How the post-run pass split the history (and how long each part took), for the
+    manifest: memory after the drive follows one shard of ``runs_per_shard`` runs."""
+    out: dict[str, Any] = {
+        "history_events": hist.partition.events,
+        "shards": hist.shards.n_shards,
+        "runs_per_shard": hist.shards.size,
+    }
+    if t0 is not None:
+        out["partition_s"] = round(time.monotonic() - t0, 3)
+    return out
 
 
 def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) -> None:
@@ -413,6 +432,7 @@ def _write(
     if drive is not None and hist is not None:
         warmup_end = drive.start_t + req.schedule.warmup_s
         # runs.csv, steps.csv and timeseries.csv written a shard at a time
+        t_post = time.monotonic()
         summary.update(
             postrun.tabulate(
                 hist,
@@ -425,6 +445,8 @@ def _write(
                 run_dir,
             )
         )
+        post_run = manifest.setdefault("post_run", _post_run_record(hist, None))
+        post_run["tables_s"] = round(time.monotonic() - t_post, 3)
         # offered over the measured window (as runs/s is); the schedule's own average apart
         summary["offered_rate_per_s"] = summary["throughput"]["offered_runs_per_s"]
         summary["schedule_rate_per_s"] = req.schedule.offered_rate()
