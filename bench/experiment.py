@@ -339,6 +339,7 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
+ACK_ROWS_CHUNK = 20_000  # exposure.csv rows built and written at a time
 SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
 # faults after which the write-loss checker's losses are what the replica lacked
 NODE_LOSS_FAULTS = ("lose-node",)
@@ -358,7 +359,10 @@ def _exposure(
     fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
     t_end = positions.samples[-1].t1 if positions.samples else 0.0
     figures = exposure.summarize(positions, acks, t_end, fault_t)
-    pd.DataFrame(exposure.ack_rows(acks)).to_csv(run_dir / "exposure.csv", index=False)
+    for i in range(0, max(len(acks), 1), ACK_ROWS_CHUNK):  # one row dict per ack: in chunks
+        pd.DataFrame(exposure.ack_rows(acks[i : i + ACK_ROWS_CHUNK])).to_csv(
+            run_dir / "exposure.csv", index=False, mode="w" if i == 0 else "a", header=i == 0
+        )
     pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
     pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
         run_dir / "exposure_samples.csv", index=False
