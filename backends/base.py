@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +207,34 @@ class StateView(abc.ABC):
         with one query."""
         for r in self.runs():
             yield r.run_id, self.step_results(r.run_id)
+
+    def for_runs(self, run_ids: Collection[str]) -> StateView:
+        """The same state restricted to ``run_ids`` (the checks read it one shard of runs at a
+        time, so post-run memory follows the shard). This default reads everything and filters,
+        once per shard: right for stores that hold few runs (in-process, Temporal, DBOS at
+        their rates); the SQL stores override it with queries for those runs only."""
+        return FilteredStateView(self, run_ids)
+
+
+class FilteredStateView(StateView):
+    """``StateView.for_runs`` by filtering a whole view (see there)."""
+
+    def __init__(self, inner: StateView, run_ids: Collection[str]) -> None:
+        self.inner = inner
+        self.ids = run_ids if isinstance(run_ids, set | frozenset) else set(run_ids)
+
+    def runs(self) -> list[RunState]:
+        return [r for r in self.inner.runs() if r.run_id in self.ids]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        return self.inner.step_results(run_id) if run_id in self.ids else {}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        return {k for k in self.inner.all_step_ids() if k[0] in self.ids}
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        for r in self.runs():  # this shard's runs only: each run's outputs read once overall
+            yield r.run_id, self.inner.step_results(r.run_id)
 
 
 class Client(abc.ABC):

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import errno
 import json
+import marshal
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,86 @@ def read_history(history_dir: Path) -> History:
         events.extend(_read_file(path, events))
     events.sort(key=lambda e: e["t"])
     return events
+
+
+class Partition:
+    """The history split by run into shard files (``partition_history``): every event of a
+    run is in one shard, so per-run checks read one shard at a time and post-run memory follows
+    the shard, not the whole history. Events without a run (nemesis, notes) are in shard 0.
+    Iterating the partition yields every event once, shard by shard (time order within each
+    shard, not across them)."""
+
+    def __init__(self, root: Path, n_shards: int) -> None:
+        self.root = root
+        self.n_shards = n_shards
+        self.torn_lines = 0
+        self.events = 0
+
+    def _path(self, k: int) -> Path:
+        return self.root / f"{k}.marshal"
+
+    def shard(self, k: int) -> History:
+        """The events of shard ``k``, sorted by time. Appended in file order and sorted stably,
+        so the runs of a shard see their events in the order ``read_history`` gives them."""
+        out = History()
+        try:
+            f = open(self._path(k), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return out  # no event landed in this shard
+        with f:
+            data = f.read()
+        view, pos, loads = memoryview(data), 0, marshal.loads
+        while pos < len(data):  # [length][marshalled batch of events] ...
+            n = int.from_bytes(view[pos : pos + 4], "little")
+            out.extend(loads(view[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        out.sort(key=lambda e: e["t"])
+        if k == 0:
+            out.torn_lines = self.torn_lines  # counted once, with the events without a run
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for k in range(self.n_shards):
+            yield from self.shard(k)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def partition_history(
+    history_dir: Path, root: Path, n_shards: int, shard_of: Callable[[str], int]
+) -> Partition:
+    """Stream every history file once and append each event to the shard of its run
+    (``shard_of(run_id)`` in ``[0, n_shards)``; no run: shard 0), in a compact binary form
+    (marshal: parsed once here, loaded without JSON). Torn lines as in ``read_history``."""
+    root.mkdir(parents=True, exist_ok=True)
+    part = Partition(root, n_shards)
+    pending: dict[int, list[dict[str, Any]]] = {}
+    counter = History()  # only its torn_lines: _read_file counts into it
+
+    def flush(k: int) -> None:
+        blob = marshal.dumps(pending.pop(k))
+        with open(part._path(k), "ab") as f:
+            f.write(len(blob).to_bytes(4, "little") + blob)
+
+    for path in sorted(history_dir.glob("*.jsonl")):
+        for event in _read_file(path, counter):
+            run = event.get("run")
+            k = shard_of(run) if isinstance(run, str) else 0
+            batch = pending.setdefault(k, [])
+            batch.append(event)
+            part.events += 1
+            if len(batch) >= _BATCH:
+                flush(k)
+    for k in list(pending):
+        flush(k)
+    part.torn_lines = counter.torn_lines
+    return part
+
+
+# events per shard held before they are appended to its file: bounds the memory of the split
+# (shards x batch events) while keeping writes and loads in large pieces
+_BATCH = 128
 
 
 _EVENT_START = b'{"t":'

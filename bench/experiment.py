@@ -29,7 +29,7 @@ from backends.common import powerloss
 from backends.common.redact import RedactingFilter, redact_text
 from backends.common.redact import redact as redact_value
 from backends.errors import ConfigError, DiskFull
-from backends.history import HistoryWriter, read_history
+from backends.history import HistoryWriter
 from backends.promises import Promise
 from bench import (
     checkers,
@@ -38,6 +38,7 @@ from bench import (
     lastresort,
     leftovers,
     metrics,
+    postrun,
     promise_check,
     replication,
     results,
@@ -154,8 +155,7 @@ def run(req: Request) -> Outcome:
     backend_metrics: dict[str, Any] = {}
     state_checks: dict[str, Any] = {}
     exposure_figures: dict[str, Any] | None = None
-    events: list[dict[str, Any]] | None = None
-    runs: pd.DataFrame | None = None
+    hist: postrun.History | None = None  # the history partitioned by run, after the drive
     sampler = None
     positions: exposure.PositionSampler | None = None
     error: BaseException | None = None
@@ -229,19 +229,25 @@ def run(req: Request) -> Outcome:
         backend_metrics = deployment.collect_metrics()
         manifest["backend_config"] = deployment.config()
         if drive is not None:
-            # the history is read and tabulated once, for the checks and for the summary
-            events = read_history(ctx.history_dir)
-            runs = _runs_table(req, events, drive)
+            # the history is split by run once, for the checks and for the tables: both then
+            # read one shard at a time (post-run memory follows a shard, not the run)
+            t_post = time.monotonic()
+            hist = postrun.partition(ctx.history_dir, req.schedule.runs, under=run_dir)
+            post_run = manifest["post_run"] = _post_run_record(hist, t_post)
             timeline = nemesis.timeline.to_dict() if nemesis is not None else None
             integrity = getattr(deployment, "integrity_check", None)
             signals.check()
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
                 extra = _replication_checks(deployment, timeline)
+                t_post = time.monotonic()
                 state_checks = _check_state(
-                    req, client.state, events, runs, timeline, integrity, extra, deployment.promise
+                    req, client.state, hist, timeline, integrity, extra, deployment.promise
                 )
+                post_run["checks_s"] = round(time.monotonic() - t_post, 3)
                 if positions is not None:
-                    exposure_figures = _exposure(positions, events, timeline, state_checks, run_dir)
+                    t_post = time.monotonic()
+                    exposure_figures = _exposure(positions, hist, timeline, state_checks, run_dir)
+                    post_run["exposure_s"] = round(time.monotonic() - t_post, 3)
                     if "cross_check" in exposure_figures:
                         state_checks["exposure"] = exposure_figures["cross_check"]
                         state_checks["valid"] = checkers.compose(
@@ -272,19 +278,17 @@ def run(req: Request) -> Outcome:
             with contextlib.suppress(OSError):
                 req.results_root.rmdir()
         raise error
-    if drive is not None and runs is None:  # the run failed between the drive and the checks
-        events = read_history(ctx.history_dir)
-        runs = _runs_table(req, events, drive)
     if not req.keep_data:  # before the results are written: on a full disk this makes room
         shutil.rmtree(ctx.workdir, ignore_errors=True)
     try:
+        if drive is not None and hist is None:  # the run failed between the drive and the checks
+            hist = postrun.partition(ctx.history_dir, req.schedule.runs, under=run_dir)
         summary = _write(
             req,
             run_dir,
             manifest,
             drive,
-            events,
-            runs,
+            hist,
             sampler,
             backend_metrics,
             state_checks,
@@ -295,12 +299,28 @@ def run(req: Request) -> Outcome:
             raise
         _mark_partial_in_place(run_dir / "manifest.json", manifest, DiskFull(run_dir))
         raise DiskFull(run_dir) from e
+    finally:
+        if hist is not None:
+            hist.close()
     if exposure_figures is not None:
         summary["exposure"] = exposure_figures
         results.write_json(run_dir / "summary.json", summary)
     if error is not None:
         raise error
     return Outcome(run_dir, summary, manifest, drive.signal if drive is not None else None)
+
+
+def _post_run_record(hist: postrun.History, t0: float | None) -> dict[str, Any]:
+    """How the post-run pass split the history (and how long each part took), for the
+    manifest: memory after the drive follows one shard of ``runs_per_shard`` runs."""
+    out: dict[str, Any] = {
+        "history_events": hist.partition.events,
+        "shards": hist.shards.n_shards,
+        "runs_per_shard": hist.shards.size,
+    }
+    if t0 is not None:
+        out["partition_s"] = round(time.monotonic() - t0, 3)
+    return out
 
 
 def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) -> None:
@@ -319,6 +339,7 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
+ACK_ROWS_CHUNK = 20_000  # exposure.csv rows built and written at a time
 SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
 # faults after which the write-loss checker's losses are what the replica lacked
 NODE_LOSS_FAULTS = ("lose-node",)
@@ -326,7 +347,7 @@ NODE_LOSS_FAULTS = ("lose-node",)
 
 def _exposure(
     positions: exposure.PositionSampler,
-    events: list[dict[str, Any]],
+    events: postrun.History,
     timeline: dict[str, Any] | None,
     checks: dict[str, Any],
     run_dir: Path,
@@ -338,7 +359,10 @@ def _exposure(
     fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
     t_end = positions.samples[-1].t1 if positions.samples else 0.0
     figures = exposure.summarize(positions, acks, t_end, fault_t)
-    pd.DataFrame(exposure.ack_rows(acks)).to_csv(run_dir / "exposure.csv", index=False)
+    for i in range(0, max(len(acks), 1), ACK_ROWS_CHUNK):  # one row dict per ack: in chunks
+        pd.DataFrame(exposure.ack_rows(acks[i : i + ACK_ROWS_CHUNK])).to_csv(
+            run_dir / "exposure.csv", index=False, mode="w" if i == 0 else "a", header=i == 0
+        )
     pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
     pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
         run_dir / "exposure_samples.csv", index=False
@@ -369,8 +393,7 @@ def _replication_checks(deployment: Any, timeline: dict[str, Any] | None) -> dic
 def _check_state(
     req: Request,
     states: Callable[[], StateView],
-    events: list[dict[str, Any]],
-    runs: pd.DataFrame,
+    events: postrun.History,
     timeline: dict[str, Any] | None,
     integrity: Callable[[], dict[str, Any]] | None,
     extra: dict[str, Any],
@@ -381,8 +404,8 @@ def _check_state(
     bench/checkers.py). ``extra``: checks made elsewhere (replication health), composed into the
     verdict like the others. After a fault, the promise (``promise_of``) judges the write loss
     (bench/promise_check.py)."""
-    out = checkers.check_all(
-        events, states, list(req.schedule.runs), req.schedule.seed, timeline, integrity
+    out = postrun.check_all(
+        events, states, req.schedule.runs, req.schedule.seed, timeline, integrity
     )
     out.update(extra)
     fault = (timeline or {}).get("fault")
@@ -392,20 +415,13 @@ def _check_state(
     return out
 
 
-def _runs_table(req: Request, events: list[dict[str, Any]], drive: DriveResult) -> pd.DataFrame:
-    return metrics.run_table(
-        events, req.schedule.runs, req.settings.retry, req.settings.time_scale, drive.start_t
-    )
-
-
 # size: writes every result file of a run in order; not split in this change.
 def _write(
     req: Request,
     run_dir: Path,
     manifest: dict[str, Any],
     drive: DriveResult | None,
-    events: list[dict[str, Any]] | None,
-    runs: pd.DataFrame | None,
+    hist: postrun.History | None,
     sampler: ResourceSampler | None,
     backend_metrics: dict[str, Any],
     state_checks: dict[str, Any],
@@ -417,18 +433,29 @@ def _write(
         "backend": req.backend,
         "workload": req.schedule.spec.name,
     }
-    if drive is not None and events is not None and runs is not None:
-        steps = metrics.step_table(events)
+    if drive is not None and hist is not None:
         warmup_end = drive.start_t + req.schedule.warmup_s
-        summary.update(metrics.summarize(runs, steps, warmup_end, drive.end_t))
+        # runs.csv, steps.csv and timeseries.csv written a shard at a time
+        t_post = time.monotonic()
+        summary.update(
+            postrun.tabulate(
+                hist,
+                req.schedule.runs,
+                req.settings.retry,
+                req.settings.time_scale,
+                drive.start_t,
+                warmup_end,
+                drive.end_t,
+                run_dir,
+            )
+        )
+        post_run = manifest.setdefault("post_run", _post_run_record(hist, None))
+        post_run["tables_s"] = round(time.monotonic() - t_post, 3)
         # offered over the measured window (as runs/s is); the schedule's own average apart
         summary["offered_rate_per_s"] = summary["throughput"]["offered_runs_per_s"]
         summary["schedule_rate_per_s"] = req.schedule.offered_rate()
         summary["schedule_start_t"] = drive.start_t
         summary["dispatch_lag"] = metrics.latency_summary(drive.lags_s)
-        runs.to_csv(run_dir / "runs.csv", index=False)
-        steps.to_csv(run_dir / "steps.csv", index=False)
-        metrics.timeseries(runs, steps).to_csv(run_dir / "timeseries.csv", index=False)
         w = lag_warning(drive.lags_s)
         summary["untrusted"] = [w] if w else []  # the report keeps these out of its medians
         if w:

@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
@@ -34,37 +35,58 @@ HDR_MIN_US, HDR_MAX_US, HDR_DIGITS = 1, 3_600_000_000, 3
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+class Latencies:
+    """An HDR histogram of latencies (microsecond resolution) filled a batch at a time, so a
+    summary over many shards of runs holds one histogram, never every sample."""
+
+    def __init__(self) -> None:
+        self.h = HdrHistogram(HDR_MIN_US, HDR_MAX_US, HDR_DIGITS)
+        self.n = self.over = 0
+
+    def add(self, seconds: Iterable[float]) -> None:
+        h = self.h
+        for s in seconds:
+            if s is None or (isinstance(s, float) and math.isnan(s)):
+                continue
+            us = max(int(round(s * 1e6)), HDR_MIN_US)  # below 1 us is below the resolution
+            if us > HDR_MAX_US:
+                self.over += 1  # reported, never folded into the top bucket
+                continue
+            h.record_value(us)
+            self.n += 1
+
+    def summary(self, censored: int = 0) -> dict[str, Any]:
+        h, n = self.h, self.n
+        if n == 0:
+            return {"count": 0, "over_range": self.over, "censored": censored}
+        out: dict[str, Any] = {
+            "count": n,
+            "over_range": self.over,
+            "censored": censored,
+            "mean_s": h.get_mean_value() / 1e6,
+            "min_s": h.get_min_value() / 1e6,
+        }
+        values = h.get_percentile_to_value_dict(list(PERCENTILES))  # one pass over the buckets
+        for p in PERCENTILES:
+            out[f"p{p:g}_s"] = values[p] / 1e6
+        out["max_s"] = h.get_max_value() / 1e6
+        out["hdr"] = h.encode().decode()
+        return out
+
+
 def latency_summary(seconds: Iterable[float], censored: int = 0) -> dict[str, Any]:
     """Percentiles from an HDR histogram (microsecond resolution), plus the encoded histogram so
     the raw distribution is kept on disk. ``censored`` says how many of ``seconds`` are lower
     bounds (runs still unfinished when the drive ended); it is reported, and the percentiles
     are then lower bounds as well."""
-    h = HdrHistogram(HDR_MIN_US, HDR_MAX_US, HDR_DIGITS)
-    n = over = 0
-    for s in seconds:
-        if s is None or (isinstance(s, float) and math.isnan(s)):
-            continue
-        us = max(int(round(s * 1e6)), HDR_MIN_US)  # below 1 us is below the resolution
-        if us > HDR_MAX_US:
-            over += 1  # reported, never folded into the top bucket
-            continue
-        h.record_value(us)
-        n += 1
-    if n == 0:
-        return {"count": 0, "over_range": over, "censored": censored}
-    out: dict[str, Any] = {
-        "count": n,
-        "over_range": over,
-        "censored": censored,
-        "mean_s": h.get_mean_value() / 1e6,
-        "min_s": h.get_min_value() / 1e6,
-    }
-    values = h.get_percentile_to_value_dict(list(PERCENTILES))  # one pass over the buckets
-    for p in PERCENTILES:
-        out[f"p{p:g}_s"] = values[p] / 1e6
-    out["max_s"] = h.get_max_value() / 1e6
-    out["hdr"] = h.encode().decode()
-    return out
+    lat = Latencies()
+    lat.add(seconds)
+    return lat.summary(censored)
+
+
+RUN_COLUMNS = ["run_id", "seq", "tenant", "warmup", "scheduled_t", "n_steps", "simulated_s"]
+RUN_COLUMNS += ["submit_invoke_t", "submit_ack_t", "submit", "complete_t", "status", "claims"]
+RUN_COLUMNS += ["exec_attempts", "steps_committed", "replays"]
 
 
 def run_table(
@@ -121,7 +143,7 @@ def run_table(
             row["steps_committed"] += 1
         elif op == "replay":
             row["replays"] += 1
-    df = pd.DataFrame(list(rows.values()))
+    df = pd.DataFrame(list(rows.values()), columns=RUN_COLUMNS)
     df["latency_s"] = df["complete_t"] - df["scheduled_t"]
     df["submit_latency_s"] = df["submit_ack_t"] - df["submit_invoke_t"]
     df["overhead_s"] = df["latency_s"] - df["simulated_s"]
@@ -170,32 +192,57 @@ def step_table(events: list[dict[str, Any]]) -> pd.DataFrame:
 def timeseries(runs: pd.DataFrame, steps: pd.DataFrame, bucket_s: float = 1.0) -> pd.DataFrame:
     """Per-bucket arrivals, completed and failed runs, step commits and run-latency percentiles
     (by completion time), for throughput-over-time charts."""
-    end = max(
-        runs["complete_t"].max(skipna=True) if len(runs) else 0.0,
-        runs["scheduled_t"].max() if len(runs) else 0.0,
-    )
-    if not isinstance(end, float) or math.isnan(end):
-        end = 0.0
-    n = int(end // bucket_s) + 1
-    buckets = pd.DataFrame({"t": [i * bucket_s for i in range(n)]})
-    arr = (runs["scheduled_t"] // bucket_s).value_counts()
-    done = runs.dropna(subset=["complete_t"])
-    comp = (done[done["status"] == "completed"]["complete_t"] // bucket_s).value_counts()
-    fail = (done[done["status"] == "failed"]["complete_t"] // bucket_s).value_counts()
-    ok_steps = steps[steps["outcome"] == "ok"]
-    st = (ok_steps["commit_t"] // bucket_s).value_counts()
-    idx = (done["complete_t"] // bucket_s).astype(int)
-    lat = done.groupby(idx)["latency_s"]
-    buckets["arrivals"] = [int(arr.get(i, 0)) for i in range(n)]
-    buckets["runs_completed"] = [int(comp.get(i, 0)) for i in range(n)]
-    buckets["runs_failed"] = [int(fail.get(i, 0)) for i in range(n)]
-    buckets["steps_committed"] = [int(st.get(i, 0)) for i in range(n)]
-    p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
-    buckets["run_latency_p50_s"] = [p50.get(i, math.nan) for i in range(n)]
-    buckets["run_latency_p99_s"] = [p99.get(i, math.nan) for i in range(n)]
-    finished = buckets["runs_completed"] + buckets["runs_failed"]
-    buckets["in_flight"] = buckets["arrivals"].cumsum() - finished.cumsum()
-    return buckets
+    acc = Series(bucket_s)
+    acc.add(runs, steps)
+    return acc.frame()
+
+
+class Series:
+    """``timeseries`` over shards of runs: per-bucket counts added up, and only the
+    (completion time, latency) of finished runs kept for the per-bucket percentiles."""
+
+    def __init__(self, bucket_s: float = 1.0) -> None:
+        self.b = bucket_s
+        self.ends = [math.nan, math.nan]  # last completion, last arrival
+        self.counts: dict[str, pd.Series] = {}
+        self.done: list[pd.DataFrame] = []
+
+    def _count(self, name: str, values: pd.Series) -> None:
+        vc = (values // self.b).value_counts()
+        old = self.counts.get(name)
+        self.counts[name] = vc if old is None else old.add(vc, fill_value=0)
+
+    def add(self, runs: pd.DataFrame, steps: pd.DataFrame) -> None:
+        if len(runs):
+            for i, x in enumerate((runs["complete_t"].max(skipna=True), runs["scheduled_t"].max())):
+                if not math.isnan(x):
+                    self.ends[i] = x if math.isnan(self.ends[i]) else max(self.ends[i], x)
+        self._count("arrivals", runs["scheduled_t"])
+        done = runs.dropna(subset=["complete_t"])
+        self._count("runs_completed", done[done["status"] == "completed"]["complete_t"])
+        self._count("runs_failed", done[done["status"] == "failed"]["complete_t"])
+        self._count("steps_committed", steps[steps["outcome"] == "ok"]["commit_t"])
+        self.done.append(done[["complete_t", "latency_s"]])
+
+    def frame(self) -> pd.DataFrame:
+        b = self.b
+        end = max(*self.ends)  # as on one table: no completion at all -> NaN -> one bucket
+        n = int((0.0 if math.isnan(end) else end) // b) + 1
+        buckets = pd.DataFrame({"t": [i * b for i in range(n)]})
+        done = pd.concat(self.done, ignore_index=True) if self.done else None
+        for name in ("arrivals", "runs_completed", "runs_failed", "steps_committed"):
+            vc = self.counts.get(name, pd.Series(dtype=float))
+            buckets[name] = [int(vc.get(i, 0)) for i in range(n)]
+        if done is not None and len(done):
+            lat = done.groupby((done["complete_t"] // b).astype(int))["latency_s"]
+            p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
+        else:
+            p50 = p99 = pd.Series(dtype=float)
+        buckets["run_latency_p50_s"] = [p50.get(i, math.nan) for i in range(n)]
+        buckets["run_latency_p99_s"] = [p99.get(i, math.nan) for i in range(n)]
+        finished = buckets["runs_completed"] + buckets["runs_failed"]
+        buckets["in_flight"] = buckets["arrivals"].cumsum() - finished.cumsum()
+        return buckets
 
 
 def _rate(count: int, window_s: float) -> float:
@@ -209,86 +256,139 @@ def censored_latency(runs: pd.DataFrame, drive_end_t: float) -> pd.Series:
     return drive_end_t - open_["scheduled_t"]
 
 
-# size: summary.json assembled field by field; not split in this change.
 def summarize(
     runs: pd.DataFrame, steps: pd.DataFrame, warmup_end_t: float, drive_end_t: float
 ) -> dict[str, Any]:
     """Throughput over the measured window and latency figures of the measured runs.
     ``drive_end_t`` (history time) is when the driver stopped waiting: runs accepted but not
     finished by then count in run latency as censored samples at that time."""
-    measured = runs[~runs["warmup"]]
-    done = runs.dropna(subset=["complete_t"])
-    end_t = float(done["complete_t"].max()) if len(done) else math.nan
-    window = end_t - warmup_end_t if not math.isnan(end_t) else math.nan
-    ok_steps = steps[steps["outcome"] == "ok"]
-    in_win = (done["complete_t"] >= warmup_end_t) & (done["complete_t"] <= end_t)
-    in_win_runs = int((in_win & (done["status"] == "completed")).sum())
-    in_win_failed = int((in_win & (done["status"] == "failed")).sum())
-    # offered load over the same window as the achieved rate: arrivals scheduled inside it
-    in_win_arrivals = int(
-        ((runs["scheduled_t"] >= warmup_end_t) & (runs["scheduled_t"] <= end_t)).sum()
-    )
-    in_win_steps = int(
-        ((ok_steps["commit_t"] >= warmup_end_t) & (ok_steps["commit_t"] <= end_t)).sum()
-    )
-    mdone = measured.dropna(subset=["complete_t"])
-    mok = mdone[mdone["status"] == "completed"]
-    measured_ids = set(measured["run_id"])
-    msteps = ok_steps[ok_steps["run_id"].isin(measured_ids)]
-    dup = steps.drop_duplicates(["run_id", "step_id"])
-    censored = censored_latency(measured, drive_end_t)
-    run_lat = pd.concat([mok["latency_s"], censored], ignore_index=True)
-    cens_over = censored - measured.loc[censored.index, "simulated_s"]
-    return {
-        "window": {"start_t": warmup_end_t, "end_t": end_t, "duration_s": window},
-        "throughput": {
-            "runs_per_s": _rate(in_win_runs, window),
-            "failed_runs_per_s": _rate(in_win_failed, window),
-            "steps_per_s": _rate(in_win_steps, window),
-            "offered_runs_per_s": _rate(in_win_arrivals, window),
-            "runs_completed_in_window": in_win_runs,
-            "runs_failed_in_window": in_win_failed,
-            "arrivals_in_window": in_win_arrivals,
-            "steps_committed_in_window": in_win_steps,
-        },
-        "runs": {
-            "scheduled": int(len(runs)),
-            "measured": int(len(measured)),
-            "accepted": int((runs["submit"] == "ok").sum()),
-            "submit_failed": int((runs["submit"] == "failed").sum()),
-            "submit_indeterminate": int((runs["submit"] == "indeterminate").sum()),
-            "completed": int((runs["status"] == "completed").sum()),
-            "failed": int((runs["status"] == "failed").sum()),
-            "unfinished": int(((runs["submit"] == "ok") & runs["complete_t"].isna()).sum()),
-        },
-        "steps": {
-            "committed": int(len(ok_steps)),
-            "commits_not_ok": int((steps["outcome"] != "ok").sum()),
-            "duplicate_executions": int((dup["executions"] - 1).clip(lower=0).sum()),
-            "exec_attempts": int(runs["exec_attempts"].sum()),
-            "replays": int(runs["replays"].sum()),
-        },
-        "latency": {
-            # completed runs plus the censored lower bounds of runs that never finished
-            "run": {
-                **latency_summary(run_lat, censored=len(censored)),
-                "censored_at_t": drive_end_t,
+    acc = Summary(warmup_end_t, drive_end_t)
+    acc.add(runs, steps)
+    return acc.result()
+
+
+_RUN_COUNTS = ("scheduled", "measured", "accepted", "submit_failed", "submit_indeterminate")
+_RUN_COUNTS += ("completed", "failed", "unfinished")
+
+
+class Summary:
+    """``summarize`` over shards of runs (each shard's run table and its steps, disjoint runs):
+    counts added up, latencies into HDR histograms. The window ends at the last completion of
+    all shards, so what may fall after a shard's own last completion (arrivals, step commits)
+    is kept apart, as times, until the end: few, since a shard's runs finish after they arrive
+    and commit their steps."""
+
+    def __init__(self, warmup_end_t: float, drive_end_t: float) -> None:
+        self.w0, self.drive_end = warmup_end_t, drive_end_t
+        self.end_t = math.nan
+        self.n: dict[str, int] = dict.fromkeys(
+            _RUN_COUNTS
+            + ("in_win_runs", "in_win_failed", "in_win_arrivals", "in_win_steps")
+            + ("committed", "commits_not_ok", "duplicate_executions", "exec_attempts", "replays")
+            + ("run_censored", "overhead_censored", "overhead_unbounded", "overhead_negative"),
+            0,
+        )
+        self.later_arrivals: list[np.ndarray] = []  # scheduled after their shard's last completion
+        self.later_steps: list[np.ndarray] = []
+        self.lat = {k: Latencies() for k in ("run", "run_failed", "submit_ack", "step_commit")}
+        self.lat["engine_overhead"] = Latencies()
+
+    def add(self, runs: pd.DataFrame, steps: pd.DataFrame) -> None:
+        n, w0 = self.n, self.w0
+        measured = runs[~runs["warmup"].astype(bool)]
+        done = runs.dropna(subset=["complete_t"])
+        shard_end = float(done["complete_t"].max()) if len(done) else math.nan
+        if not math.isnan(shard_end):
+            self.end_t = shard_end if math.isnan(self.end_t) else max(self.end_t, shard_end)
+        ok_steps = steps[steps["outcome"] == "ok"]
+        # every completion is at or before the global end: only the start bounds the window
+        in_win = done["complete_t"] >= w0
+        n["in_win_runs"] += int((in_win & (done["status"] == "completed")).sum())
+        n["in_win_failed"] += int((in_win & (done["status"] == "failed")).sum())
+        for key, later, t in (
+            ("in_win_arrivals", self.later_arrivals, runs["scheduled_t"]),
+            ("in_win_steps", self.later_steps, ok_steps["commit_t"]),
+        ):
+            t = t.to_numpy(dtype=float)
+            t = t[t >= w0]
+            if math.isnan(shard_end):
+                later.append(t)
+            else:
+                n[key] += int((t <= shard_end).sum())
+                later.append(t[t > shard_end])
+        mdone = measured.dropna(subset=["complete_t"])
+        mok = mdone[mdone["status"] == "completed"]
+        msteps = ok_steps[ok_steps["run_id"].isin(set(measured["run_id"]))]
+        dup = steps.drop_duplicates(["run_id", "step_id"])
+        censored = censored_latency(measured, self.drive_end)
+        cens_over = censored - measured.loc[censored.index, "simulated_s"]
+        n["scheduled"] += int(len(runs))
+        n["measured"] += int(len(measured))
+        n["accepted"] += int((runs["submit"] == "ok").sum())
+        n["submit_failed"] += int((runs["submit"] == "failed").sum())
+        n["submit_indeterminate"] += int((runs["submit"] == "indeterminate").sum())
+        n["completed"] += int((runs["status"] == "completed").sum())
+        n["failed"] += int((runs["status"] == "failed").sum())
+        n["unfinished"] += int(((runs["submit"] == "ok") & runs["complete_t"].isna()).sum())
+        n["committed"] += int(len(ok_steps))
+        n["commits_not_ok"] += int((steps["outcome"] != "ok").sum())
+        n["duplicate_executions"] += int((dup["executions"] - 1).clip(lower=0).sum())
+        n["exec_attempts"] += int(runs["exec_attempts"].sum())
+        n["replays"] += int(runs["replays"].sum())
+        # completed runs plus the censored lower bounds of runs that never finished
+        self.lat["run"].add(mok["latency_s"])
+        self.lat["run"].add(censored)
+        n["run_censored"] += len(censored)
+        self.lat["run_failed"].add(mdone[mdone["status"] == "failed"]["latency_s"])
+        self.lat["submit_ack"].add(measured["submit_latency_s"].dropna())
+        self.lat["step_commit"].add(msteps["commit_latency_s"])
+        # asyncio timers may fire a hair early, so tiny negative overheads are counted apart
+        # instead of being clamped into the histogram; a censored run's overhead is at least
+        # its censored latency - its simulated work; one whose bound is negative (still inside
+        # its own simulated waits) has no bound
+        self.lat["engine_overhead"].add(mok["overhead_s"][mok["overhead_s"] >= 0])
+        self.lat["engine_overhead"].add(cens_over[cens_over >= 0])
+        n["overhead_censored"] += int((cens_over >= 0).sum())
+        n["overhead_unbounded"] += int((cens_over < 0).sum())
+        n["overhead_negative"] += int((mok["overhead_s"] < 0).sum())
+
+    def result(self) -> dict[str, Any]:
+        n, w0, end_t = self.n, self.w0, self.end_t
+        window = end_t - w0 if not math.isnan(end_t) else math.nan
+        arrivals = n["in_win_arrivals"] + sum(int((t <= end_t).sum()) for t in self.later_arrivals)
+        steps = n["in_win_steps"] + sum(int((t <= end_t).sum()) for t in self.later_steps)
+        return {
+            "window": {"start_t": w0, "end_t": end_t, "duration_s": window},
+            "throughput": {
+                "runs_per_s": _rate(n["in_win_runs"], window),
+                "failed_runs_per_s": _rate(n["in_win_failed"], window),
+                "steps_per_s": _rate(steps, window),
+                "offered_runs_per_s": _rate(arrivals, window),
+                "runs_completed_in_window": n["in_win_runs"],
+                "runs_failed_in_window": n["in_win_failed"],
+                "arrivals_in_window": arrivals,
+                "steps_committed_in_window": steps,
             },
-            "run_failed": latency_summary(mdone[mdone["status"] == "failed"]["latency_s"]),
-            "submit_ack": latency_summary(measured["submit_latency_s"].dropna()),
-            "step_commit": latency_summary(msteps["commit_latency_s"]),
-            # asyncio timers may fire a hair early, so tiny negative overheads are counted
-            # apart instead of being clamped into the histogram
-            # a censored run's overhead is at least its censored latency - its simulated work;
-            # one whose bound is negative (still inside its own simulated waits) has no bound
-            "engine_overhead": latency_summary(
-                pd.concat(
-                    [mok["overhead_s"][mok["overhead_s"] >= 0], cens_over[cens_over >= 0]],
-                    ignore_index=True,
+            "runs": {k: n[k] for k in _RUN_COUNTS},
+            "steps": {
+                "committed": n["committed"],
+                "commits_not_ok": n["commits_not_ok"],
+                "duplicate_executions": n["duplicate_executions"],
+                "exec_attempts": n["exec_attempts"],
+                "replays": n["replays"],
+            },
+            "latency": {
+                "run": {
+                    **self.lat["run"].summary(censored=n["run_censored"]),
+                    "censored_at_t": self.drive_end,
+                },
+                "run_failed": self.lat["run_failed"].summary(),
+                "submit_ack": self.lat["submit_ack"].summary(),
+                "step_commit": self.lat["step_commit"].summary(),
+                "engine_overhead": self.lat["engine_overhead"].summary(
+                    censored=n["overhead_censored"]
                 ),
-                censored=int((cens_over >= 0).sum()),
-            ),
-            "engine_overhead_unbounded": int((cens_over < 0).sum()),
-            "engine_overhead_negative": int((mok["overhead_s"] < 0).sum()),
-        },
-    }
+                "engine_overhead_unbounded": n["overhead_unbounded"],
+                "engine_overhead_negative": n["overhead_negative"],
+            },
+        }

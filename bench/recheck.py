@@ -19,9 +19,8 @@ from typing import Any
 
 from backends.base import ExecutionSettings, RetryPolicy, get
 from backends.errors import ConfigError
-from backends.history import read_history
 from backends.promises import Promise
-from bench import experiment, metrics
+from bench import experiment, postrun
 from bench.workload.schedule import Schedule, build_schedule
 from bench.workload.spec import WorkloadSpec
 
@@ -37,10 +36,6 @@ def recheck(run_dir: Path) -> dict[str, Any]:
     settings = _settings(manifest)
     if summary.get("schedule_start_t") is None:
         raise ConfigError(f"{run_dir}: the run never drove its schedule: nothing to check")
-    events = read_history(run_dir / "history")
-    runs = metrics.run_table(
-        events, schedule.runs, settings.retry, settings.time_scale, summary["schedule_start_t"]
-    )
     timeline = _timeline(manifest)
     req = experiment.Request(
         backend=info.name,
@@ -55,11 +50,16 @@ def recheck(run_dir: Path) -> dict[str, Any]:
         note = "recorded at run time: the replica cannot be re-read after the run"
         extra["replication"] = {**recorded, "source": note}
     promise = _recorded_promise(summary)
-    with info.factory.open_kept_state(run_dir, manifest) as view:
-        integrity = getattr(view, "integrity_check", None)
-        checks = experiment._check_state(
-            req, lambda: view, events, runs, timeline, integrity, extra, lambda _fault: promise
-        )
+    # split by run in the system's temporary directory: nothing in the run directory changes
+    history = postrun.partition(run_dir / "history", schedule.runs)
+    try:
+        with info.factory.open_kept_state(run_dir, manifest) as view:
+            integrity = getattr(view, "integrity_check", None)
+            checks = experiment._check_state(
+                req, lambda: view, history, timeline, integrity, extra, lambda _fault: promise
+            )
+    finally:
+        history.close()
     return {
         "run_id": manifest.get("run_id", run_dir.name),
         "backend": info.name,

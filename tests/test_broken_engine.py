@@ -16,6 +16,10 @@ import pytest
 
 from backends.durable.testonly import ENV
 from backends.history import read_history
+from tests.test_postrun import (
+    assert_sharded_checks_equal_whole,
+    assert_sharded_tables_equal_whole,
+)
 
 
 @pytest.mark.parametrize("fault", [None, "kill-worker"])
@@ -24,7 +28,7 @@ def test_checker_reports_every_ack_the_broken_engine_dropped(
 ) -> None:
     cmd = [sys.executable, "-m", "bench.cli", "crash" if fault else "run"]
     cmd += ["--backend", "sqlite", "--replica", "none", "--workload", "smoke", "--no-progress"]
-    cmd += ["--fault", fault] if fault else []
+    cmd += ["--fault", fault, "--keep-data"] if fault else []
     env = {**os.environ, ENV: "drop-commit:7"}
     out = subprocess.run(
         [*cmd, "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, env=env
@@ -45,3 +49,6 @@ def test_checker_reports_every_ack_the_broken_engine_dropped(
     assert out.returncode == 1  # run and crash alike: a failed check is exit 1
     if fault:  # sqlite FULL promises 0 lost through a worker kill: the promise is broken
         assert summary["checks"]["promise"]["verdict"] == "broken"
+    if fault:  # the same checks and tables split into many shards (bench/postrun.py) agree
+        assert_sharded_checks_equal_whole(summary_path.parent)
+        assert_sharded_tables_equal_whole(summary_path.parent, tmp_path / "tables")

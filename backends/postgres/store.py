@@ -34,7 +34,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import psycopg
@@ -383,10 +383,43 @@ class PostgresStateView(StateView):
         rows = self._c().cursor().stream(sql.STATE_ALL_RESULTS, size=STREAM_CHUNK)
         return sql.group_results(rows)
 
+    def for_runs(self, run_ids: Collection[str]) -> StateView:
+        return _PostgresRunsView(self, sorted(run_ids))
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+# ``StateView.for_runs``: the ids as one array parameter
+_RUNS_OF = """SELECT run_id, status, steps_done, error FROM runs
+    WHERE run_id = ANY(%(ids)s) ORDER BY seq"""
+_STEPS_OF = "SELECT run_id, step_id FROM steps WHERE run_id = ANY(%(ids)s)"
+_RESULTS_OF = """SELECT run_id, step_id, output FROM steps
+    WHERE run_id = ANY(%(ids)s) ORDER BY run_id"""
+
+
+class _PostgresRunsView(StateView):
+    """The state of some runs only (``StateView.for_runs``), through the whole view's
+    connection: index lookups and one query per table, so a shard's read costs what it holds."""
+
+    def __init__(self, whole: PostgresStateView, ids: list[str]) -> None:
+        self.whole, self.ids, self._set = whole, {"ids": ids}, frozenset(ids)
+
+    def runs(self) -> list[RunState]:
+        rows = self.whole._c().execute(_RUNS_OF, self.ids)
+        return [RunState(r, s, n, e) for r, s, n, e in rows]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        return self.whole.step_results(run_id) if run_id in self._set else {}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        return {(r, s) for r, s in self.whole._c().execute(_STEPS_OF, self.ids)}
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        rows = self.whole._c().cursor().stream(_RESULTS_OF, self.ids, size=STREAM_CHUNK)
+        return sql.group_results(rows)
 
 
 class PostgresSubmitter:

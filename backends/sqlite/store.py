@@ -22,7 +22,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from backends.base import Plan, RunSpec, RunState, StateView
@@ -195,6 +195,9 @@ class SqliteStateView(StateView):
     def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
         return sql.group_results(self._conn().execute(sql.STATE_ALL_RESULTS))
 
+    def for_runs(self, run_ids: Collection[str]) -> StateView:
+        return _SqliteRunsView(self, json.dumps(sorted(run_ids)))
+
     def close(self) -> None:
         if self._c is not None:
             self._c.close()
@@ -202,6 +205,35 @@ class SqliteStateView(StateView):
 
     def __del__(self) -> None:
         self.close()
+
+
+# ``StateView.for_runs``: the ids as one JSON array parameter (no limit on bound variables)
+_IDS = "(SELECT value FROM json_each(:ids))"
+_RUNS_OF = f"SELECT run_id, status, steps_done, error FROM runs WHERE run_id IN {_IDS} ORDER BY seq"
+_STEPS_OF = f"SELECT run_id, step_id FROM steps WHERE run_id IN {_IDS}"
+_RESULTS_OF = f"SELECT run_id, step_id, output FROM steps WHERE run_id IN {_IDS} ORDER BY run_id"
+
+
+class _SqliteRunsView(StateView):
+    """The state of some runs only (``StateView.for_runs``), through the whole view's
+    connection: primary-key lookups, so a shard's read costs what the shard holds."""
+
+    def __init__(self, whole: SqliteStateView, ids_json: str) -> None:
+        self.whole, self.ids = whole, {"ids": ids_json}
+        self._set = frozenset(json.loads(ids_json))
+
+    def runs(self) -> list[RunState]:
+        rows = self.whole._conn().execute(_RUNS_OF, self.ids)
+        return [RunState(r, s, n, e) for r, s, n, e in rows]
+
+    def step_results(self, run_id: str) -> dict[int, bytes]:
+        return self.whole.step_results(run_id) if run_id in self._set else {}
+
+    def all_step_ids(self) -> set[tuple[str, int]]:
+        return {(r, s) for r, s in self.whole._conn().execute(_STEPS_OF, self.ids)}
+
+    def all_step_results(self) -> Iterator[tuple[str, dict[int, bytes]]]:
+        return sql.group_results(self.whole._conn().execute(_RESULTS_OF, self.ids))
 
 
 def integrity_check(path: Path) -> dict[str, object]:
