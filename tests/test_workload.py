@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import math
 import os
 import random
@@ -520,3 +521,17 @@ def test_lazy_schedule_holds_no_run() -> None:
     assert len(runs) == 1_000_000
     assert runs.nbytes() <= 12 * len(runs)
     assert runs[999_999].run_id == "r999999" and runs[999_999].scheduled_t == times[-1]
+
+
+def test_plan_json_is_what_json_dumps_writes() -> None:
+    """Plan.to_json formats steps by hand; the text must stay json.dumps's, odd fields too."""
+    odd = (
+        StepSpec(0, "llm", 'say "hi"\n', 1, 5),
+        StepSpec(1, "tool", "tool:séarch", float("inf"), 7, 2, True),
+        StepSpec(2, "tool", "tool:http", 0.1 + 0.2, 3),
+    )
+    plans = [Plan((odd[:1], odd[1:])), *(r.plan for r in build_schedule(AGENT, 2).runs[:40])]
+    for plan in plans:
+        groups = [[dataclasses.asdict(s) for s in g] for g in plan.groups]
+        assert plan.to_json() == json.dumps(groups, separators=(",", ":"))
+        assert Plan.from_json(plan.to_json()) == plan
