@@ -148,9 +148,10 @@ class Driver:
         ticker = asyncio.create_task(self._tick())
         engine_coro = self.inline_engine
         engine = asyncio.create_task(engine_coro) if engine_coro is not None else None
-        # every object alive now (the schedule above all: ~10 objects per step) leaves the
-        # cyclic GC's view for the drive: a full collection over a 20,000-run schedule took
-        # 160-350 ms, one late arrival burst each time; refcounting still frees them
+        # every object alive now (modules, the deployment; the schedule holds no per-run object
+        # since it became lazy) leaves the cyclic GC's view for the drive: a full collection
+        # over an eagerly built 20,000-run schedule took 160-350 ms, one late arrival burst
+        # each time; refcounting still frees them
         gc.collect()
         gc.freeze()
         start_t = self.h.now()
