@@ -3,8 +3,10 @@
 Each run is submitted at its scheduled time whether or not the backend has kept up (open loop):
 a submit is dispatched as its own task, so a slow ack never delays the next arrival, and latency
 is measured from the scheduled time. The only delay the driver itself can add is dispatch lag
-(the event loop waking up late); it is measured for every arrival, and a run whose lag was large
-is flagged, because then the figures describe the harness, not the backend.
+(the event loop reaching the arrival late, then the submit's task waiting for the loop); it is
+measured for every arrival when its submit starts (the time of its invoke event, as the history
+shows it), and a run whose lag was large is flagged, because then the figures describe the
+harness, not the backend.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -30,10 +34,10 @@ from rich.text import Text
 from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
 from backends.errors import DiskFull, Indeterminate
-from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter
+from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter, RawJSON
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
-from bench.workload.schedule import Schedule
+from bench.workload.schedule import Schedule, seq_of
 
 LAG_WARN_S = 0.010  # an arrival dispatched later than this is "late"
 LAG_WARN_FRACTION = 0.01  # warn when more than this share of arrivals was late ...
@@ -46,6 +50,15 @@ STALL_PROBE_S = 2.0
 STOP_POLL_S = 0.05  # a wait for the next arrival checks for a stop (signal, fatal) this often  # no run finished for this long while draining: ask the store what is left
 
 
+# what the drive knows of a run, one byte per scheduled run (by seq), so its memory stays a
+# byte a run however long the schedule (sets of run ids cost ~100 bytes a run)
+ACKED = 1  # the run-accepted ack
+FINISHED = 2  # its run-completed ack is in a history
+LOST = 4  # after a fault: accepted, but the store no longer has it
+STORE_FINISHED = 8  # after a fault: finished in the store, with no completion in any history
+SETTLED = FINISHED | LOST | STORE_FINISHED  # nothing more to wait for
+
+
 @dataclass
 class Progress:
     total: int
@@ -55,15 +68,26 @@ class Progress:
     completed: int = 0
     failed: int = 0
     steps: int = 0
-    finished_ids: set[str] = field(default_factory=set)
-    acked_ids: set[str] = field(default_factory=set)
+    flags: bytearray = field(init=False)  # ACKED | FINISHED | ... by seq
+
+    def __post_init__(self) -> None:
+        self.flags = bytearray(self.total)
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed
+
+    def count(self, has: int, lacks: int = 0) -> int:
+        """Runs whose flags include every bit of ``has`` and none of ``lacks``."""
+        f = np.frombuffer(self.flags, dtype=np.uint8)
+        return int(np.count_nonzero((f & (has | lacks)) == has))
 
 
 @dataclass
 class DriveResult:
     start_t: float  # schedule start, in history time (seconds since the epoch)
     end_t: float
-    lags_s: list[float]
+    lags_s: array[float]  # dispatch lag of every submit started, in the order they started
     progress: Progress
     interrupted: bool = False
     drain_timed_out: bool = False
@@ -87,11 +111,7 @@ class Driver:
     ) -> None:
         self.inline_engine = inline_engine
         self.nemesis = nemesis
-        self.lost_ids: set[str] = set()  # accepted runs the store no longer has (after a fault)
         self.store_unfinished = False  # after a fault: accepted runs still queued/running
-        # after a fault: runs the store has finished whose completion the history never saw (the
-        # worker died between its commit and its history line): no event will ever come
-        self.store_finished_ids: set[str] = set()
         self.schedule = schedule
         self.client = client
         self.h = history
@@ -128,15 +148,16 @@ class Driver:
         ticker = asyncio.create_task(self._tick())
         engine_coro = self.inline_engine
         engine = asyncio.create_task(engine_coro) if engine_coro is not None else None
-        # every object alive now (the schedule above all: ~10 objects per step) leaves the
-        # cyclic GC's view for the drive: a full collection over a 20,000-run schedule took
-        # 160-350 ms, one late arrival burst each time; refcounting still frees them
+        # every object alive now (modules, the deployment; the schedule holds no per-run object
+        # since it became lazy) leaves the cyclic GC's view for the drive: a full collection
+        # over an eagerly built 20,000-run schedule took 160-350 ms, one late arrival burst
+        # each time; refcounting still frees them
         gc.collect()
         gc.freeze()
         start_t = self.h.now()
         self.sampler.sample(start_t)  # CPU "during the drive" is counted from here
         fault = asyncio.create_task(self.nemesis.run(start_t)) if self.nemesis else None
-        lags: list[float] = []
+        self._lags: array[float] = array("d")
         submits: set[asyncio.Task[None]] = set()
         drain_timed_out = False
         try:
@@ -151,8 +172,6 @@ class Driver:
                     delay = due - time.monotonic()
                 if self.stop.is_set():
                     break
-                lag = time.monotonic() - due
-                lags.append(max(lag, 0.0))
                 task = asyncio.create_task(self._submit(run, start_t + run.scheduled_t))
                 submits.add(task)
                 task.add_done_callback(submits.discard)
@@ -164,7 +183,7 @@ class Driver:
             next_probe = time.monotonic()
             if fault is not None:
                 await self._probe_store()
-            finished, progress_t = len(self.p.finished_ids), time.monotonic()
+            finished, progress_t = self.p.finished, time.monotonic()
             while not self.stop.is_set() and (self._outstanding() > 0 or self.store_unfinished):
                 if time.monotonic() > deadline:
                     drain_timed_out = True
@@ -172,8 +191,8 @@ class Driver:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), 0.05)
                 self._read_tails()
-                if len(self.p.finished_ids) != finished:
-                    finished, progress_t = len(self.p.finished_ids), time.monotonic()
+                if self.p.finished != finished:
+                    finished, progress_t = self.p.finished, time.monotonic()
                 # without a fault the store is asked only once nothing has finished for a
                 # while: an accepted run it no longer has can never finish, so waiting for it
                 # until the drain timeout would prove nothing (the checks report it as lost)
@@ -194,16 +213,17 @@ class Driver:
                 signal.signal(sig, handler)  # asyncio would leave SIGTERM at its default: death
             self._read_tails()
             self._render(final=True)
+            self.sampler.drive_ended()
         return DriveResult(
             start_t,
             self.h.now(),
-            lags,
+            self._lags,
             self.p,
             self.signal is not None,
             drain_timed_out,
             self.fatal,
             self.signal,
-            len(self.lost_ids - self.p.finished_ids),
+            self.p.count(LOST, FINISHED),
         )
 
     def _fail(self, error: BaseException) -> None:
@@ -221,8 +241,7 @@ class Driver:
             self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
-        seen = self.p.finished_ids | self.lost_ids | self.store_finished_ids
-        return len(self.p.acked_ids - seen)
+        return self.p.count(ACKED, SETTLED)
 
     async def _probe_store(self) -> None:
         """After a fault the history alone cannot say when the work is over: accepted runs may
@@ -230,22 +249,31 @@ class Driver:
         them), and runs whose completion was acked may have been rolled back to queued/running
         by the recovery (wait for them to run again)."""
         try:
-            stored = await asyncio.to_thread(
-                lambda: {r.run_id: r.status for r in self.client.state().runs()}
-            )
+            stored = await asyncio.to_thread(self._stored_status)
         except Exception:  # noqa: BLE001 - the store may still be recovering
             self.store_unfinished = True
             return
-        self.lost_ids = self.p.acked_ids - set(stored)
-        done = ("completed", "failed")
-        self.store_finished_ids = {r for r in self.p.acked_ids if stored.get(r) in done}
-        unfinished = [r for r in self.p.acked_ids if stored.get(r) in ("queued", "running")]
+        f = np.frombuffer(self.p.flags, dtype=np.uint8)
+        acked = (f & ACKED) != 0
+        f &= ~np.uint8(LOST | STORE_FINISHED)
+        f[acked & (stored == _ABSENT)] |= LOST
+        f[acked & (stored == _DONE)] |= STORE_FINISHED
+        unfinished = int(np.count_nonzero(acked & (stored == _UNFINISHED)))
         self.store_unfinished = bool(unfinished)
         self.h.record(
             INFO,
             "probe",
-            value={"lost": len(self.lost_ids), "unfinished_in_store": len(unfinished)},
+            value={"lost": self.p.count(LOST), "unfinished_in_store": unfinished},
         )
+
+    def _stored_status(self) -> np.ndarray:
+        """Each scheduled run's status in the store, by seq: _ABSENT, _DONE or _UNFINISHED."""
+        out = np.full(self.p.total, _ABSENT, dtype=np.uint8)
+        for r in self.client.state().runs():
+            seq = _seq(r.run_id, self.p.total)
+            if seq is not None:
+                out[seq] = _STORE_STATUS.get(r.status, _OTHER)
+        return out
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         try:
@@ -255,7 +283,12 @@ class Driver:
 
     async def _submit_one(self, run: RunSpec, scheduled_t: float) -> None:
         self.p.dispatched += 1
-        self.h.record(INVOKE, "submit", run.run_id, value={"scheduled_t": round(scheduled_t, 6)})
+        # the value as json.dumps writes it, formatted directly (once per run)
+        value = RawJSON(f'{{"scheduled_t":{round(scheduled_t, 6)!r}}}')
+        t = self.h.record(INVOKE, "submit", run.run_id, value=value)
+        # measured here, not where the arrival loop created this task: the task may wait for
+        # the loop behind other callbacks (measured: up to 2x the loop's own lag when behind)
+        self._lags.append(max(t - scheduled_t, 0.0))
         try:
             await self.client.submit(run)
         except Indeterminate as e:
@@ -268,7 +301,7 @@ class Driver:
             return
         self.h.record(OK, "submit", run.run_id)
         self.p.acked += 1
-        self.p.acked_ids.add(run.run_id)
+        self.p.flags[run.seq] |= ACKED
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -281,9 +314,11 @@ class Driver:
             # counted in the bytes, not line by line: the harness's CPU per step matters
             # (HistoryWriter writes "type" before "op", with no spaces)
             self.p.steps += chunk.count(b'"type":"ok","op":"commit"')
+            flags = self.p.flags
             for e in _complete_events(chunk):
-                if e["type"] == "ok" and e["run"] not in self.p.finished_ids:
-                    self.p.finished_ids.add(e["run"])
+                seq = _seq(e["run"], len(flags))
+                if e["type"] == "ok" and seq is not None and not flags[seq] & FINISHED:
+                    flags[seq] |= FINISHED
                     if e.get("value") == "completed":
                         self.p.completed += 1
                     else:
@@ -331,6 +366,19 @@ class Driver:
             self._live = None
 
 
+_ABSENT, _DONE, _UNFINISHED, _OTHER = 0, 1, 2, 3
+_STORE_STATUS = {"completed": _DONE, "failed": _DONE, "queued": _UNFINISHED, "running": _UNFINISHED}
+
+
+def _seq(run_id: object, n: int) -> int | None:
+    """The seq of a scheduled run's id; None for anything else (not one of this schedule's)."""
+    try:
+        seq = seq_of(run_id)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seq if 0 <= seq < n else None
+
+
 def _complete_events(chunk: bytes) -> Iterator[dict[str, Any]]:
     """The "complete" events in a chunk of whole history lines, found without splitting it."""
     i = chunk.find(b'"op":"complete"')
@@ -375,7 +423,7 @@ def _main_thread_runner(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[
     return run
 
 
-def lag_warning(lags: list[float]) -> str | None:
+def lag_warning(lags: Sequence[float]) -> str | None:
     if not lags:
         return None
     late = sum(1 for x in lags if x > LAG_WARN_S)

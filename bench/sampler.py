@@ -5,7 +5,11 @@ Memory has one definition for every backend and role: ``peak_pss_bytes``, the la
 PSS summed over the role's process tree (shared pages charged once, in proportion), sampled with
 the CPU figures (every 0.5 s during the drive, so a shorter spike can be missed). Beside it,
 ``peak_rss_hwm_bytes`` is the kernel's own peak RSS (VmHWM) where one exists: a role that is a
-single process, and the harness; it is None for a process tree."""
+single process, and the harness; it is None for a process tree.
+
+The harness's memory of the drive alone (before the post-run checks, which read the whole
+history) is ``rss_bytes_end_of_drive`` (VmRSS when the drain ended) and
+``peak_rss_hwm_bytes_drive`` (VmHWM then: the peak from start-up to the end of the drive)."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class ResourceSampler:
         self._first: dict[str, tuple[float, float]] = {}  # role -> (t, cpu_s) at first sample
         self._last: dict[str, tuple[float, float]] = {}
         self._harness_peak_pss = 0
+        self._drive_end: dict[str, int | None] = {}
 
     def sample(self, t: float) -> None:
         for role, proc in self.deployment.processes().items():
@@ -57,6 +62,13 @@ class ResourceSampler:
                 "pss_bytes": pss,
             }
         )
+
+    def drive_ended(self) -> None:
+        """The harness's memory when the drive (arrivals and drain) ended, before any check."""
+        self._drive_end = {
+            "rss_bytes_end_of_drive": self._me.memory_info().rss,
+            "peak_rss_hwm_bytes_drive": vm_hwm(os.getpid()),
+        }
 
     def _mark(self, role: str, t: float, cpu_s: float) -> None:
         self._first.setdefault(role, (t, cpu_s))
@@ -97,6 +109,7 @@ class ResourceSampler:
             "process_tree": False,
             "restarts": 0,
             "pid": os.getpid(),
+            **self._drive_end,
             **self._during("harness"),
         }
         return out

@@ -165,6 +165,18 @@ def test_sqlite_run_writes_complete_results(tmp_path: Path) -> None:
     assert summary["backend_metrics"]["litestream"]["sync_count"] > 0
     roles = set(summary["resources"])
     assert {"worker-0", "worker-1", "litestream", "seaweedfs", "harness"} <= roles
+    harness = summary["resources"]["harness"]
+    assert 0 < harness["rss_bytes_end_of_drive"] <= harness["peak_rss_hwm_bytes_drive"]
+    assert harness["peak_rss_hwm_bytes_drive"] <= harness["peak_rss_hwm_bytes"]
+    # the dispatch lag is the history's: each submit's invoke time minus its scheduled time
+    invokes = [
+        e
+        for e in map(json.loads, (run_dir / "history/harness.jsonl").read_text().splitlines())
+        if e["type"] == "invoke" and e["op"] == "submit"
+    ]
+    late = max(max(e["t"] - e["value"]["scheduled_t"], 0.0) for e in invokes)
+    assert summary["dispatch_lag"]["count"] == len(invokes) == sched["runs"]
+    assert abs(summary["dispatch_lag"]["max_s"] - late) <= 0.01 * late + 2e-6
     assert "results:" in out.stderr
     assert "runs/s" in out.stdout  # the summary table
 

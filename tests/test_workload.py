@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import json
 import math
 import os
 import random
 import statistics
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 
-from backends.base import Plan, RetryPolicy, StepSpec
+from backends.base import Plan, RetryPolicy, RunSpec, StepSpec
 from backends.errors import ConfigError
 from bench.workload import (
     BUILTIN,
@@ -31,6 +34,8 @@ from bench.workload import (
     resolve_workload,
     validate_workload,
 )
+from bench.workload.arrivals import arrival_arrays
+from bench.workload.schedule import ScheduledRuns, _schedule_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "workloads" / "example.toml"
@@ -467,3 +472,66 @@ def test_critical_path_failures_stop_the_run() -> None:
     exhausted = Plan(((_step(0, 1.0, fails=5),), (_step(1, 9.0),)))
     # More failures than attempts: max_attempts attempts, waits between them, then the run fails.
     assert critical_path_s(exhausted, RETRY) == pytest.approx(3 * 1.0 + 0.5 + 0.8)
+
+
+# --- lazy schedule -----------------------------------------------------------------------------
+
+
+def _eager_runs(spec: WorkloadSpec, seed: int, rate_scale: float) -> list[RunSpec]:
+    """The schedule as it was built before it became lazy: every RunSpec up front."""
+    arrivals = arrival_times(spec.arrivals, spec.duration_s, random.Random(f"{seed}:arrivals"))
+    out = []
+    for seq, (t, tenant) in enumerate(arrivals):
+        plan = make_plan(spec.plan, random.Random(f"{seed}:plan:{seq}"), spec.retry.max_attempts)
+        st = t / rate_scale
+        out.append(RunSpec(f"r{seq:06d}", seq, tenant, st, st < spec.warmup_s / rate_scale, plan))
+    return out
+
+
+@pytest.mark.parametrize("name", ["smoke", "agent-burst"])
+def test_lazy_schedule_equals_the_eager_build(name: str) -> None:
+    spec = BUILTIN[name]
+    sched = build_schedule(spec, seed=4, rate_scale=2.0)
+    eager = _eager_runs(spec, 4, 2.0)
+    assert len(sched.runs) == len(eager)
+    assert list(sched.runs) == eager  # same runs, same plans
+    assert [r.plan.to_json() for r in sched.runs] == [r.plan.to_json() for r in eager]
+    assert sched.runs[-1] == eager[-1] and sched.runs[3:7] == eager[3:7]
+    assert sched.hash == _schedule_hash(spec, 4, 2.0, eager)[0]
+    assert sched.summary()["steps"] == sum(r.n_steps for r in eager)
+    assert sched.summary()["warmup_runs"] == sum(r.warmup for r in eager)
+    with pytest.raises(IndexError):
+        sched.runs[len(eager)]
+
+
+def test_lazy_schedule_holds_no_run() -> None:
+    """A run handed out is not kept by the schedule (it is rebuilt, equal, when asked again),
+    and what the schedule holds per run stays a few bytes, however many runs: a million-run
+    schedule's arrays are built here without building any plan."""
+    sched = build_schedule(SMOKE, seed=1)
+    run = sched.runs[5]
+    ref = weakref.ref(run)
+    del run
+    gc.collect()
+    assert ref() is None
+    assert sched.runs[5] == sched.runs[5]
+    spec = ArrivalSpec(profile="constant", tenants=8, rate_per_s=10_000.0)
+    times, tenants, names = arrival_arrays(spec, 100.0, random.Random(0))
+    runs = ScheduledRuns(times, tenants, names, 0.0, 1, SMOKE.plan, 4)
+    assert len(runs) == 1_000_000
+    assert runs.nbytes() <= 12 * len(runs)
+    assert runs[999_999].run_id == "r999999" and runs[999_999].scheduled_t == times[-1]
+
+
+def test_plan_json_is_what_json_dumps_writes() -> None:
+    """Plan.to_json formats steps by hand; the text must stay json.dumps's, odd fields too."""
+    odd = (
+        StepSpec(0, "llm", 'say "hi"\n', 1, 5),
+        StepSpec(1, "tool", "tool:séarch", float("inf"), 7, 2, True),
+        StepSpec(2, "tool", "tool:http", 0.1 + 0.2, 3),
+    )
+    plans = [Plan((odd[:1], odd[1:])), *(r.plan for r in build_schedule(AGENT, 2).runs[:40])]
+    for plan in plans:
+        groups = [[dataclasses.asdict(s) for s in g] for g in plan.groups]
+        assert plan.to_json() == json.dumps(groups, separators=(",", ":"))
+        assert Plan.from_json(plan.to_json()) == plan
