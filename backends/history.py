@@ -20,7 +20,10 @@ Event fields:
   run, step, attempt, value   as they apply
 
 Writes are unbuffered ``os.write`` calls on an O_APPEND descriptor: an event written before a
-SIGKILL is in the file, so the history of a killed worker is complete up to its death.
+SIGKILL is in the file, so the history of a killed worker is complete up to its death. A worker
+joins a few events into one write only where nothing outside it can observe what happened in
+between (a step attempt that does not wait, at --time-scale 0: its lines go out together before
+its commit; a group commit's acks go out together before any step resumes).
 """
 
 from __future__ import annotations
