@@ -98,10 +98,13 @@ class HistoryWriter:
         """Whole event lines in one ``os.write`` (one syscall for a group commit's acks)."""
         if not lines:
             return
-        data = memoryview(lines.encode())
+        data = lines.encode()
         try:
-            while data:  # a regular file takes it whole; loop in case it ever does not
-                data = data[os.write(self._fd, data) :]
+            n = os.write(self._fd, data)
+            if n < len(data):  # a regular file takes it whole; finish it in case it ever does not
+                rest = memoryview(data)[n:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest) :]
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise DiskFull(self.path.parent) from e
