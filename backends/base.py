@@ -422,9 +422,10 @@ class Deployment(abc.ABC):
         for a store that is down: a side it cannot read is None."""
         return None
 
-    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+    def raw_commit_rate(self, seconds: float, clients: int = 1) -> dict[str, Any]:
         """Baseline: commits/s of one small insert per transaction on the same store and
-        settings, for comparison with the engine's step checkpoints."""
+        settings, for comparison with the engine's step checkpoints, from ``clients``
+        concurrent connections (a backend that cannot refuses more than one)."""
         raise ConfigError(f"{self.backend}: no raw commit-rate baseline for this backend")
 
 

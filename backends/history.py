@@ -20,7 +20,10 @@ Event fields:
   run, step, attempt, value   as they apply
 
 Writes are unbuffered ``os.write`` calls on an O_APPEND descriptor: an event written before a
-SIGKILL is in the file, so the history of a killed worker is complete up to its death.
+SIGKILL is in the file, so the history of a killed worker is complete up to its death. A worker
+joins a few events into one write only where nothing outside it can observe what happened in
+between (a step attempt that does not wait, at --time-scale 0: its lines go out together before
+its commit; a group commit's acks go out together before any step resumes).
 """
 
 from __future__ import annotations
@@ -97,10 +100,13 @@ class HistoryWriter:
         """Whole event lines in one ``os.write`` (one syscall for a group commit's acks)."""
         if not lines:
             return
-        data = memoryview(lines.encode())
+        data = lines.encode()
         try:
-            while data:  # a regular file takes it whole; loop in case it ever does not
-                data = data[os.write(self._fd, data) :]
+            n = os.write(self._fd, data)
+            if n < len(data):  # a regular file takes it whole; finish it in case it ever does not
+                rest = memoryview(data)[n:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest) :]
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise DiskFull(self.path.parent) from e

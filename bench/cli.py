@@ -268,6 +268,12 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_common(base)
     base.add_argument("--seconds", type=float, default=5.0)
+    base.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="concurrent committing connections (default 1; postgres: pgbench -c)",
+    )
     base.set_defaults(func=cmd_baseline)
     return ap
 
@@ -517,6 +523,8 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
     options = _backend_options(args, args.backend)
     settings = _settings(args, RetryPolicy(), 0.0)
+    if not 1 <= args.clients <= 64:
+        raise ConfigError("--clients must be between 1 and 64")
     with tempfile.TemporaryDirectory(prefix="durabench-baseline-") as tmp:
         root = Path(tmp)
         ctx = RunContext(
@@ -525,7 +533,7 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
         dep = get(args.backend).factory(options, ctx)
         try:
             dep.start()
-            result = dep.raw_commit_rate(args.seconds)
+            result = dep.raw_commit_rate(args.seconds, args.clients)
         finally:
             dep.stop()
     result["backend"] = args.backend

@@ -5,6 +5,8 @@ Procedure (repeatable; the figures are benchmarks, not tests):
     bench run --backend sqlite --workers 1 --workload capacity --time-scale 0 \\
         --results-dir /tmp/cpu --no-progress
     bench baseline --backend sqlite --synchronous FULL --seconds 5
+    bench baseline --backend postgres --clients 4 --seconds 5   # pgbench -c 4: the peer of
+                                                                 # 2 workers on one server
     python scripts/cpu_per_step.py /tmp/cpu/<run-id> [more run dirs ...]
 
 Each run's ``resources`` hold every role's CPU seconds during the drive (schedule start to the

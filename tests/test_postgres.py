@@ -169,9 +169,10 @@ def test_existing_server_gets_only_its_own_schema(
                           ["durabench"]).fetchone()  # fmt: skip
     assert owner == ("bench",)
     code = main(["baseline", "--backend", "postgres", "--postgres-dsn", bench_dsn(external),
-                 "--seconds", "1"])  # fmt: skip
+                 "--seconds", "1", "--clients", "2"])  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["commits_per_s"] > 0 and out["synchronous_commit"] == "on"
+    assert out["clients"] == 2
     assert {r for s, r in snapshot(external) - before if s != "durabench"} == set()
 
 

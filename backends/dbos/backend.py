@@ -382,7 +382,9 @@ class DbosDeployment(PooledWorkers, Deployment):
             m["completion_watcher_read_errors"] = self._client.watcher.errors
         return m
 
-    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+    def raw_commit_rate(self, seconds: float, clients: int = 1) -> dict[str, Any]:
+        if clients != 1:
+            raise ConfigError("dbos: the raw commit-rate baseline has one client (--clients 1)")
         return self.store.raw_commit_rate(seconds)
 
 

@@ -119,7 +119,9 @@ class Executor:
             INFO,
             "claim",
             run.run_id,
-            value={"journal": len(run.journal), "claims": run.claims, "since": round(since, 6)},
+            value=RawJSON(
+                f'{{"journal":{len(run.journal)},"claims":{run.claims},"since":{since:.6f}}}'
+            ),
         )
         try:
             groups = run.plan.groups
@@ -164,27 +166,41 @@ class Executor:
         retry = self.settings.retry
         attempt = 0
         claim = RawJSON(f'{{"claim":{since:.6f}}}')  # formatted once, not at every attempt
+        # An attempt that waits (a simulated LLM / tool call in flight) has its invoke written
+        # before the wait. One that does not (--time-scale 0) is pure computation in this
+        # process, seen by nothing outside it: its invoke, outcome and the commit's invoke go
+        # out in ONE write, before the commit (each line keeps its own time). A kill in those
+        # microseconds loses only events that no one outside could have observed.
+        external = step.latency_s * self.settings.time_scale > 0
+        lines = ""
         while True:
             attempt += 1
             # the claim this execution came from: a checker tells work redone because two
             # claims overlapped (claim began before the ack) from a forgotten ack (after it)
-            h.record(INVOKE, "exec", run.run_id, sid, attempt, value=claim)
+            lines += h.line(INVOKE, "exec", run.run_id, sid, attempt, claim)
+            if external:
+                h.write(lines)
+                lines = ""
             try:
                 output = await run_step(
                     step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
                 )
             except StepError as e:
-                h.record(FAIL, "exec", run.run_id, sid, attempt, value=str(e))
+                h.write(lines + h.line(FAIL, "exec", run.run_id, sid, attempt, str(e)))
+                lines = ""
                 if not e.retryable or attempt >= retry.max_attempts:
                     return StepFailed(
                         step, f"step {sid} ({step.name}) after {attempt} attempt(s): {e}"
                     )
                 await asyncio.sleep(retry.backoff_s(attempt) * self.settings.time_scale)
                 continue
-            h.record(OK, "exec", run.run_id, sid, attempt, value=len(output))
+            lines += h.line(OK, "exec", run.run_id, sid, attempt, len(output))
             break
+        if self.crash.armed("before-commit"):  # the work's outcome is in the file, as unbatched
+            h.write(lines)
+            lines = ""
         self.crash.hit("before-commit")
-        h.record(INVOKE, "commit", run.run_id, sid, attempt)
+        h.write(lines + h.line(INVOKE, "commit", run.run_id, sid, attempt))
         if self.broken.drop_commit(final):  # TEST ONLY: ack a checkpoint never written
             h.record(INFO, "broken-engine", run.run_id, sid, value="acked without commit")
             h.record(OK, "commit", run.run_id, sid, attempt)

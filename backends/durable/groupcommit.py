@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_BATCH = 256
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
+    """One step result to commit (a tuple: built once per step, a frozen dataclass's
+    ``__init__`` cost more than the rest of the commit's Python)."""
+
     run_id: str
     step_id: int
     output: bytes

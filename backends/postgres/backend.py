@@ -528,11 +528,13 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
             out["replica_position"] = sb.replay_lsn()
         return out
 
-    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
-        """pgbench, one client, one single-row INSERT per transaction, on the same server with
-        the same synchronous_commit: the ceiling for one checkpoint per commit."""
+    def raw_commit_rate(self, seconds: float, clients: int = 1) -> dict[str, Any]:
+        """pgbench, ``clients`` connections, one single-row INSERT per transaction, on the same
+        server with the same synchronous_commit: the ceiling for one checkpoint per commit (with
+        several clients the server's own group commit amortises the WAL flush, the fair peer
+        of several workers)."""
         if self.server is not None:
-            out = pgbench_commit_rate(self.server, seconds, 1, self.sync_commit)
+            out = pgbench_commit_rate(self.server, seconds, clients, self.sync_commit)
         else:
             pgbench = (self.bin_dir or default_bin_dir() or Path("/nonexistent")) / "pgbench"
             if not pgbench.is_file():
@@ -541,7 +543,13 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
                     "--postgres-bin-dir DIR"
                 )
             out = pgbench_commit_rate_dsn(
-                pgbench, self.dsn or "", self.schema, self.ctx.logdir, seconds, 1, self.sync_commit
+                pgbench,
+                self.dsn or "",
+                self.schema,
+                self.ctx.logdir,
+                seconds,
+                clients,
+                self.sync_commit,
             )
         return {**out, "commits_per_s": out["tps"], "server_settings": self.settings}
 

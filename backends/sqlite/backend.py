@@ -601,8 +601,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
             m["lazyfs"] = self.power.describe()
         return m
 
-    def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
+    def raw_commit_rate(self, seconds: float, clients: int = 1) -> dict[str, Any]:
         """One small insert per transaction on the same file, pragmas and replication."""
+        if clients != 1:  # one writer at a time: more clients only queue on the write lock
+            raise ConfigError("sqlite: the raw commit-rate baseline has one client (--clients 1)")
         conn = connect(self.db_path, self.synchronous, autocheckpoint=self.replica == "none")
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS raw_commits (id INTEGER PRIMARY KEY, v BLOB)")

@@ -122,14 +122,20 @@ class SqliteStore:
         out: list[bytes | LeaseLost] = []
         with _Tx(self.conn) as c:
             for it in items:
-                args = {"run_id": it.run_id, "step_id": it.step_id, "worker": worker, "now": now}
+                # one dict serves every statement: sqlite3 reads only the names a statement has
+                args = {
+                    "run_id": it.run_id,
+                    "step_id": it.step_id,
+                    "worker": worker,
+                    "now": now,
+                    "output": it.output,
+                    "attempts": it.attempts,
+                }
                 cur = c.execute(sql.ADVANCE_FINAL if it.final else sql.ADVANCE, args)
                 if cur.rowcount != 1:
                     out.append(LeaseLost(f"sqlite: {worker} no longer owns run {it.run_id}"))
                     continue
-                cur = c.execute(
-                    sql.INSERT_STEP, {**args, "output": it.output, "attempts": it.attempts}
-                )
+                cur = c.execute(sql.INSERT_STEP, args)
                 if cur.rowcount == 1:
                     out.append(it.output)
                     continue
