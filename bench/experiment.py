@@ -237,8 +237,9 @@ def run(req: Request) -> Outcome:
             signals.check()
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
                 extra = _replication_checks(deployment, timeline)
+                promise_of = _promise_of(deployment, timeline)
                 state_checks = _check_state(
-                    req, client.state, events, runs, timeline, integrity, extra, deployment.promise
+                    req, client.state, events, runs, timeline, integrity, extra, promise_of
                 )
                 if positions is not None:
                     exposure_figures = _exposure(positions, events, timeline, state_checks, run_dir)
@@ -320,8 +321,14 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
 
 
 SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
-# faults after which the write-loss checker's losses are what the replica lacked
-NODE_LOSS_FAULTS = ("lose-node",)
+
+
+def _promise_of(
+    deployment: Any, timeline: dict[str, Any] | None
+) -> Callable[[str], Promise | None]:
+    """The promise a fault is judged by: the deployment's, or one a composite fault derives
+    from its parts and its real timeline (``Fault.promise``)."""
+    return lambda fault: faults.get(fault).promise(deployment.promise, timeline or {})
 
 
 def _exposure(
@@ -344,17 +351,22 @@ def _exposure(
         run_dir / "exposure_samples.csv", index=False
     )
     tl = timeline or {}
-    if fault_t is not None and faults.get(tl["fault"]).widens_exposure:
-        end = tl.get("recover_begin_t")
+    fault = faults.get(tl["fault"]) if fault_t is not None else None
+    if fault is not None and fault.widens_exposure:
+        # a composite fault's outage began at its lead-in; one that loses the node ends the
+        # window there (what was at risk then is lost, not caught up)
+        lead = tl.get("lead_in_t")
+        begin = fault_t if lead is None or math.isnan(lead) else lead
+        end = fault_t if fault.loses_node else tl.get("recover_begin_t")
         if end is not None and not math.isnan(end):
             figures["outage"] = {
                 "fault": tl["fault"],
-                **exposure.window(acks, positions.samples, fault_t, end),
+                **exposure.window(acks, positions.samples, begin, end, fault.loses_node),
                 "at_inject": (tl.get("detail") or {}).get("at_inject"),
                 "at_recover": (tl.get("detail") or {}).get("at_recover"),
             }
     wl = checks.get("write_loss") or {}
-    if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
+    if fault is not None and fault.loses_node and "lost" in wl:
         figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
     return figures
 

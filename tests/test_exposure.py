@@ -157,3 +157,21 @@ def test_reading_the_wal_index_keeps_this_process_sqlite_locks(tmp_path: Path) -
     conn.execute("ROLLBACK")
     conn.close()
     reader.close()
+
+
+def test_an_ack_just_before_a_node_loss_is_never_covered_by_the_new_node() -> None:
+    """An ack between the last reading of the lost node and the first of the rebuilt one was
+    made on the lost node: the new node's positions (which restart low, under a replica that
+    holds them) must not count it as replicated."""
+    samples = [s for s in _samples() if s.t0 < 3.5]  # node readable until 3.45
+    samples += [Sample(t, t + 0.001, "g", None, 150) for t in (3.5, 3.55, 3.6)]  # node gone
+    samples += [Sample(3.7 + k * 0.05, 3.701 + k * 0.05, "h", 10, 10) for k in range(10)]
+    events = _history() + [
+        _ev(3.44, "invoke", "submit", "d"),
+        _ev(3.46, "ok", "submit", "d"),  # after the last reading of the old node
+        _ev(3.8, "invoke", "submit", "e"),
+        _ev(3.81, "ok", "submit", "e"),  # on the rebuilt node
+    ]
+    by = {a.id: a for a in exposure.analyze(samples, events)}
+    assert by["d"].covered_t is None
+    assert by["e"].covered_t is not None and by["e"].generation == "h"

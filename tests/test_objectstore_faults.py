@@ -1,6 +1,6 @@
 """Object-store faults (s3-outage, s3-slow) through the harness's proxy: nothing acknowledged
 is lost, the acks made meanwhile are at risk until Litestream catches up, and the catch-up is
-measured."""
+measured. A node lost during an outage (lose-node-in-outage) loses what was at risk then."""
 
 from __future__ import annotations
 
@@ -98,3 +98,77 @@ def test_replication_errors_fail_unless_a_fault_caused_them() -> None:
     assert judge(dict(health), errors_expected=True)["valid"] is True
     behind = {**health, "caught_up": False, "replica_position": 4}
     assert judge(behind, errors_expected=True)["valid"] is False  # still must catch up
+
+
+def _crash(tmp_path: Path, fault: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", "sqlite", "--fault", fault]
+        + ["--workload", "smoke", "--results-dir", str(tmp_path), "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (group,) = tmp_path.glob("*-crash.json")
+    (trial,) = json.loads(group.read_text())["rows"][fault]
+    return json.loads((Path(trial["run_dir"]) / "summary.json").read_text())
+
+
+def test_sqlite_s3_slow_loses_nothing_and_catches_up(tmp_path: Path) -> None:
+    summary = _crash(tmp_path, "s3-slow", "--outage", "2", "--s3-latency", "1.5", "--at", "1")
+    checks = summary["checks"]
+    assert checks["write_loss"]["lost_count"] == 0 and checks["promise"]["verdict"] == "kept"
+    o = summary["exposure"]["outage"]
+    assert o["acks_during"] > 0 and o["catch_up_s"] is not None
+    assert o["acks_during_never_covered"] == 0
+    # every upload waited 1.5 s: nothing made during the slow window was held sooner
+    assert o["exposure_max_s_of_acks_during"] > 1.5 and o["oldest_max_s"] > 1.5
+
+
+def test_node_lost_during_outage_loses_what_was_at_risk(tmp_path: Path) -> None:
+    """The outage destroys nothing; the node loss 1.5 s into it loses exactly the acks the
+    exposure series had at risk then (every ack of the outage among them), and the promise is
+    the lose-node bound plus the outage's age at the loss."""
+    summary = _crash(
+        tmp_path,
+        "lose-node-in-outage",
+        *("--outage", "2.5", "--lose-node-after", "1.5", "--at", "1"),
+    )
+    checks, o = summary["checks"], summary["exposure"]["outage"]
+    cc = checks["exposure"]
+    assert cc["valid"] is True, cc
+    assert cc["lost_before_fault"] > 0 and not cc["lost_not_at_risk"]
+    assert cc["certainly_missing_from_replica"] <= cc["lost_before_fault"] <= cc["at_risk_at_fault"]
+    assert o["node_lost"] and o["acks_during"] > 0
+    assert o["acks_during_never_covered"] == o["acks_during"]  # nothing left during the outage
+    assert o["at_risk_max"] == cc["at_risk_at_fault"]
+    p = checks["promise"]
+    assert p["verdict"] == "kept", p
+    assert p["promise"]["fault"] == "lose-node-in-outage"
+    bound = p["promise"]["max_lost_age_s"]
+    assert 1.5 + 2.5 <= bound < 1.5 + 2.5 + 1.0, bound  # lose-node 2.5 s + the outage's age
+    # everything acked during the outage was lost: the oldest loss is at least as old as it
+    assert checks["write_loss"]["rpo_s"] >= 1.5
+
+
+def test_node_loss_in_outage_promise_is_the_node_bound_plus_the_outage_age() -> None:
+    from backends.promises import Promise
+    from bench import faults, promise_check
+
+    f = faults.get("lose-node-in-outage")
+    node = Promise("lose-node", 2.5, True, "sync")
+    tl = {"lead_in_t": 10.0, "start_t": 13.0}
+    p = f.promise(lambda name: node if name == "lose-node" else None, tl)
+    assert p is not None and p.max_lost_age_s == 5.5 and p.fault == "lose-node-in-outage"
+    assert f.promise(lambda name: None, tl) is None  # no lose-node promise: none derived
+    events = [
+        {"t": 12.9, "type": "info", "op": "nemesis", "value": {"phase": "invoke"}},
+        {"t": 7.0, "type": "ok", "op": "submit", "run": "a"},
+        {"t": 11.0, "type": "ok", "op": "submit", "run": "b"},  # something at risk
+    ]
+    old = {"kind": "run-accepted", "id": "a", "age_at_fault_s": 6.0, "after_fault": False}
+    young = {**old, "age_at_fault_s": 5.0}
+    broken = promise_check.judge(p, {"lost": [old], "lost_count": 1}, events, 13.0)
+    assert broken["verdict"] == "broken"  # older than the outage: the outage lost it
+    kept = promise_check.judge(p, {"lost": [young], "lost_count": 1}, events, 13.0)
+    assert kept["verdict"] == "kept"

@@ -94,10 +94,35 @@ def _s(v: float | None, res: float | None) -> str:
     return f"{v:.3g} s"
 
 
-def sentence(label: str, e: dict[str, Any] | None, rate: float | None, outage: Any) -> str:
+def loss_in_outage(o: dict[str, Any], cross: dict[str, Any] | None) -> str:
+    """The node lost during an outage: what was at risk then, and what the checker found lost
+    (with the cross-check's verdict, so a disagreement is never quoted as agreement)."""
+    text = (
+        f"with the node lost {o['outage_s']:.3g} s into an object-store outage, "
+        f"{o.get('at_risk_max')} acks (oldest {fmt(o.get('oldest_max_s'), '.3g')} s) were at "
+        "risk"
+    )
+    if cross:
+        agree = (
+            "as the exposure series had at risk"
+            if cross.get("valid")
+            else ("which DISAGREES with the exposure series")
+        )
+        text += f" and {cross.get('lost_before_fault')} were lost, {agree}"
+    return text
+
+
+def sentence(
+    label: str,
+    e: dict[str, Any] | None,
+    rate: float | None,
+    outage: Any,
+    loss: str | None = None,
+) -> str:
     """ "At N runs/s, an ack is exposed for p99 X s; during a Y s object-store outage, up to Z
     acks (oldest W s) exist only on the node" from a fault-free run (``e``) and an outage
-    trial's ``exposure.outage`` figures (either may be missing)."""
+    trial's ``exposure.outage`` figures (either may be missing); ``loss``: the text of a node
+    lost during an outage (``loss_in_outage``)."""
     parts = []
     if e:
         ex, res = e.get("exposure_s") or {}, resolution(e)
@@ -119,6 +144,8 @@ def sentence(label: str, e: dict[str, Any] | None, rate: float | None, outage: A
         else:
             text += "; the replica had not caught up when sampling ended"
         parts.append(text)
+    if loss:
+        parts.append(loss)
     return f"**{label}**: " + "; ".join(parts) + "."
 
 
@@ -173,8 +200,10 @@ def section(ctx: Any, figure: Any) -> list[Block]:
         if r.fault_name is None:
             q.setdefault("e", e)
             q.setdefault("rate", r.summary.get("offered_rate_per_s"))
-        if e.get("outage"):
-            q.setdefault("outage", e["outage"])
+        if (o := e.get("outage")) and o.get("node_lost"):
+            q.setdefault("loss", loss_in_outage(o, e.get("cross_check")))
+        elif o:
+            q.setdefault("outage", o)
         rate = r.summary.get("offered_rate_per_s")
         rows.append((label, e, rate, ctx.src([r], "summary.json", "exposure.csv")))
         acks = r.csv("exposure.csv")
@@ -216,9 +245,9 @@ def section(ctx: Any, figure: Any) -> list[Block]:
     blocks.append(
         Para(
             " ".join(
-                sentence(b, q.get("e"), q.get("rate"), q.get("outage"))
+                sentence(b, q.get("e"), q.get("rate"), q.get("outage"), q.get("loss"))
                 for b, q in quotes.items()
-                if q.get("e") or q.get("outage")  # fault trials alone: figures in the table
+                if q.get("e") or q.get("outage") or q.get("loss")  # else: in the table
             )
         )
     )
