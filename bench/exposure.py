@@ -153,9 +153,10 @@ def analyze(samples: list[Sample], events: list[dict[str, Any]]) -> list[AckExpo
     acks = acks_of(events)
     good = [s for s in samples if s.local is not None]
     t0s = [s.t0 for s in good]
-    # readings while the node was unreadable (lost, powered off): an ack made before one of
-    # them and read after it was made on the old node; a position of the new one says nothing
-    gone_t0s = [s.t0 for s in samples if s.local is None]
+    # an ack whose next reading is the first of a new database file (a rebuilt node) was made
+    # on the old one: a position of the new one says nothing about it (not a reading that
+    # failed once: the WAL index can be unreadable for a moment on a live node)
+    new_gen = [i > 0 and good[i].generation != good[i - 1].generation for i in range(len(good))]
     t1s = [s.t1 for s in good]
     # per generation: indices into ``samples`` and the replica's high-water mark there
     by_gen: dict[str, tuple[list[float], list[int], np.ndarray]] = {}
@@ -168,8 +169,7 @@ def analyze(samples: list[Sample], events: list[dict[str, Any]]) -> list[AckExpo
     out: list[AckExposure] = []
     for kind, key, t_ack, t_lo in acks:
         i = bisect.bisect_left(t0s, t_ack)
-        g = bisect.bisect_left(gone_t0s, t_ack)
-        if i >= len(good) or (g < len(gone_t0s) and gone_t0s[g] < good[i].t0):
+        if i >= len(good) or new_gen[i]:
             out.append(AckExposure(kind, key, t_ack, t_lo, None, None, None, None))
             continue
         s = good[i]

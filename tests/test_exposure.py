@@ -164,6 +164,7 @@ def test_an_ack_just_before_a_node_loss_is_never_covered_by_the_new_node() -> No
     made on the lost node: the new node's positions (which restart low, under a replica that
     holds them) must not count it as replicated."""
     samples = [s for s in _samples() if s.t0 < 3.5]  # node readable until 3.45
+    samples[30] = Sample(1.5, 1.501, "g", None, 0)  # one failed reading of the live node
     samples += [Sample(t, t + 0.001, "g", None, 150) for t in (3.5, 3.55, 3.6)]  # node gone
     samples += [Sample(3.7 + k * 0.05, 3.701 + k * 0.05, "h", 10, 10) for k in range(10)]
     events = _history() + [
@@ -172,6 +173,8 @@ def test_an_ack_just_before_a_node_loss_is_never_covered_by_the_new_node() -> No
         _ev(3.8, "invoke", "submit", "e"),
         _ev(3.81, "ok", "submit", "e"),  # on the rebuilt node
     ]
+    events += [_ev(1.46, "invoke", "submit", "f"), _ev(1.47, "ok", "submit", "f")]
     by = {a.id: a for a in exposure.analyze(samples, events)}
     assert by["d"].covered_t is None
+    assert by["f"].covered_t is not None  # before the failed reading, covered at 1.6
     assert by["e"].covered_t is not None and by["e"].generation == "h"

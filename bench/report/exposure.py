@@ -2,8 +2,9 @@
 against offered load, and one sentence per configuration a reviewer can quote.
 
 Inputs are the figures ``bench.exposure`` wrote into summary.json (``exposure``), the
-``exposure_series.csv`` of each run, and (for the load chart) points made by
-``scripts/exposure_vs_load.py``. Nothing is computed here that the run did not record."""
+``exposure_series.csv`` of each run; the load chart takes one point per fault-free run of a
+configuration reported at several offered loads (``bench run --rate-scale``, e.g. through
+``scripts/exposure_vs_load.py``). Nothing is computed here that the run did not record."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from bench.report import charts
 from bench.report.doc import Block, Heading, Para, Table, fmt
@@ -59,24 +61,98 @@ def distribution(per_ack: dict[str, pd.Series], title: str, colors: dict[str, st
 
 
 def vs_load(points: list[dict[str, Any]], title: str) -> Figure:
-    """Exposure p50 / p99 / max against offered runs/s, one color per backend configuration."""
-    fig, (ax,) = charts._figure()
+    """Top: exposure p99 (and p50, max) against offered runs/s; bottom: the peak of acks at
+    risk; one color per backend configuration. A point whose run is flagged (the load
+    generator fell behind, or the verdict is not True) is drawn hollow."""
+    fig, (ax, peak) = charts._figure(h=6.4, rows=2, sharex=True)
     labels = list(dict.fromkeys(p["label"] for p in points))
     colors = charts.colors(labels)
     for label in labels:
         ps = sorted((p for p in points if p["label"] == label), key=lambda p: p["offered"])
-        xs = [p["offered"] for p in ps]
-        ax.plot(xs, [p["p99"] for p in ps], "o-", color=colors[label], label=f"{label} p99")
-        ax.plot(xs, [p["p50"] for p in ps], "s--", color=colors[label], alpha=0.6, label="p50")
-        ax.plot(xs, [p["max"] for p in ps], "^:", color=colors[label], alpha=0.6, label="max")
+        xs, c = [p["offered"] for p in ps], colors[label]
+        ax.plot(xs, [p["p99"] for p in ps], "-", color=c, label=f"{label} p99")
+        ax.plot(xs, [p["p50"] for p in ps], "--", color=c, alpha=0.6, label="p50")
+        ax.plot(xs, [p["max"] for p in ps], ":", color=c, alpha=0.6, label="max")
+        peak.plot(xs, [p["at_risk_peak"] for p in ps], "-", color=c, label=label)
+        for p in ps:
+            face = "none" if p.get("flag") else c
+            for a, y, m in ((ax, p["p99"], "o"), (ax, p["p50"], "s"), (ax, p["max"], "^")):
+                a.plot([p["offered"]], [y], m, color=c, mfc=face)
+            peak.plot([p["offered"]], [p["at_risk_peak"]], "o", color=c, mfc=face)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(charts.FuncFormatter(charts.human_seconds))
-    ax.set_xlabel("offered load, runs/s")
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    peak.xaxis.set_major_formatter(charts.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    peak.xaxis.set_minor_formatter(charts.FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.set_ylabel("exposure per ack")
+    peak.set_ylabel("peak acks at risk")
+    peak.set_xlabel("offered load, runs/s (hollow: run flagged)")
     ax.set_title(title)
     charts._legend(fig, ax, ncols=3)
     return fig
+
+
+def load_points(ctx: Any) -> list[dict[str, Any]]:
+    """One point per complete fault-free run with exposure figures, for the configurations
+    measured at two or more offered loads (a load series); flagged runs are kept, marked."""
+    pts = []
+    for r in ctx.runs:
+        e = r.summary.get("exposure") or {}
+        ex = e.get("exposure_s") or {}
+        offered = r.summary.get("offered_rate_per_s")
+        if r.partial or r.fault is not None or not offered or ex.get("p99") is None:
+            continue
+        pts.append(
+            {
+                "label": ctx.config_label(r),
+                "rate_scale": r.schedule.get("rate_scale"),
+                "offered": offered,
+                "achieved": (r.summary.get("throughput") or {}).get("runs_per_s"),
+                "p50": ex.get("p50"),
+                "p99": ex.get("p99"),
+                "max": ex.get("max"),
+                "at_risk_peak": e.get("at_risk_peak"),
+                "resolution": resolution(e),
+                "flag": r.apart_reason,
+                "run": r,
+            }
+        )
+    loads: dict[str, set[float]] = {}
+    for p in pts:
+        loads.setdefault(p["label"], set()).add(round(p["offered"], 6))
+    return [p for p in pts if len(loads[p["label"]]) >= 2]
+
+
+def load_table(points: list[dict[str, Any]], ctx: Any) -> Table:
+    rows, srcs = [], []
+    for p in sorted(points, key=lambda p: (p["label"], p["offered"])):
+        res = p["resolution"]
+        rows.append(
+            [
+                p["label"],
+                fmt(p["rate_scale"], "g"),
+                fmt(p["offered"], ".3g"),
+                fmt(p["achieved"], ".3g"),
+                _s(p["p50"], res),
+                _s(p["p99"], res),
+                _s(p["max"], res),
+                str(p["at_risk_peak"]),
+                p["flag"] or "",
+            ]
+        )
+        srcs.append(ctx.src([p["run"]], "summary.json"))
+    headers = ["configuration", "rate-scale", "offered runs/s", "achieved runs/s", "p50", "p99"]
+    return Table(
+        [*headers, "max", "peak at risk", "flag"],
+        rows,
+        srcs,
+        notes=[
+            "one row per fault-free run of a configuration measured at several offered loads "
+            "(the same workload and seed at several --rate-scale values); achieved below "
+            "offered = the backend was saturated; a flagged run is drawn hollow in the chart."
+        ],
+    )
 
 
 def resolution(e: dict[str, Any]) -> float | None:
@@ -242,6 +318,20 @@ def section(ctx: Any, figure: Any) -> list[Block]:
             [s for _, _, _, src in rows for s in src],
         )
     blocks.append(table(rows))
+    if points := load_points(ctx):
+        title = "Exposure against offered load"
+        figure(
+            vs_load(points, title),
+            "exposure-vs-load",
+            title,
+            "For each configuration measured at several offered loads (the same workload and "
+            "seed at several --rate-scale values): per-ack exposure p99 (solid), p50 (dashed) "
+            "and max (dotted) on top, the peak of acks at risk below, against the offered rate. "
+            "Where achieved throughput falls below the offered rate the backend is saturated "
+            "(see the table below).",
+            [s for p in points for s in ctx.src([p["run"]], "summary.json")],
+        )
+        blocks.append(load_table(points, ctx))
     blocks.append(
         Para(
             " ".join(
