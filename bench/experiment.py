@@ -365,10 +365,29 @@ def _exposure(
                 "at_inject": (tl.get("detail") or {}).get("at_inject"),
                 "at_recover": (tl.get("detail") or {}).get("at_recover"),
             }
+    if (bound := _node_loss_bound(positions.dep)) is not None:
+        res = figures["resolution_s"]
+        figures["node_loss_promise"] = exposure.beyond_bound(
+            acks, bound, (res["period_p99"] or 0.0) + (res["read_p99"] or 0.0), fault_t
+        )
     wl = checks.get("write_loss") or {}
     if fault is not None and fault.loses_node and "lost" in wl:
         figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
     return figures
+
+
+def _node_loss_bound(deployment: Any) -> float | None:
+    """The age bound the deployment promises for losing its node (the fault that loses the
+    node and nothing else), which every run's exposure is held against: an ack exposed longer
+    than that would be lost outside the promise by a node loss at that moment."""
+    for f in faults.registered().values():
+        if f.loses_node and f.lead_in_s(FaultSpec(f.name)) is None:
+            try:
+                p = deployment.promise(f.name)
+            except Exception:  # noqa: BLE001 - no promise to hold the figures against
+                return None
+            return None if p is None else p.max_lost_age_s or None
+    return None
 
 
 def _replication_checks(deployment: Any, timeline: dict[str, Any] | None) -> dict[str, Any]:

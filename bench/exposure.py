@@ -359,3 +359,27 @@ def window(
         "exposure_max_s_of_acks_during": max(exposures, default=None),
         "catch_up_s": catch_up,
     }
+
+
+def beyond_bound(
+    acks: list[AckExposure], bound_s: float, resolution_s: float, fault_t: float | None
+) -> dict[str, Any]:
+    """Acks whose exposure exceeded a node-loss promise's age bound: a node loss while they
+    were at risk would have lost an ack older than the bound (the promise would break). Each
+    exposure may overstate by up to the resolution: ``beyond`` counts those above the bound
+    by more than it, ``maybe_beyond`` those within it. With a fault: only acks made before it,
+    and the acks at risk at the fault already older than the bound."""
+    scope = [a for a in acks if fault_t is None or a.t_ack < fault_t]
+    exp = [a.covered_t - a.t_ack for a in scope if a.covered_t is not None]
+    out: dict[str, Any] = {
+        "bound_s": bound_s,
+        "resolution_s": resolution_s,
+        "beyond": sum(1 for x in exp if x > bound_s + resolution_s),
+        "maybe_beyond": sum(1 for x in exp if bound_s < x <= bound_s + resolution_s),
+        "exposure_max_s": max(exp, default=None),
+    }
+    if fault_t is not None:
+        old = [fault_t - a.t_ack for a in at_risk_at(acks, fault_t) if fault_t - a.t_ack > bound_s]
+        out["at_risk_at_fault_beyond"] = len(old)
+        out["at_risk_at_fault_oldest_s"] = max(old, default=None)
+    return out

@@ -108,6 +108,10 @@ def test_sqlite_lose_node_loses_exactly_the_acks_at_risk(tmp_path: Path) -> None
     assert cc["certainly_missing_from_replica"] <= lost
     assert (run_dir / "exposure.csv").stat().st_size > 0
     assert (run_dir / "exposure_series.csv").stat().st_size > 0
+    # every run holds its exposure against the node-loss promise's bound
+    nl = e["node_loss_promise"]
+    assert nl["bound_s"] == summary["checks"]["promise"]["promise"]["max_lost_age_s"]
+    assert nl["beyond"] >= 0 and "at_risk_at_fault_beyond" in nl
 
 
 def test_postgres_async_standby_reports_exposure(tmp_path: Path) -> None:
@@ -178,3 +182,14 @@ def test_an_ack_just_before_a_node_loss_is_never_covered_by_the_new_node() -> No
     assert by["d"].covered_t is None
     assert by["f"].covered_t is not None  # before the failed reading, covered at 1.6
     assert by["e"].covered_t is not None and by["e"].generation == "h"
+
+
+def test_exposure_beyond_the_node_loss_promise_is_counted() -> None:
+    acks = exposure.analyze(_samples(), _history())  # a: exposed 0.601 s; b, c: never covered
+    assert exposure.beyond_bound(acks, 0.5, 0.05, None)["beyond"] == 1
+    within = exposure.beyond_bound(acks, 0.58, 0.05, None)
+    assert within["beyond"] == 0 and within["maybe_beyond"] == 1
+    assert exposure.beyond_bound(acks, 0.7, 0.05, None)["beyond"] == 0
+    at_fault = exposure.beyond_bound(acks, 1.0, 0.05, 3.5)  # b 1.5 s old at risk, c 0.5 s
+    assert at_fault["at_risk_at_fault_beyond"] == 1
+    assert abs(at_fault["at_risk_at_fault_oldest_s"] - 1.5) < 1e-9

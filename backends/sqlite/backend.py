@@ -470,7 +470,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 f"monitor-interval ({m:g} s) and uploads them at most every sync-interval "
                 f"({self.sync_interval_s:g} s): acks older than {m:g} + "
                 f"{self.sync_interval_s:g} s + {bound - m - self.sync_interval_s:g} s upload "
-                "allowance are in the replica",
+                "allowance are in the replica. This holds while Litestream keeps to those "
+                "intervals: on a host too busy to schedule it (or with a slow store) acks age "
+                "past the bound; every run measures how many (exposure.node_loss_promise), and "
+                "a node loss at such a moment breaks the promise",
             )
         return None
 

@@ -209,6 +209,8 @@ def sentence(
             f"{e.get('at_risk_peak')} acks at risk at once (sampler resolution "
             f"{fmt(res, '.2g')} s)"
         )
+        if over := beyond_sentence(e):
+            parts.append(over)
     if outage:
         text = (
             f"during a {outage['outage_s']:.3g} s object-store outage ({outage['fault']}), up "
@@ -225,9 +227,34 @@ def sentence(
     return f"**{label}**: " + "; ".join(parts) + "."
 
 
+def beyond(e: dict[str, Any]) -> str:
+    """Acks exposed longer than the node-loss promise's bound: "-" without a bound."""
+    b = e.get("node_loss_promise")
+    if not b:
+        return "-"
+    text = f"{b['beyond']} over {b['bound_s']:.3g} s"
+    if b.get("maybe_beyond"):
+        text += f" (+{b['maybe_beyond']} within resolution)"
+    return text
+
+
+def beyond_sentence(e: dict[str, Any]) -> str | None:
+    """Said only when some ack was exposed longer than the promise's bound (beyond the
+    resolution): a node loss then would have broken the promise."""
+    b = e.get("node_loss_promise") or {}
+    if not b.get("beyond"):
+        return None
+    return (
+        f"{b['beyond']} acks were exposed longer than the node-loss promise's bound "
+        f"({b['bound_s']:.3g} s; longest {fmt(b.get('exposure_max_s'), '.3g')} s): a node "
+        "loss at that moment would have broken the promise, which holds only while the "
+        "replica keeps to its intervals"
+    )
+
+
 def table(rows: list[tuple[str, dict[str, Any], float | None, list[str]]]) -> Table:
     headers = ["configuration", "offered runs/s", "acks", "p50", "p99", "max", "peak at risk"]
-    headers += ["oldest at risk", "never covered", "resolution"]
+    headers += ["oldest at risk", "never covered", "beyond node-loss promise", "resolution"]
     out, srcs = [], []
     for label, e, rate, src in rows:
         ex, res = e.get("exposure_s") or {}, resolution(e)
@@ -242,6 +269,7 @@ def table(rows: list[tuple[str, dict[str, Any], float | None, list[str]]]) -> Ta
                 str(e.get("at_risk_peak")),
                 f"{fmt(e.get('oldest_at_risk_max_s'), '.3g')} s",
                 str(e.get("acks_never_covered")),
+                beyond(e),
                 f"{fmt(res, '.2g')} s",
             ]
         )
@@ -254,7 +282,9 @@ def table(rows: list[tuple[str, dict[str, Any], float | None, list[str]]]) -> Ta
             "exposure = ack -> the first replica reading that holds it; figures below the "
             "sampler's resolution (sampling period p99 + reading time) print as '<resolution'; "
             "'never covered' = acks no replica reading held before sampling ended (a lost node, "
-            "a replica that never caught up)."
+            "a replica that never caught up); 'beyond node-loss promise' = acks exposed longer "
+            "than the age bound the configuration promises for a node loss, by more than the "
+            "resolution (a node loss then would have broken the promise)."
         ],
     )
 
