@@ -289,6 +289,26 @@ def table(rows: list[tuple[str, dict[str, Any], float | None, list[str]]]) -> Ta
     )
 
 
+def against_load(ctx: Any, figure: Any) -> list[Block]:
+    """The load chart and its table, for configurations measured at several offered loads."""
+    points = load_points(ctx)
+    if not points:
+        return []
+    title = "Exposure against offered load"
+    figure(
+        vs_load(points, title),
+        "exposure-vs-load",
+        title,
+        "For each configuration measured at several offered loads (the same workload and "
+        "seed at several --rate-scale values): per-ack exposure p99 (solid), p50 (dashed) "
+        "and max (dotted) on top, the peak of acks at risk below, against the offered rate. "
+        "Where achieved throughput falls below the offered rate the backend is saturated "
+        "(see the table below).",
+        [s for p in points for s in ctx.src([p["run"]], "summary.json")],
+    )
+    return [load_table(points, ctx)]
+
+
 # size: the exposure section's text, chart and tables in reading order; not split in this change.
 def section(ctx: Any, figure: Any) -> list[Block]:
     """Blocks of the exposure section, for every run that recorded exposure figures;
@@ -348,20 +368,7 @@ def section(ctx: Any, figure: Any) -> list[Block]:
             [s for _, _, _, src in rows for s in src],
         )
     blocks.append(table(rows))
-    if points := load_points(ctx):
-        title = "Exposure against offered load"
-        figure(
-            vs_load(points, title),
-            "exposure-vs-load",
-            title,
-            "For each configuration measured at several offered loads (the same workload and "
-            "seed at several --rate-scale values): per-ack exposure p99 (solid), p50 (dashed) "
-            "and max (dotted) on top, the peak of acks at risk below, against the offered rate. "
-            "Where achieved throughput falls below the offered rate the backend is saturated "
-            "(see the table below).",
-            [s for p in points for s in ctx.src([p["run"]], "summary.json")],
-        )
-        blocks.append(load_table(points, ctx))
+    blocks += against_load(ctx, figure)
     blocks.append(
         Para(
             " ".join(
