@@ -176,3 +176,29 @@ def test_node_loss_in_outage_promise_is_the_node_bound_plus_the_outage_age() -> 
     assert broken["verdict"] == "broken"  # older than the outage: the outage lost it
     kept = promise_check.judge(p, {"lost": [young], "lost_count": 1}, events, 13.0)
     assert kept["verdict"] == "kept"
+
+
+def test_object_store_faults_without_an_object_store_are_refused_before_anything(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from backends.base import get
+    from backends.errors import ConfigError
+    from bench.faults.lose_node_in_outage import lose_after_s
+    from bench.nemesis import FaultSpec, check_supported
+
+    for fault in ("s3-outage", "s3-slow", "lose-node-in-outage"):
+        with pytest.raises(ConfigError, match="--replica s3"):
+            check_supported(fault, get("sqlite").factory, "sqlite", {"replica": "file"})
+    with pytest.raises(ConfigError, match="below --outage"):
+        lose_after_s(FaultSpec("lose-node-in-outage", outage_s=2.0, lose_node_after_s=5.0))
+    out = subprocess.run(  # the command line: one line, exit 2, nothing written
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", "sqlite", "--replica", "file"]
+        + ["--fault", "lose-node-in-outage", "--results-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "r").exists()
