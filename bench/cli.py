@@ -195,6 +195,13 @@ def parser() -> argparse.ArgumentParser:
             default=0.5,
             help="s3-slow: seconds added to every object-store request (default 0.5)",
         )
+        c.add_argument(
+            "--lose-node-after",
+            type=float,
+            default=None,
+            help="lose-node-in-outage: seconds into the outage at which the node is lost "
+            "(default: half of --outage)",
+        )
         if name == "sweep":
             c.add_argument(
                 "--set",
@@ -227,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--pause", type=float, default=3.0)
     cmp.add_argument("--outage", type=float, default=10.0)
     cmp.add_argument("--s3-latency", type=float, default=0.5)
+    cmp.add_argument("--lose-node-after", type=float, default=None)
     cmp.add_argument(
         "--out", type=Path, default=None, help="report directory (default: results/<stamp>-report)"
     )
@@ -384,7 +392,17 @@ def _fault(args: argparse.Namespace, fault: str) -> Any:
         raise ConfigError("--trials must be at least 1")
     if args.outage <= 0 or args.s3_latency < 0:
         raise ConfigError("--outage must be > 0 and --s3-latency >= 0 seconds")
-    return FaultSpec(fault, args.at, args.restart_delay, args.pause, args.outage, args.s3_latency)
+    spec = FaultSpec(
+        fault,
+        args.at,
+        args.restart_delay,
+        args.pause,
+        args.outage,
+        args.s3_latency,
+        args.lose_node_after,
+    )
+    faults.get(fault).lead_in_s(spec)  # a composite fault refuses parts that do not fit
+    return spec
 
 
 def cmd_crash(args: argparse.Namespace, console: Console) -> int:

@@ -240,8 +240,9 @@ def run(req: Request) -> Outcome:
             if not drive.interrupted:  # checks would judge runs the user stopped: no verdict
                 extra = _replication_checks(deployment, timeline)
                 t_post = time.monotonic()
+                promise_of = _promise_of(deployment, timeline)
                 state_checks = _check_state(
-                    req, client.state, hist, timeline, integrity, extra, deployment.promise
+                    req, client.state, hist, timeline, integrity, extra, promise_of
                 )
                 post_run["checks_s"] = round(time.monotonic() - t_post, 3)
                 if positions is not None:
@@ -341,8 +342,14 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
 
 ACK_ROWS_CHUNK = 20_000  # exposure.csv rows built and written at a time
 SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
-# faults after which the write-loss checker's losses are what the replica lacked
-NODE_LOSS_FAULTS = ("lose-node",)
+
+
+def _promise_of(
+    deployment: Any, timeline: dict[str, Any] | None
+) -> Callable[[str], Promise | None]:
+    """The promise a fault is judged by: the deployment's, or one a composite fault derives
+    from its parts and its real timeline (``Fault.promise``)."""
+    return lambda fault: faults.get(fault).promise(deployment.promise, timeline or {})
 
 
 def _exposure(
@@ -368,19 +375,43 @@ def _exposure(
         run_dir / "exposure_samples.csv", index=False
     )
     tl = timeline or {}
-    if fault_t is not None and faults.get(tl["fault"]).widens_exposure:
-        end = tl.get("recover_begin_t")
+    fault = faults.get(tl["fault"]) if fault_t is not None else None
+    if fault is not None and fault.widens_exposure:
+        # a composite fault's outage began at its lead-in; one that loses the node ends the
+        # window there (what was at risk then is lost, not caught up)
+        lead = tl.get("lead_in_t")
+        begin = fault_t if lead is None or math.isnan(lead) else lead
+        end = fault_t if fault.loses_node else tl.get("recover_begin_t")
         if end is not None and not math.isnan(end):
             figures["outage"] = {
                 "fault": tl["fault"],
-                **exposure.window(acks, positions.samples, fault_t, end),
+                **exposure.window(acks, positions.samples, begin, end, fault.loses_node),
                 "at_inject": (tl.get("detail") or {}).get("at_inject"),
                 "at_recover": (tl.get("detail") or {}).get("at_recover"),
             }
+    if (bound := _node_loss_bound(positions.dep)) is not None:
+        res = figures["resolution_s"]
+        figures["node_loss_promise"] = exposure.beyond_bound(
+            acks, bound, (res["period_p99"] or 0.0) + (res["read_p99"] or 0.0), fault_t
+        )
     wl = checks.get("write_loss") or {}
-    if fault_t is not None and (timeline or {}).get("fault") in NODE_LOSS_FAULTS and "lost" in wl:
+    if fault is not None and fault.loses_node and "lost" in wl:
         figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
     return figures
+
+
+def _node_loss_bound(deployment: Any) -> float | None:
+    """The age bound the deployment promises for losing its node (the fault that loses the
+    node and nothing else), which every run's exposure is held against: an ack exposed longer
+    than that would be lost outside the promise by a node loss at that moment."""
+    for f in faults.registered().values():
+        if f.loses_node and f.lead_in_s(FaultSpec(f.name)) is None:
+            try:
+                p = deployment.promise(f.name)
+            except Exception:  # noqa: BLE001 - no promise to hold the figures against
+                return None
+            return None if p is None else p.max_lost_age_s or None
+    return None
 
 
 def _replication_checks(deployment: Any, timeline: dict[str, Any] | None) -> dict[str, Any]:

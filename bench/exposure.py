@@ -153,6 +153,10 @@ def analyze(samples: list[Sample], events: list[dict[str, Any]]) -> list[AckExpo
     acks = acks_of(events)
     good = [s for s in samples if s.local is not None]
     t0s = [s.t0 for s in good]
+    # an ack whose next reading is the first of a new database file (a rebuilt node) was made
+    # on the old one: a position of the new one says nothing about it (not a reading that
+    # failed once: the WAL index can be unreadable for a moment on a live node)
+    new_gen = [i > 0 and good[i].generation != good[i - 1].generation for i in range(len(good))]
     t1s = [s.t1 for s in good]
     # per generation: indices into ``samples`` and the replica's high-water mark there
     by_gen: dict[str, tuple[list[float], list[int], np.ndarray]] = {}
@@ -165,7 +169,7 @@ def analyze(samples: list[Sample], events: list[dict[str, Any]]) -> list[AckExpo
     out: list[AckExposure] = []
     for kind, key, t_ack, t_lo in acks:
         i = bisect.bisect_left(t0s, t_ack)
-        if i >= len(good):
+        if i >= len(good) or new_gen[i]:
             out.append(AckExposure(kind, key, t_ack, t_lo, None, None, None, None))
             continue
         s = good[i]
@@ -303,16 +307,22 @@ def ack_rows(acks: list[AckExposure]) -> list[dict[str, Any]]:
 
 
 def window(
-    acks: list[AckExposure], samples: list[Sample], t_from: float, t_to: float
+    acks: list[AckExposure],
+    samples: list[Sample],
+    t_from: float,
+    t_to: float,
+    node_lost: bool = False,
 ) -> dict[str, Any]:
     """A replica outage from ``t_from`` to ``t_to``: the catch-up afterwards (from ``t_to`` to
     the first reading whose replica holds what the store held at ``t_to``; None when it never
     did while sampling), and the most acks at risk and the oldest one from the outage's start
-    to the end of the catch-up (the backlog keeps ageing until it is uploaded)."""
+    to the end of the catch-up (the backlog keeps ageing until it is uploaded). ``node_lost``:
+    the node was lost at ``t_to`` during the outage, so nothing catches up (None) and the
+    figures stop there: what was at risk then is what the loss could take."""
     during = [a for a in acks if t_from <= a.t_ack < t_to]
     after = [s for s in samples if s.t0 >= t_to and s.local is not None]
     catch_up: float | None = None
-    if after:
+    if after and not node_lost:
         target = after[0]
         for s in samples:
             if (
@@ -324,14 +334,52 @@ def window(
                 catch_up = s.t1 - t_to
                 break
     t_end = t_to + catch_up if catch_up is not None else (samples[-1].t1 if samples else t_to)
+    if node_lost:
+        t_end = t_to
     ser = series(acks, t_from, max(t_to, t_end), step_s=0.05)
+    if node_lost:  # the series' grid may miss the loss itself: add the figures at it
+        at_loss = at_risk_at(acks, t_to)
+        ser.append(
+            {
+                "t": t_to,
+                "at_risk": len(at_loss),
+                "oldest_s": max((t_to - a.t_ack for a in at_loss), default=0.0),
+            }
+        )
     exposures = [a.covered_t - a.t_ack for a in during if a.covered_t is not None]
     return {
         "outage_s": t_to - t_from,
+        "node_lost": node_lost,
         "at_risk_max": max((r["at_risk"] for r in ser), default=None),
         "oldest_max_s": max((r["oldest_s"] for r in ser), default=None),
         "acks_during": len(during),
-        "acks_during_never_covered": sum(1 for a in during if a.covered_t is None),
+        "acks_during_never_covered": sum(
+            1 for a in during if a.covered_t is None or (node_lost and a.covered_t > t_to)
+        ),
         "exposure_max_s_of_acks_during": max(exposures, default=None),
         "catch_up_s": catch_up,
     }
+
+
+def beyond_bound(
+    acks: list[AckExposure], bound_s: float, resolution_s: float, fault_t: float | None
+) -> dict[str, Any]:
+    """Acks whose exposure exceeded a node-loss promise's age bound: a node loss while they
+    were at risk would have lost an ack older than the bound (the promise would break). Each
+    exposure may overstate by up to the resolution: ``beyond`` counts those above the bound
+    by more than it, ``maybe_beyond`` those within it. With a fault: only acks made before it,
+    and the acks at risk at the fault already older than the bound."""
+    scope = [a for a in acks if fault_t is None or a.t_ack < fault_t]
+    exp = [a.covered_t - a.t_ack for a in scope if a.covered_t is not None]
+    out: dict[str, Any] = {
+        "bound_s": bound_s,
+        "resolution_s": resolution_s,
+        "beyond": sum(1 for x in exp if x > bound_s + resolution_s),
+        "maybe_beyond": sum(1 for x in exp if bound_s < x <= bound_s + resolution_s),
+        "exposure_max_s": max(exp, default=None),
+    }
+    if fault_t is not None:
+        old = [fault_t - a.t_ack for a in at_risk_at(acks, fault_t) if fault_t - a.t_ack > bound_s]
+        out["at_risk_at_fault_beyond"] = len(old)
+        out["at_risk_at_fault_oldest_s"] = max(old, default=None)
+    return out

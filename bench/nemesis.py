@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from backends.base import Deployment
 from backends.errors import ConfigError
@@ -30,12 +30,15 @@ class FaultSpec:
     pause_s: float = 3.0
     outage_s: float = 10.0  # s3-outage / s3-slow: how long the object store misbehaves
     latency_s: float = 0.5  # s3-slow: added to every request
+    # lose-node-in-outage: seconds into the outage at which the node is lost (None: half of it)
+    lose_node_after_s: float | None = None
 
 
 @dataclass
 class Timeline:
     fault: str
     planned_at_t: float = float("nan")
+    lead_in_t: float = float("nan")  # a composite fault's first part was done (e.g. outage)
     start_t: float = float("nan")  # the fault happened (kill / stop / delete done)
     recover_begin_t: float = float("nan")  # recovery started (after the restart delay)
     store_accepting_t: float = float("nan")  # the store accepts requests again
@@ -87,7 +90,10 @@ LAZYFS_FAULT = "lose-power"  # the fault whose trials run on the lazy filesystem
 
 
 def _members(cap: type) -> list[str]:
-    return [m for m in vars(cap) if not m.startswith("_")]
+    """The methods a capability asks for, its parents' included (a composite fault's
+    capability is a protocol combining two others)."""
+    protocols = [c for c in cap.__mro__ if getattr(c, "_is_protocol", False) and c is not Protocol]
+    return [m for c in protocols for m in vars(c) if not m.startswith("_")]
 
 
 def pick_fault_time(spec: FaultSpec, warmup_s: float, duration_s: float, seed: str) -> float:
@@ -119,12 +125,20 @@ class Nemesis:
         tl.planned_at_t = schedule_start_t + self.at_s
         try:
             await asyncio.sleep(max(0.0, tl.planned_at_t - self.h.now()))
+            lead: dict[str, Any] = {}
+            if (lead_s := self.fault.lead_in_s(self.spec)) is not None:
+                # a composite fault's first part; "lead-in", not "invoke": the promise checker
+                # takes ages from the last invoke, i.e. from the injection proper
+                lead = (await asyncio.to_thread(self.fault.lead_in, self.dep, self.spec)) or {}
+                tl.lead_in_t = self.h.record(INFO, "nemesis", value={"phase": "lead-in"})
+                tl.detail = dict(lead)
+                await asyncio.sleep(max(0.0, tl.lead_in_t + lead_s - self.h.now()))
             self.h.record(INFO, "nemesis", value={"phase": "invoke", "fault": self.spec.fault})
             t0 = time.monotonic()
             injected = (await asyncio.to_thread(self.fault.inject_with, self.dep, self.spec)) or {}
             tl.start_t = self.h.record(INFO, "nemesis", value={"phase": "fault"})
             injected["inject_s"] = time.monotonic() - t0  # the fault time is when it is done
-            tl.detail = injected  # kept even if the recovery fails
+            tl.detail = {**lead, **injected}  # kept even if the recovery fails
             await asyncio.sleep(self.fault.hold_s(self.spec))
             tl.recover_begin_t = self.h.record(INFO, "nemesis", value={"phase": "recover"})
             t0 = time.monotonic()

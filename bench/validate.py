@@ -33,6 +33,7 @@ CLI_RANGES: dict[str, Range] = {
     "memory_limit_gb": Range(0, 1e6, low_open=True),
     "outage": Range(0, 3600, low_open=True),
     "s3_latency": Range(0, 600),
+    "lose_node_after": Range(0, 3600),
     "plain_runs": Range(0, 1000),
     "rpo_budget": Range(0, 1e9),
 }

@@ -108,6 +108,10 @@ def test_sqlite_lose_node_loses_exactly_the_acks_at_risk(tmp_path: Path) -> None
     assert cc["certainly_missing_from_replica"] <= lost
     assert (run_dir / "exposure.csv").stat().st_size > 0
     assert (run_dir / "exposure_series.csv").stat().st_size > 0
+    # every run holds its exposure against the node-loss promise's bound
+    nl = e["node_loss_promise"]
+    assert nl["bound_s"] == summary["checks"]["promise"]["promise"]["max_lost_age_s"]
+    assert nl["beyond"] >= 0 and "at_risk_at_fault_beyond" in nl
 
 
 def test_postgres_async_standby_reports_exposure(tmp_path: Path) -> None:
@@ -157,3 +161,35 @@ def test_reading_the_wal_index_keeps_this_process_sqlite_locks(tmp_path: Path) -
     conn.execute("ROLLBACK")
     conn.close()
     reader.close()
+
+
+def test_an_ack_just_before_a_node_loss_is_never_covered_by_the_new_node() -> None:
+    """An ack between the last reading of the lost node and the first of the rebuilt one was
+    made on the lost node: the new node's positions (which restart low, under a replica that
+    holds them) must not count it as replicated."""
+    samples = [s for s in _samples() if s.t0 < 3.5]  # node readable until 3.45
+    samples[30] = Sample(1.5, 1.501, "g", None, 0)  # one failed reading of the live node
+    samples += [Sample(t, t + 0.001, "g", None, 150) for t in (3.5, 3.55, 3.6)]  # node gone
+    samples += [Sample(3.7 + k * 0.05, 3.701 + k * 0.05, "h", 10, 10) for k in range(10)]
+    events = _history() + [
+        _ev(3.44, "invoke", "submit", "d"),
+        _ev(3.46, "ok", "submit", "d"),  # after the last reading of the old node
+        _ev(3.8, "invoke", "submit", "e"),
+        _ev(3.81, "ok", "submit", "e"),  # on the rebuilt node
+    ]
+    events += [_ev(1.46, "invoke", "submit", "f"), _ev(1.47, "ok", "submit", "f")]
+    by = {a.id: a for a in exposure.analyze(samples, events)}
+    assert by["d"].covered_t is None
+    assert by["f"].covered_t is not None  # before the failed reading, covered at 1.6
+    assert by["e"].covered_t is not None and by["e"].generation == "h"
+
+
+def test_exposure_beyond_the_node_loss_promise_is_counted() -> None:
+    acks = exposure.analyze(_samples(), _history())  # a: exposed 0.601 s; b, c: never covered
+    assert exposure.beyond_bound(acks, 0.5, 0.05, None)["beyond"] == 1
+    within = exposure.beyond_bound(acks, 0.58, 0.05, None)
+    assert within["beyond"] == 0 and within["maybe_beyond"] == 1
+    assert exposure.beyond_bound(acks, 0.7, 0.05, None)["beyond"] == 0
+    at_fault = exposure.beyond_bound(acks, 1.0, 0.05, 3.5)  # b 1.5 s old at risk, c 0.5 s
+    assert at_fault["at_risk_at_fault_beyond"] == 1
+    assert abs(at_fault["at_risk_at_fault_oldest_s"] - 1.5) < 1e-9

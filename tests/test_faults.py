@@ -41,6 +41,7 @@ OWN_SUITE = {
     "lose-power": "tests/test_power_loss.py",
     "s3-outage": "tests/test_objectstore_faults.py",
     "s3-slow": "tests/test_objectstore_faults.py",
+    "lose-node-in-outage": "tests/test_objectstore_faults.py",
 }
 
 

@@ -1,6 +1,6 @@
 """Object-store faults (s3-outage, s3-slow) through the harness's proxy: nothing acknowledged
 is lost, the acks made meanwhile are at risk until Litestream catches up, and the catch-up is
-measured."""
+measured. A node lost during an outage (lose-node-in-outage) loses what was at risk then."""
 
 from __future__ import annotations
 
@@ -98,3 +98,107 @@ def test_replication_errors_fail_unless_a_fault_caused_them() -> None:
     assert judge(dict(health), errors_expected=True)["valid"] is True
     behind = {**health, "caught_up": False, "replica_position": 4}
     assert judge(behind, errors_expected=True)["valid"] is False  # still must catch up
+
+
+def _crash(tmp_path: Path, fault: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", "sqlite", "--fault", fault]
+        + ["--workload", "smoke", "--results-dir", str(tmp_path), "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (group,) = tmp_path.glob("*-crash.json")
+    (trial,) = json.loads(group.read_text())["rows"][fault]
+    run_dir = Path(trial["run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["_manifest"] = json.loads((run_dir / "manifest.json").read_text())
+    return summary
+
+
+def test_sqlite_s3_slow_loses_nothing_and_catches_up(tmp_path: Path) -> None:
+    summary = _crash(tmp_path, "s3-slow", "--outage", "2", "--s3-latency", "1.5", "--at", "1")
+    checks = summary["checks"]
+    assert checks["write_loss"]["lost_count"] == 0 and checks["promise"]["verdict"] == "kept"
+    o = summary["exposure"]["outage"]
+    assert o["acks_during"] > 0 and o["catch_up_s"] is not None
+    assert o["acks_during_never_covered"] == 0
+    # every upload waited 1.5 s: nothing made during the slow window was held sooner
+    assert o["exposure_max_s_of_acks_during"] > 1.5 and o["oldest_max_s"] > 1.5
+
+
+def test_node_lost_during_outage_loses_what_was_at_risk(tmp_path: Path) -> None:
+    """The outage destroys nothing; the node loss 1.5 s into it loses exactly the acks the
+    exposure series had at risk then (every ack of the outage among them), and the promise is
+    the lose-node bound plus the outage's age at the loss."""
+    summary = _crash(
+        tmp_path,
+        "lose-node-in-outage",
+        *("--outage", "2.5", "--lose-node-after", "1.5", "--at", "1"),
+    )
+    checks, o = summary["checks"], summary["exposure"]["outage"]
+    cc = checks["exposure"]
+    assert cc["valid"] is True, cc
+    assert cc["lost_before_fault"] > 0 and not cc["lost_not_at_risk"]
+    assert cc["certainly_missing_from_replica"] <= cc["lost_before_fault"] <= cc["at_risk_at_fault"]
+    assert o["node_lost"] and o["acks_during"] > 0
+    assert o["acks_during_never_covered"] == o["acks_during"]  # nothing left during the outage
+    assert o["at_risk_max"] == cc["at_risk_at_fault"]
+    assert cc["lost_before_fault"] >= o["acks_during"]  # every ack of the outage was lost
+    p = checks["promise"]
+    assert p["verdict"] == "kept", p
+    assert p["promise"]["fault"] == "lose-node-in-outage"
+    tl = summary["_manifest"]["fault"]["timeline"]
+    age = tl["start_t"] - tl["lead_in_t"]  # the outage's age when the node was lost
+    assert age >= 1.5
+    assert abs(p["promise"]["max_lost_age_s"] - (2.5 + age)) < 1e-9  # lose-node bound + age
+
+
+def test_node_loss_in_outage_promise_is_the_node_bound_plus_the_outage_age() -> None:
+    from backends.promises import Promise
+    from bench import faults, promise_check
+
+    f = faults.get("lose-node-in-outage")
+    node = Promise("lose-node", 2.5, True, "sync")
+    tl = {"lead_in_t": 10.0, "start_t": 13.0}
+    p = f.promise(lambda name: node if name == "lose-node" else None, tl)
+    assert p is not None and p.max_lost_age_s == 5.5 and p.fault == "lose-node-in-outage"
+    assert f.promise(lambda name: None, tl) is None  # no lose-node promise: none derived
+    events = [
+        {"t": 12.9, "type": "info", "op": "nemesis", "value": {"phase": "invoke"}},
+        {"t": 7.0, "type": "ok", "op": "submit", "run": "a"},
+        {"t": 11.0, "type": "ok", "op": "submit", "run": "b"},  # something at risk
+    ]
+    old = {"kind": "run-accepted", "id": "a", "age_at_fault_s": 6.0, "after_fault": False}
+    young = {**old, "age_at_fault_s": 5.0}
+    broken = promise_check.judge(p, {"lost": [old], "lost_count": 1}, events, 13.0)
+    assert broken["verdict"] == "broken"  # older than the outage: the outage lost it
+    kept = promise_check.judge(p, {"lost": [young], "lost_count": 1}, events, 13.0)
+    assert kept["verdict"] == "kept"
+
+
+def test_object_store_faults_without_an_object_store_are_refused_before_anything(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from backends.base import get
+    from backends.errors import ConfigError
+    from bench.faults.lose_node_in_outage import lose_after_s
+    from bench.nemesis import FaultSpec, check_supported
+
+    for fault in ("s3-outage", "s3-slow", "lose-node-in-outage"):
+        with pytest.raises(ConfigError, match="--replica s3"):
+            check_supported(fault, get("sqlite").factory, "sqlite", {"replica": "file"})
+    with pytest.raises(ConfigError, match="below --outage"):
+        lose_after_s(FaultSpec("lose-node-in-outage", outage_s=2.0, lose_node_after_s=5.0))
+    out = subprocess.run(  # the command line: one line, exit 2, nothing written
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", "sqlite", "--replica", "file"]
+        + ["--fault", "lose-node-in-outage", "--results-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "r").exists()

@@ -121,6 +121,11 @@ def test_report_files_exist_and_html_embeds_every_image(full_report: Path, resul
     assert "**: ." not in md
 
 
+def test_no_load_chart_from_runs_at_one_load(full_report: Path) -> None:
+    assert not (full_report / "exposure-vs-load.png").exists()
+    assert "Exposure against offered load" not in (full_report / "report.md").read_text()
+
+
 def test_every_table_cites_existing_source_files(full_report: Path) -> None:
     md = (full_report / "report.md").read_text()
     blocks = re.split(r"\n(?=\| .* \|\n\|---)", md)[1:]  # each starts with a table
@@ -136,18 +141,54 @@ def test_every_table_cites_existing_source_files(full_report: Path) -> None:
         assert (full_report / c).exists(), f"cited file does not exist: {c}"
 
 
-def test_mixing_workloads_is_refused(results: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"seed": 2}, "different seed"),
+        ({}, "changed"),  # same workload, seed and rate-scale, another schedule
+    ],
+)
+def test_mixing_workloads_is_refused(
+    results: Path, tmp_path: Path, capsys, change: dict, why: str
+) -> None:
     run = steady_dir(results, "sqlite")
-    other = tmp_path / f"{run.name}-faster"
+    other = tmp_path / f"{run.name}-other"
     shutil.copytree(run, other)
     m = json.loads((other / "manifest.json").read_text())
-    m["schedule"]["rate_scale"], m["schedule"]["hash"] = 2.0, "f" * 64
+    m["schedule"].update(change, hash="f" * 64)
     (other / "manifest.json").write_text(json.dumps(m))
     rc, err = report([str(run), str(other), "--out", str(tmp_path / "r")], capsys)
     assert rc == 2
-    assert "ffffffffffff" in err and m["schedule"]["hash"][:12] in err
+    assert "ffffffffffff" in err and why in err
     assert json.loads((run / "manifest.json").read_text())["schedule"]["hash"][:12] in err
     assert "rate-scale" in err and not (tmp_path / "r" / "report.md").exists()
+
+
+def test_a_load_series_draws_exposure_against_offered_load(
+    results: Path, tmp_path: Path, capsys
+) -> None:
+    """One workload and seed at two rate-scales (a real x4 run beside the fixture's x1): each
+    rate-scale its own configuration, and exposure drawn against the offered load."""
+    out = bench(
+        *("run", "--backend", "sqlite", "--workload", "smoke", "--rate-scale", "4"),
+        *("--results-dir", str(tmp_path / "x4"), "--no-progress"),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (x4,) = [p for p in (tmp_path / "x4").iterdir() if p.is_dir()]
+    x1 = steady_dir(results, "sqlite")
+    rc, err = report([str(x1), str(x4), "--out", str(tmp_path / "r")], capsys)
+    assert rc == 0, err
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "![Exposure against offered load](exposure-vs-load.png)" in md
+    assert (tmp_path / "r" / "exposure-vs-load.png").stat().st_size > 0
+    assert "sqlite rate_scale=1" in md and "sqlite rate_scale=4" in md
+    for run, scale in ((x1, "1"), (x4, "4")):
+        s = json.loads((run / "summary.json").read_text())
+        p99 = s["exposure"]["exposure_s"]["p99"]
+        row = f"| sqlite | {scale} | {s['offered_rate_per_s']:.3g} |"
+        assert row in md, row
+        line = next(x for x in md.splitlines() if x.startswith(row))
+        assert f"{p99:.3g} s" in line or "<" in line  # its own p99 (or below the resolution)
 
 
 def test_partial_run_is_flagged_and_left_out(results: Path, tmp_path: Path, capsys) -> None:

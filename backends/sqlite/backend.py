@@ -309,6 +309,18 @@ class SqliteDeployment(PooledWorkers, Deployment):
     def _litestream_proc(self) -> list[Any]:
         return [self.litestream.process] if self.litestream is not None else []
 
+    # faults that route Litestream through the harness's proxy (route_object_store_through_proxy)
+    OBJECT_STORE_FAULTS = ("s3-outage", "s3-slow", "lose-node-in-outage")
+
+    @classmethod
+    def refuse_fault(cls, options: dict[str, Any], fault: str) -> str | None:
+        """Known before anything starts (nothing is written): an object-store fault needs the
+        replica to go to an object store."""
+        replica = options.get("replica") or "s3"
+        if fault in cls.OBJECT_STORE_FAULTS and replica != "s3":
+            return f"object-store faults need --replica s3 (this run: --replica {replica})"
+        return None
+
     def route_object_store_through_proxy(self) -> None:
         if self.replica != "s3":
             raise ConfigError(
@@ -470,7 +482,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 f"monitor-interval ({m:g} s) and uploads them at most every sync-interval "
                 f"({self.sync_interval_s:g} s): acks older than {m:g} + "
                 f"{self.sync_interval_s:g} s + {bound - m - self.sync_interval_s:g} s upload "
-                "allowance are in the replica",
+                "allowance are in the replica. This holds while Litestream keeps to those "
+                "intervals: on a host too busy to schedule it (or with a slow store) acks age "
+                "past the bound; every run measures how many (exposure.node_loss_promise), and "
+                "a node loss at such a moment breaks the promise",
             )
         return None
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import abc
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from backends.errors import ConfigError
 
 if TYPE_CHECKING:
+    from backends.promises import Promise
     from bench.nemesis import FaultSpec
 
 _REGISTRY: dict[str, Fault] = {}
@@ -46,6 +48,25 @@ class Fault(abc.ABC):
     # destroys nothing, only widens the window in which acks exist only on the node: the
     # exposure during the fault is reported as its own figure
     widens_exposure: ClassVar[bool] = False
+    # destroys the node's only copy: what the write-loss checker finds lost must be what the
+    # exposure samples had at risk at the fault (``bench.exposure.cross_check``)
+    loses_node: ClassVar[bool] = False
+
+    def lead_in_s(self, spec: FaultSpec) -> float | None:
+        """A composite fault: seconds between its lead-in (``lead_in``, at the planned fault
+        time) and the injection proper. None (the default): no lead-in, inject at once."""
+        return None
+
+    def lead_in(self, dep: Any, spec: FaultSpec) -> dict[str, Any] | None:
+        """The first part of a composite fault (e.g. an outage the node loss falls into)."""
+        return None
+
+    def promise(
+        self, promise_of: Callable[[str], Promise | None], timeline: dict[str, Any]
+    ) -> Promise | None:
+        """The promise this fault is judged by: the deployment's own for this fault (default);
+        a composite fault derives it from its parts and the timeline it really had."""
+        return promise_of(self.name)
 
     def hold_s(self, spec: FaultSpec) -> float:
         """Seconds between the fault and the start of recovery (default: --restart-delay)."""

@@ -15,6 +15,7 @@ class LoseNode(Fault):
     capability = LosableNode
     refusal = "it cannot rebuild a lost node from anything off the node"
     help = "SIGKILL everything on the node, delete its data, rebuild after --restart-delay"
+    loses_node = True
 
     def inject(self, dep: LosableNode) -> dict[str, Any]:
         return dep.lose_node()  # verified gone, or it raised

@@ -24,7 +24,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         description="Build a report from result directories (results/<run-id>/) and crash / "
         "sweep group files (results/<stamp>-crash.json, -sweep.json, whose trial directories "
         "are included). All inputs must share one schedule (same workload, seed and "
-        "rate-scale); partial or failed runs are flagged and kept out of the aggregates.",
+        "rate-scale), or be one workload and seed at several rate-scales (a load series: each "
+        "rate-scale is its own configuration, and the exposure section draws exposure against "
+        "offered load); partial or failed runs are flagged and kept out of the aggregates.",
     )
     p.add_argument(
         "inputs",

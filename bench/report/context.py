@@ -23,8 +23,10 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def group_labels(runs: list[Run]) -> dict[str, str]:
-    """run_id -> "backend" or "backend k=v ..." (only the options that differ)."""
+def group_labels(runs: list[Run], load: bool = True) -> dict[str, str]:
+    """run_id -> "backend" or "backend k=v ..." (only the options that differ). ``load``: the
+    schedule's rate-scale counts as a difference (a load series, ``bench.report.load``); without
+    it, the label of the configuration the series was measured on."""
     out: dict[str, str] = {}
     by_backend: dict[str, list[Run]] = {}
     for r in runs:
@@ -34,6 +36,7 @@ def group_labels(runs: list[Run]) -> dict[str, str]:
             {
                 **(r.manifest.get("backend_options") or {}),
                 **{k: (r.manifest.get("settings") or {}).get(k) for k in SETTING_KEYS},
+                **({"rate_scale": r.schedule.get("rate_scale")} if load else {}),
             }
             for r in rs
         ]
@@ -52,9 +55,11 @@ class Context:
     groups: list[Group]
     labels: dict[str, str] = field(default_factory=dict)
     color: dict[str, str] = field(default_factory=dict)
+    config_labels: dict[str, str] = field(default_factory=dict)  # without the rate-scale
 
     def __post_init__(self) -> None:
         self.labels = self.labels or group_labels(self.runs)
+        self.config_labels = self.config_labels or group_labels(self.runs, load=False)
         # fault-free groups first: they share the comparison charts, so they get the clearest
         # colors
         order = [self.labels[r.run_id] for r in self.runs if r.steady]
@@ -63,6 +68,10 @@ class Context:
 
     def label(self, run: Run) -> str:
         return self.labels[run.run_id]
+
+    def config_label(self, run: Run) -> str:
+        """The configuration whatever the offered load (one line of a load chart)."""
+        return self.config_labels.get(run.run_id, self.label(run))
 
     def rel(self, path: Path) -> str:
         """The path from the report directory, when the two share a directory below the

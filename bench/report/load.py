@@ -252,29 +252,56 @@ def load(paths: list[Path]) -> tuple[list[Run], list[Group]]:
 
 
 def check_same_workload(runs: list[Run]) -> None:
-    """Refuse to compare runs of different schedules (workload, seed or rate-scale differ)."""
+    """Refuse to compare runs of different schedules (workload or seed differ, or one
+    workload, seed and rate-scale with two schedules). One workload and seed at several
+    rate-scales is a load series: allowed, each rate-scale its own configuration (the labels
+    say which, ``bench.report.context``), and the exposure section draws it against load."""
     by_hash: dict[str, Run] = {}
     for r in runs:
         by_hash.setdefault(str(r.schedule.get("hash")), r)
     if len(by_hash) <= 1:
         return
-    (h1, a), (h2, b) = list(by_hash.items())[:2]
+    pair = _conflict(list(by_hash.values()))
+    if pair is None:
+        return
+    a, b = pair
 
     def desc(r: Run) -> str:
         s = r.schedule
         return (
-            f"workload {r.workload!r} seed {s.get('seed', r.manifest.get('seed'))} "
+            f"workload {r.workload!r} seed {_seed(r)} "
             f"rate-scale {s.get('rate_scale')} (schedule {str(s.get('hash'))[:12]}, {r.path})"
         )
 
     why = "the workloads differ"
     if a.workload == b.workload:
-        why = "same workload but a different seed or rate-scale, so a different schedule"
+        why = (
+            "same workload but a different seed"
+            if _seed(a) != _seed(b)
+            else "same workload, seed and rate-scale but a different schedule (the workload "
+            "file changed)"
+        )
     raise ConfigError(
         f"refusing to compare runs of different schedules ({why}): {desc(a)} vs {desc(b)}; "
         f"{len(by_hash)} schedules among the inputs ({', '.join(h[:12] for h in by_hash)}). "
-        "Report each workload separately."
+        "Report each workload separately (one workload and seed at several rate-scales is "
+        "allowed: a load series)."
     )
+
+
+def _seed(r: Run) -> Any:
+    return r.schedule.get("seed", r.manifest.get("seed"))
+
+
+def _conflict(rs: list[Run]) -> tuple[Run, Run] | None:
+    """Two runs (one per schedule) that do not belong to one load series: another workload or
+    seed, or the same rate-scale with another schedule. None: a load series (or one run)."""
+    for i, x in enumerate(rs):
+        for y in rs[i + 1 :]:
+            other = (x.workload, _seed(x)) != (y.workload, _seed(y))
+            if other or x.schedule.get("rate_scale") == y.schedule.get("rate_scale"):
+                return x, y
+    return None
 
 
 def find_inputs(root: Path) -> list[Path]:
