@@ -196,8 +196,17 @@ class DbosDeployment(PooledWorkers, Deployment):
         if self.url is None:
             raise BackendError("dbos: the deployment is not started")
         if self._client is None:
+            pragmas = None
+            if isinstance(self.store, sq.SqliteDeployment):
+                args = self._store_args()
+                pragmas = {k: args[k] for k in ("synchronous", "autocheckpoint")}
             self._client = DbosClient(
-                self.url, self.schema, self.ctx.settings, self.ctx.history_dir, self.ctx.epoch_ns
+                self.url,
+                self.schema,
+                self.ctx.settings,
+                self.ctx.history_dir,
+                self.ctx.epoch_ns,
+                sqlite_pragmas=pragmas,
             )
         return self._client
 
@@ -205,6 +214,13 @@ class DbosDeployment(PooledWorkers, Deployment):
         return {**self.workers.procs, **self.store.processes()}
 
     # -- faults ------------------------------------------------------------------------------
+
+    @staticmethod
+    def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
+        """The database's own refusals (an external Postgres: no processes of ours to act on)."""
+        if (options.get("dbos_database") or "sqlite") == "postgres":
+            return pg.PostgresDeployment.refuse_fault(options, fault)
+        return None
 
     def fault_refusal(self, fault: str) -> str | None:
         refuse = getattr(self.store, "fault_refusal", None)
@@ -262,6 +278,36 @@ class DbosDeployment(PooledWorkers, Deployment):
         if self._client is not None and self.url is not None:
             self._client.node_up(self.url)
         out["workers_restart_s"] = time.monotonic() - t0
+        return out
+
+    def prepare_power_loss(self) -> None:
+        """The system database's data directory on the lazy filesystem: the sqlite backend's
+        (the file, its WAL and -shm, Litestream's local state) or the postgres backend's."""
+        self.store.prepare_power_loss()
+
+    def lose_power(self) -> None:
+        """SQLite: the node is the file's machine, with the DBOS workers and Litestream on it.
+        The harness (a client elsewhere) lets go of the file first, while the workers still
+        hold it; then the workers die with the power, then the store's own power loss
+        (Litestream, unsynced writes). Postgres: the database server's node; the workers are
+        application processes elsewhere and reconnect once it is back."""
+        if isinstance(self.store, sq.SqliteDeployment):
+            if self._client is not None:
+                self._client.power_down()
+            for p in self.workers.procs.values():
+                p.kill()
+        self.store.lose_power()
+
+    def recover_power(self) -> dict[str, Any]:
+        """Remount and restart the store (crash recovery from what is durable); on SQLite the
+        workers restart and recover their PENDING workflows, then the harness reconnects."""
+        out = self.store.recover_power()
+        if isinstance(self.store, sq.SqliteDeployment):
+            t0 = time.monotonic()
+            self._start_workers()
+            if self._client is not None and self.url is not None:
+                self._client.power_up(self.url)
+            out["workers_restart_s"] = time.monotonic() - t0
         return out
 
     def replication_health(self) -> dict[str, Any] | None:
