@@ -424,9 +424,39 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     def collect_metrics(self) -> dict[str, Any]:
         m = dict(self.store.collect_metrics())
+        if self.schema is not None and "schema_bytes" in m:
+            # the reused deployment measured its own (empty) executor schema: DBOS's instead
+            m["schema_bytes"] = self._dbos_schema_bytes()
         if self._client is not None:
             m["completion_watcher_read_errors"] = self._client.watcher.errors
         return m
+
+    def _dbos_schema_bytes(self) -> int | None:
+        """DBOS's tables with their indexes and TOAST (what the cost model keeps per run)."""
+        try:
+            with psycopg.connect(self.store.dsn or "", autocommit=True) as c:
+                row = c.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(oid)), 0)::bigint FROM pg_class"
+                    " WHERE relnamespace = %s::regnamespace AND relkind = 'r'",
+                    [self.schema],
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def replica_requests(backend_metrics: dict[str, Any]) -> tuple[dict[str, float], str] | None:
+        # the store's figures (collect_metrics): Litestream's counters on sqlite, none on postgres
+        return sq.SqliteDeployment.replica_requests(backend_metrics)
+
+    @staticmethod
+    def metrics_lines(backend_metrics: dict[str, Any]) -> list[str]:
+        return sq.SqliteDeployment.metrics_lines(
+            backend_metrics
+        ) + pg.PostgresDeployment.metrics_lines(backend_metrics)
+
+    def managed_standins(self) -> dict[str, str]:
+        return self.store.managed_standins()
 
     def raw_commit_rate(self, seconds: float) -> dict[str, Any]:
         return self.store.raw_commit_rate(seconds)
@@ -440,6 +470,27 @@ class KeptDbosState(DbosStateView):
 
     def integrity_check(self) -> dict[str, Any]:
         return self.check()
+
+
+def declared_for(options: dict[str, Any]) -> dict[str, Any]:
+    """``BackendInfo.by_options``: the moving parts and managed alternatives are those of the
+    store the system database runs on (``--dbos-database``), i.e. that backend's declarations,
+    plus DBOS's own (no port, no config file)."""
+    from backends.registration import get
+
+    database = str(options.get("dbos_database") or "sqlite").lower()
+    store = get(database if database in DATABASES else "sqlite")
+    parts = store.parts
+    return {
+        "managed": store.managed,
+        "parts": MovingParts(
+            ports="none of its own (DBOS Transact 3.x opens no listening port); the "
+            f"{store.name} system database's: {parts.ports if parts else '?'}",
+            files=f"the {store.name} system database's: {parts.files if parts else '?'}; DBOS "
+            "is configured in code, no config file",
+            source=f"backends/dbos/; docs.dbos.dev; {parts.source if parts else ''}".rstrip("; "),
+        ),
+    }
 
 
 register(
@@ -460,5 +511,6 @@ register(
             "file",
             source="backends/dbos/; docs.dbos.dev",
         ),
+        by_options=declared_for,
     )
 )
