@@ -229,7 +229,13 @@ class DbosClient(Client):
 
         from backends.dbos.worker import sqlite_pragmas
 
-        kw: dict[str, Any] = {"system_database_url": url, "lazy": True}
+        # one pooled connection per submit thread (DBOS's default pool of 5 kept 3 of the 8
+        # threads waiting for a connection)
+        kw: dict[str, Any] = {
+            "system_database_url": url,
+            "lazy": True,
+            "system_database_pool_size": SUBMIT_THREADS,
+        }
         if self.schema:
             kw["dbos_system_schema"] = self.schema
         client = DBOSClient(**kw)
@@ -318,7 +324,10 @@ class DbosClient(Client):
         self.shutdown()
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
+        # after a normal drive every submit has resolved; after an interrupt thousands may
+        # still wait for a submit thread: they never started (no enqueue, nothing committed)
+        # and are dropped rather than drained at DBOS's enqueue rate
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.watcher.close()
         with contextlib.suppress(Exception):
             self.dbos.destroy()
