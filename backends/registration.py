@@ -5,6 +5,7 @@ names a backend itself (``tests/test_no_backend_names.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +105,9 @@ class BackendInfo:
     not know by name: ``packages`` (distributions whose versions go into the manifest),
     ``parts`` (documented moving parts), ``managed`` (managed alternatives the cost model
     prices). Stand-ins for managed services and durability promises depend on the options, so
-    they are ``Deployment.managed_standins`` and ``Deployment.promise``."""
+    they are ``Deployment.managed_standins`` and ``Deployment.promise``. A backend whose
+    declarations themselves depend on its options (which store it runs on) gives
+    ``by_options``; readers of a result take ``resolved(manifest["backend_options"])``."""
 
     name: str
     summary: str
@@ -116,6 +119,23 @@ class BackendInfo:
     managed: tuple[ManagedAlternative, ...] = ()
     # further configurations the conformance suite must also cover: label -> option overrides
     variants: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # options -> the declarations (e.g. ``parts``, ``managed``) that hold for a run with
+    # them, replacing the static ones; None: the static ones hold for every option
+    by_options: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def resolved(self, options: dict[str, Any] | None) -> BackendInfo:
+        """The declarations for a run with ``options`` (as parsed; missing ones at default)."""
+        if self.by_options is None:
+            return self
+        return dataclasses.replace(self, **self.by_options(dict(options or {})), by_options=None)
+
+    def every_managed(self) -> tuple[ManagedAlternative, ...]:
+        """Every managed alternative any configuration declares (the default and each variant):
+        what the price file must price."""
+        out = list(self.managed)
+        for opts in [{}, *(o for _, o in self.variants)]:
+            out += [a for a in self.resolved(opts).managed if a not in out]
+        return tuple(out)
 
 
 _REGISTRY: dict[str, BackendInfo] = {}

@@ -517,11 +517,10 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, dirs: list[Path], console: Console) -> int:
-    import time
-
     from bench.report.build import build
+    from bench.results import new_report_dir
 
-    out_dir = args.out or args.results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-report"
+    out_dir = args.out or new_report_dir(args.results_dir)
     out = build(dirs, out_dir, args.prices, args.target_runs_per_s, args.rpo_budget)
     console.print(f"report: {out['markdown']}  {out['html']}", highlight=False)
     return EXIT_OK

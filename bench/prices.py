@@ -73,10 +73,10 @@ def load_prices(path: Path | None = None) -> PriceTable:
 
 def required_keys() -> tuple[str, ...]:
     """The harness's own price keys, then those of every registered backend's managed
-    alternatives (``BackendInfo.managed``)."""
+    alternatives (``BackendInfo.every_managed``: in any of its configurations)."""
     keys = list(BASE_REQUIRED)
     for info in registered().values():
-        for alt in info.managed:
+        for alt in info.every_managed():
             keys += [k for k in alt.price_keys() if k not in keys]
     return tuple(keys)
 

@@ -67,6 +67,19 @@ def new_run_dir(root: Path, backend: str, workload: str) -> Path:
     return path
 
 
+def new_report_dir(root: Path) -> Path:
+    """``<stamp>-<random>-report``: a report directory no other command (even one started in
+    the same second) has, created here (mkdir is atomic)."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = root / f"{_stamp()}-{secrets.token_hex(3)}-report"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+
+
 def write_new_json(root: Path, suffix: str, data: dict[str, Any]) -> Path:
     """A new versioned JSON file ``<stamp>-<random>-<suffix>.json`` under ``root``, written
     atomically (a complete temporary file hard-linked to its name, which fails rather than

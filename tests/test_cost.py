@@ -104,3 +104,23 @@ def test_temporal_actions_need_the_attempt_count() -> None:
     assert actions.missing and actions.per_month is None
     assert est.total("Temporal Cloud") is None
     assert "temporal -> Temporal Cloud" in actions.replaced
+
+
+@pytest.mark.parametrize(
+    ("database", "managed"), [("postgres", "managed Postgres"), ("sqlite", None)]
+)
+def test_declarations_that_depend_on_options_follow_the_run(database: str, managed: str | None):
+    """A backend whose store is an option (dbos: --dbos-database) is priced and described as
+    the store it ran on: on postgres with the managed Postgres total, on sqlite without one."""
+    import pandas as pd
+
+    from bench.report.usage import backend_info, usage_of
+
+    manifest = {"backend": "dbos", "backend_options": {"dbos_database": database}}
+    summary = {"resources": {"worker-0": {"cpu_s": 1.0, "peak_pss_bytes": MIB}}}
+    usage = usage_of(manifest, summary, pd.DataFrame(), pd.DataFrame())
+    assert [a.name for a in usage.alternatives] == ([managed] if managed else [])
+    est = cost.estimate(_usage(alternatives=usage.alternatives), cost.load_prices(), 10)
+    assert est.deployments() == [cost.SELF, *([managed] if managed else [])]
+    parts = backend_info(manifest).parts
+    assert parts is not None and f"the {database} system database's" in parts.ports

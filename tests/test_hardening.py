@@ -4,6 +4,7 @@ command a user would run."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from bench import cli
 
@@ -677,3 +679,32 @@ def test_expected_runs_is_close_to_what_is_built() -> None:
         spec = BUILTIN[name]
         built = [len(build_schedule(spec, seed).runs) for seed in (1, 2)]
         assert 0.5 * min(built) <= expected_runs(spec) <= 2 * max(built), (name, built)
+
+
+def test_reports_of_compares_finished_in_the_same_second_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench compare` without --out names its report directory like a run directory (stamp
+    plus random suffix, created atomically): two compares finishing in the same second write
+    two reports. The old name (the stamp alone) gave both the same directory."""
+    import argparse
+
+    import bench.report.build
+    from bench import results
+
+    monkeypatch.setattr(results, "_stamp", lambda: "20260101-000000")  # the same second
+    written: list[Path] = []
+
+    def build(dirs, out_dir, *_a):  # the report's content is tested elsewhere; its place here
+        written.append(Path(out_dir))
+        return {"markdown": Path(out_dir) / "report.md", "html": Path(out_dir) / "report.html"}
+
+    monkeypatch.setattr(bench.report.build, "build", build)
+    args = argparse.Namespace(
+        out=None, results_dir=tmp_path, prices=None, target_runs_per_s=10.0, rpo_budget=None
+    )
+    for _ in range(2):
+        cli._report(args, [], Console(file=io.StringIO()))
+    assert len(set(written)) == 2 and all(p.is_dir() for p in written), written
+    assert all(p.name.startswith("20260101-000000-") for p in written)
+    assert len({results.new_report_dir(tmp_path) for _ in range(300)}) == 300

@@ -34,11 +34,17 @@ CASES = [
     ("postgres", ["--synchronous-commit", "on"], False),
     ("postgres", ["--synchronous-commit", "off"], True),
     ("temporal", [], False),
+    # DBOS on each store: the store's own promise, every DBOS connection with its setting
+    ("dbos", ["--synchronous", "FULL"], False),
+    ("dbos", ["--synchronous", "NORMAL"], True),
+    ("dbos", ["--dbos-database", "postgres", "--synchronous-commit", "on"], False),
 ]
 
 
 def promise_of(backend: str, manifest: dict[str, Any]) -> Any:
     cfg = manifest["backend_config"]
+    if backend == "dbos":  # the store's promise, through the reused deployment's config
+        backend, cfg = cfg["database"], cfg["store"]
     if backend == "sqlite":
         return sqlite_promise(cfg["synchronous"])
     if backend == "postgres":

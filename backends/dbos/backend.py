@@ -196,8 +196,17 @@ class DbosDeployment(PooledWorkers, Deployment):
         if self.url is None:
             raise BackendError("dbos: the deployment is not started")
         if self._client is None:
+            pragmas = None
+            if isinstance(self.store, sq.SqliteDeployment):
+                args = self._store_args()
+                pragmas = {k: args[k] for k in ("synchronous", "autocheckpoint")}
             self._client = DbosClient(
-                self.url, self.schema, self.ctx.settings, self.ctx.history_dir, self.ctx.epoch_ns
+                self.url,
+                self.schema,
+                self.ctx.settings,
+                self.ctx.history_dir,
+                self.ctx.epoch_ns,
+                sqlite_pragmas=pragmas,
             )
         return self._client
 
@@ -205,6 +214,13 @@ class DbosDeployment(PooledWorkers, Deployment):
         return {**self.workers.procs, **self.store.processes()}
 
     # -- faults ------------------------------------------------------------------------------
+
+    @staticmethod
+    def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
+        """The database's own refusals (an external Postgres: no processes of ours to act on)."""
+        if (options.get("dbos_database") or "sqlite") == "postgres":
+            return pg.PostgresDeployment.refuse_fault(options, fault)
+        return None
 
     def fault_refusal(self, fault: str) -> str | None:
         refuse = getattr(self.store, "fault_refusal", None)
@@ -262,6 +278,36 @@ class DbosDeployment(PooledWorkers, Deployment):
         if self._client is not None and self.url is not None:
             self._client.node_up(self.url)
         out["workers_restart_s"] = time.monotonic() - t0
+        return out
+
+    def prepare_power_loss(self) -> None:
+        """The system database's data directory on the lazy filesystem: the sqlite backend's
+        (the file, its WAL and -shm, Litestream's local state) or the postgres backend's."""
+        self.store.prepare_power_loss()
+
+    def lose_power(self) -> None:
+        """SQLite: the node is the file's machine, with the DBOS workers and Litestream on it.
+        The harness (a client elsewhere) lets go of the file first, while the workers still
+        hold it; then the workers die with the power, then the store's own power loss
+        (Litestream, unsynced writes). Postgres: the database server's node; the workers are
+        application processes elsewhere and reconnect once it is back."""
+        if isinstance(self.store, sq.SqliteDeployment):
+            if self._client is not None:
+                self._client.power_down()
+            for p in self.workers.procs.values():
+                p.kill()
+        self.store.lose_power()
+
+    def recover_power(self) -> dict[str, Any]:
+        """Remount and restart the store (crash recovery from what is durable); on SQLite the
+        workers restart and recover their PENDING workflows, then the harness reconnects."""
+        out = self.store.recover_power()
+        if isinstance(self.store, sq.SqliteDeployment):
+            t0 = time.monotonic()
+            self._start_workers()
+            if self._client is not None and self.url is not None:
+                self._client.power_up(self.url)
+            out["workers_restart_s"] = time.monotonic() - t0
         return out
 
     def replication_health(self) -> dict[str, Any] | None:
@@ -378,9 +424,39 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     def collect_metrics(self) -> dict[str, Any]:
         m = dict(self.store.collect_metrics())
+        if self.schema is not None and "schema_bytes" in m:
+            # the reused deployment measured its own (empty) executor schema: DBOS's instead
+            m["schema_bytes"] = self._dbos_schema_bytes()
         if self._client is not None:
             m["completion_watcher_read_errors"] = self._client.watcher.errors
         return m
+
+    def _dbos_schema_bytes(self) -> int | None:
+        """DBOS's tables with their indexes and TOAST (what the cost model keeps per run)."""
+        try:
+            with psycopg.connect(self.store.dsn or "", autocommit=True) as c:
+                row = c.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(oid)), 0)::bigint FROM pg_class"
+                    " WHERE relnamespace = %s::regnamespace AND relkind = 'r'",
+                    [self.schema],
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def replica_requests(backend_metrics: dict[str, Any]) -> tuple[dict[str, float], str] | None:
+        # the store's figures (collect_metrics): Litestream's counters on sqlite, none on postgres
+        return sq.SqliteDeployment.replica_requests(backend_metrics)
+
+    @staticmethod
+    def metrics_lines(backend_metrics: dict[str, Any]) -> list[str]:
+        return sq.SqliteDeployment.metrics_lines(
+            backend_metrics
+        ) + pg.PostgresDeployment.metrics_lines(backend_metrics)
+
+    def managed_standins(self) -> dict[str, str]:
+        return self.store.managed_standins()
 
     def raw_commit_rate(self, seconds: float, clients: int = 1) -> dict[str, Any]:
         if clients != 1:
@@ -396,6 +472,27 @@ class KeptDbosState(DbosStateView):
 
     def integrity_check(self) -> dict[str, Any]:
         return self.check()
+
+
+def declared_for(options: dict[str, Any]) -> dict[str, Any]:
+    """``BackendInfo.by_options``: the moving parts and managed alternatives are those of the
+    store the system database runs on (``--dbos-database``), i.e. that backend's declarations,
+    plus DBOS's own (no port, no config file)."""
+    from backends.registration import get
+
+    database = str(options.get("dbos_database") or "sqlite").lower()
+    store = get(database if database in DATABASES else "sqlite")
+    parts = store.parts
+    return {
+        "managed": store.managed,
+        "parts": MovingParts(
+            ports="none of its own (DBOS Transact 3.x opens no listening port); the "
+            f"{store.name} system database's: {parts.ports if parts else '?'}",
+            files=f"the {store.name} system database's: {parts.files if parts else '?'}; DBOS "
+            "is configured in code, no config file",
+            source=f"backends/dbos/; docs.dbos.dev; {parts.source if parts else ''}".rstrip("; "),
+        ),
+    }
 
 
 register(
@@ -416,5 +513,6 @@ register(
             "file",
             source="backends/dbos/; docs.dbos.dev",
         ),
+        by_options=declared_for,
     )
 )

@@ -149,7 +149,14 @@ class CompletionWatcher:
         self._thread = threading.Thread(target=self._loop, name="dbos-watcher", daemon=True)
         self.errors = 0
         self.paused = False
+        self._polling = threading.Lock()  # held for each read: pause() waits for it
         self._thread.start()
+
+    def pause(self) -> None:
+        """Stop reading and return once no read is in progress (its connection is closed)."""
+        self.paused = True
+        with self._polling:
+            pass
 
     def retarget(self, url: str) -> None:
         self.url = url
@@ -163,21 +170,22 @@ class CompletionWatcher:
         )
         since = 0
         while not self._stop.wait(WATCH_POLL_S):
-            if self.paused:
-                if eng is not None:
-                    eng.dispose()
-                    eng = None
-                continue
-            try:
-                if eng is None or url != self.url:
+            with self._polling:
+                if self.paused:
                     if eng is not None:
                         eng.dispose()
-                    url, eng = self.url, engine(self.url)
-                with eng.connect() as c:
-                    rows = list(c.execute(query, {"name": WORKFLOW_NAME, "since": since}))
-            except Exception:  # noqa: BLE001 - the store may be down: poll again
-                self.errors += 1
-                continue
+                        eng = None
+                    continue
+                try:
+                    if eng is None or url != self.url:
+                        if eng is not None:
+                            eng.dispose()
+                        url, eng = self.url, engine(self.url)
+                    with eng.connect() as c:
+                        rows = list(c.execute(query, {"name": WORKFLOW_NAME, "since": since}))
+                except Exception:  # noqa: BLE001 - the store may be down: poll again
+                    self.errors += 1
+                    continue
             for rid, status, updated in rows:
                 if rid not in self.seen:
                     self.seen.add(rid)
@@ -201,23 +209,54 @@ class DbosClient(Client):
         settings: ExecutionSettings,
         history_dir: Path,
         epoch_ns: int,
+        sqlite_pragmas: dict[str, Any] | None = None,
     ) -> None:
-        from dbos import DBOSClient
-
         self.url, self.schema, self.settings = url, schema, settings
-        kw: dict[str, Any] = {"system_database_url": url}
-        if schema:
-            kw["dbos_system_schema"] = schema
-        self.dbos = DBOSClient(**kw)
+        self.pragmas = sqlite_pragmas
+        self.dbos = self._dbos_client(url)
         self.h = HistoryWriter(history_dir / "dbos-watcher.jsonl", "dbos-watcher", epoch_ns)
         self.watcher = CompletionWatcher(url, schema, self.h)
         self.pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="dbos-submit")
         self.views: list[DbosStateView] = []
         self.up = True
+        self._in_flight = 0  # enqueues running now (power_down waits for them)
+        self._idle = threading.Condition()
+
+    def _dbos_client(self, url: str) -> Any:
+        """A ``DBOSClient`` on ``url``; on SQLite its connections get the workers' pragmas
+        (``synchronous``, no autocheckpoint) before the first one opens."""
+        from dbos import DBOSClient
+
+        from backends.dbos.worker import sqlite_pragmas
+
+        # one pooled connection per submit thread (DBOS's default pool of 5 kept 3 of the 8
+        # threads waiting for a connection)
+        kw: dict[str, Any] = {
+            "system_database_url": url,
+            "lazy": True,
+            "system_database_pool_size": SUBMIT_THREADS,
+        }
+        if self.schema:
+            kw["dbos_system_schema"] = self.schema
+        client = DBOSClient(**kw)
+        if url.startswith("sqlite") and self.pragmas is not None:
+            sqlite_pragmas(**self.pragmas, target=client._sys_db.engine.pool)
+        client.check_connection()
+        return client
 
     def _enqueue(self, run: RunSpec) -> None:
-        if not self.up:
-            raise BackendError("dbos: the node holding the system database is down")
+        with self._idle:
+            if not self.up:
+                raise BackendError("dbos: the node holding the system database is down")
+            self._in_flight += 1
+        try:
+            self._enqueue_up(run)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _enqueue_up(self, run: RunSpec) -> None:
         s = self.settings
         args = workflow_args(run.run_id, run.plan, s.seed, s.time_scale, s.retry)
         options: Any = {
@@ -244,6 +283,28 @@ class DbosClient(Client):
         self.up = False
         self.watcher.paused = True
 
+    def power_down(self, timeout_s: float = 30.0) -> None:
+        """The SQLite node loses power: submits fail at once, and the harness lets go of the
+        file (no read, no enqueue in progress, the DBOSClient's pool closed), as a client on
+        another machine whose connections break. Called while the workers still hold the file,
+        so these closes are not the last and checkpoint nothing."""
+        with self._idle:
+            self.up = False
+        self.watcher.pause()
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout_s):
+                raise BackendError(
+                    f"dbos: {self._in_flight} enqueue(s) still running after "
+                    f"{timeout_s:g} s: cannot cut the power under them"
+                )
+        self.dbos.destroy()
+
+    def power_up(self, url: str) -> None:
+        """Power is back and the workers run again: a fresh DBOSClient, the watcher reads."""
+        self.dbos = self._dbos_client(url)
+        self.up = True
+        self.watcher.paused = False
+
     def node_up(self, url: str) -> None:
         """The node is rebuilt (restored file, promoted standby or new server)."""
         self.retarget(url)
@@ -253,13 +314,8 @@ class DbosClient(Client):
     def retarget(self, url: str) -> None:
         """A new DBOSClient (fresh connections) on ``url``: the new primary, or the restored
         file that replaced the deleted one."""
-        from dbos import DBOSClient
-
         old = self.dbos
-        kw: dict[str, Any] = {"system_database_url": url}
-        if self.schema:
-            kw["dbos_system_schema"] = self.schema
-        self.url, self.dbos = url, DBOSClient(**kw)
+        self.url, self.dbos = url, self._dbos_client(url)
         self.watcher.retarget(url)
         with contextlib.suppress(Exception):
             old.destroy()
@@ -268,7 +324,10 @@ class DbosClient(Client):
         self.shutdown()
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
+        # after a normal drive every submit has resolved; after an interrupt thousands may
+        # still wait for a submit thread: they never started (no enqueue, nothing committed)
+        # and are dropped rather than drained at DBOS's enqueue rate
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.watcher.close()
         with contextlib.suppress(Exception):
             self.dbos.destroy()

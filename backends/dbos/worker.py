@@ -40,13 +40,15 @@ def _settings(d: dict[str, Any]) -> ExecutionSettings:
     return ExecutionSettings(**d)
 
 
-def sqlite_pragmas(synchronous: str, autocheckpoint: bool) -> None:
-    """Every SQLite connection this process opens (DBOS's own engine) gets the ``sqlite``
-    backend's settings: WAL, ``synchronous``, and no WAL checkpoints when Litestream runs (it
-    must be the only checkpointer). DBOS itself sets only busy_timeout and foreign_keys."""
+def sqlite_pragmas(synchronous: str, autocheckpoint: bool, target: Any = None) -> None:
+    """Every SQLite connection of ``target`` (an engine; default: every engine this process
+    opens, i.e. DBOS's own) gets the ``sqlite`` backend's settings: WAL, ``synchronous``, and no
+    WAL checkpoints when Litestream runs (it must be the only checkpointer). DBOS itself sets
+    only busy_timeout and foreign_keys. The harness's ``DBOSClient`` engine gets the same, so
+    the run-accepted ack commits under the same ``synchronous`` as the step acks."""
     import sqlalchemy as sa
 
-    @sa.event.listens_for(sa.engine.Engine, "connect")
+    @sa.event.listens_for(target if target is not None else sa.engine.Engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         if type(dbapi_conn).__module__.startswith("sqlite3"):
             cur = dbapi_conn.cursor()

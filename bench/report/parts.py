@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from backends.base import registered
 from bench.report.doc import Table
 from bench.report.load import Run
+from bench.report.usage import backend_info
 
 
 def processes(run: Run) -> str:
@@ -35,7 +35,7 @@ def versions(run: Run) -> str:
 def table(runs_by_backend: dict[str, Run], rel) -> Table:
     rows, sources = [], []
     for backend, run in runs_by_backend.items():
-        info = registered().get(str(run.manifest.get("backend")))
+        info = backend_info(run.manifest)  # for the options it ran with
         doc = info.parts if info else None
         rows.append(
             [

@@ -10,12 +10,14 @@ and never loses sight of one either."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from bench.report import parts
 from bench.report.context import Context
 from bench.report.doc import Banner, Block, Heading, Para, Spread, Table, fmt, fmt_spread
 from bench.report.load import Run
+from bench.report.usage import backend_info
 
 
 def role_of(r: Run) -> str:
@@ -134,11 +136,16 @@ def topology(ctx: Context) -> list[Block]:
 
 
 def moving_parts(ctx: Context) -> Table:
-    first: dict[str, Run] = {}
+    """One row per backend, or per configuration of it when its declared parts depend on the
+    options it ran with (e.g. which store it runs on): then labelled as its runs are."""
+    first: dict[tuple[str, str], Run] = {}
     for r in ctx.runs:
         if not r.partial and r.summary:
-            first.setdefault(r.backend, r)
-    return parts.table(first, ctx.rel)
+            info = backend_info(r.manifest)
+            first.setdefault((r.backend, repr(info.parts if info else None)), r)
+    per_backend = Counter(b for b, _ in first)
+    named = {(ctx.label(r) if per_backend[b] > 1 else b): r for (b, _), r in first.items()}
+    return parts.table(named, ctx.rel)
 
 
 def _get(d: dict[str, Any], *path: str) -> Any:

@@ -16,8 +16,9 @@ from bench.cost import TIER1_OPS, TIER2_OPS, Usage
 
 def backend_info(manifest: dict[str, Any]) -> BackendInfo | None:
     """The registered backend a result was measured on (None: not registered here), whose
-    declarations say how to read its own figures."""
-    return registered().get(str(manifest.get("backend")))
+    declarations, for the options it ran with, say how to read its own figures."""
+    info = registered().get(str(manifest.get("backend")))
+    return info.resolved(manifest.get("backend_options")) if info else None
 
 
 def usage_of(
