@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import errno
 import logging
 import math
@@ -340,7 +341,6 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         await client.close()
 
 
-ACK_ROWS_CHUNK = 20_000  # exposure.csv rows built and written at a time
 SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
 
 
@@ -360,22 +360,15 @@ def _exposure(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Exposure figures (bench/exposure.py), exposure.csv (per ack) and exposure_series.csv;
-    after a node loss, the cross-check against the acks the checker found lost."""
-    acks = exposure.analyze(positions.samples, events)
-    fault_t = (timeline or {}).get("start_t")
-    fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
-    t_end = positions.samples[-1].t1 if positions.samples else 0.0
-    figures = exposure.summarize(positions, acks, t_end, fault_t)
-    for i in range(0, max(len(acks), 1), ACK_ROWS_CHUNK):  # one row dict per ack: in chunks
-        pd.DataFrame(exposure.ack_rows(acks[i : i + ACK_ROWS_CHUNK])).to_csv(
-            run_dir / "exposure.csv", index=False, mode="w" if i == 0 else "a", header=i == 0
-        )
-    pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
-    pd.DataFrame([asdict(s) for s in positions.samples]).to_csv(
-        run_dir / "exposure_samples.csv", index=False
-    )
+    after a node loss, the cross-check against the acks the checker found lost. The history
+    is analysed one shard of runs at a time (``exposure.Stream``)."""
+    samples = positions.samples
     tl = timeline or {}
+    fault_t = tl.get("start_t")
+    fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
     fault = faults.get(tl["fault"]) if fault_t is not None else None
+    node_lost = fault is not None and fault.loses_node
+    outage: tuple[float, float] | None = None
     if fault is not None and fault.widens_exposure:
         # a composite fault's outage began at its lead-in; one that loses the node ends the
         # window there (what was at risk then is lost, not caught up)
@@ -383,20 +376,33 @@ def _exposure(
         begin = fault_t if lead is None or math.isnan(lead) else lead
         end = fault_t if fault.loses_node else tl.get("recover_begin_t")
         if end is not None and not math.isnan(end):
-            figures["outage"] = {
-                "fault": tl["fault"],
-                **exposure.window(acks, positions.samples, begin, end, fault.loses_node),
-                "at_inject": (tl.get("detail") or {}).get("at_inject"),
-                "at_recover": (tl.get("detail") or {}).get("at_recover"),
-            }
-    if (bound := _node_loss_bound(positions.dep)) is not None:
-        res = figures["resolution_s"]
-        figures["node_loss_promise"] = exposure.beyond_bound(
-            acks, bound, (res["period_p99"] or 0.0) + (res["read_p99"] or 0.0), fault_t
-        )
+            outage = (begin, end)
+    keep = None
+    if outage is not None:
+        _, t_end = exposure.catch_up_of(samples, outage[1], node_lost)
+        keep = (outage[0], max(outage[1], t_end))
+    stream = exposure.Stream(positions, fault_t, keep, _node_loss_bound(positions.dep))
+    with open(run_dir / "exposure.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(exposure.ACK_COLUMNS)
+        for k in range(events.shards.n_shards):
+            out.writerows(exposure.ack_row(a) for a in stream.add(events.partition.shard(k)))
+    figures = stream.summary()
+    pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
+    pd.DataFrame([asdict(s) for s in samples]).to_csv(run_dir / "exposure_samples.csv", index=False)
+    if outage is not None:
+        figures["outage"] = {
+            "fault": tl["fault"],
+            **exposure.window(stream.kept, samples, *outage, node_lost),
+            "at_inject": (tl.get("detail") or {}).get("at_inject"),
+            "at_recover": (tl.get("detail") or {}).get("at_recover"),
+        }
+    at_fault = exposure.at_risk_at(stream.kept, fault_t) if fault_t is not None else []
+    if stream.beyond is not None:
+        figures["node_loss_promise"] = stream.beyond.figures(at_fault)
     wl = checks.get("write_loss") or {}
-    if fault is not None and fault.loses_node and "lost" in wl:
-        figures["cross_check"] = exposure.cross_check(acks, positions.samples, fault_t, wl["lost"])
+    if fault_t is not None and node_lost and "lost" in wl:
+        figures["cross_check"] = exposure.cross_check(stream.kept, samples, fault_t, wl["lost"])
     return figures
 
 
