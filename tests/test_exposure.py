@@ -4,10 +4,14 @@ really loses."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bench import exposure
 from bench.exposure import Sample
@@ -193,3 +197,87 @@ def test_exposure_beyond_the_node_loss_promise_is_counted() -> None:
     at_fault = exposure.beyond_bound(acks, 1.0, 0.05, 3.5)  # b 1.5 s old at risk, c 0.5 s
     assert at_fault["at_risk_at_fault_beyond"] == 1
     assert abs(at_fault["at_risk_at_fault_oldest_s"] - 1.5) < 1e-9
+
+
+def _random_run(n_runs: int, seed: int) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """A replica that copies the node's position in uneven bursts; runs with a few commits."""
+    rng = random.Random(seed)
+    samples, t, replica = [], 0.0, 0
+    while t < 60.0:
+        local = int(t * 1000)
+        if rng.random() < 0.05:  # an upload: everything up to a moment ago
+            replica = max(replica, local - rng.randrange(0, 2000))
+        samples.append(Sample(t, t + 0.002, "g", local, replica))
+        t = round(t + 0.025, 4)
+    events: list[dict[str, Any]] = []
+    for r in range(n_runs):
+        t = rng.uniform(0, 62)  # some acks after the last reading: never covered
+        events += [_ev(t, "invoke", "submit", f"r{r}"), _ev(t + 0.003, "ok", "submit", f"r{r}")]
+        for step in range(rng.randrange(1, 4)):
+            t += rng.uniform(0.01, 0.5)
+            events += [_ev(t, "invoke", "commit", f"r{r}", step)]
+            events += [_ev(t + 0.004, "ok", "commit", f"r{r}", step)]
+    return samples, events
+
+
+def _brute_series(acks: list[Any], t_from: float, t_to: float) -> list[dict[str, Any]]:
+    """The series by definition: at every grid point, the acks made by then and not covered."""
+    rows = []
+    for t in np.arange(t_from, t_to + 0.05, 0.1):
+        risk = [a.t_ack for a in acks if a.t_ack <= t and (a.covered_t is None or a.covered_t > t)]
+        oldest = round(float(t - min(risk)), 4) if risk else 0.0
+        rows.append({"t": round(float(t), 3), "at_risk": len(risk), "oldest_s": oldest})
+    return rows
+
+
+def test_streaming_by_shard_gives_the_whole_history_figures() -> None:
+    """Shard by shard (as the post-run pass reads a long run) the series, the counts, the kept
+    acks and the node-loss figures are those of the whole history at once."""
+    samples, events = _random_run(400, seed=7)
+    whole = exposure.analyze(samples, events)
+    sampler = exposure.PositionSampler.__new__(exposure.PositionSampler)
+    sampler.samples, sampler.unit, sampler.errors, sampler.interval_s = samples, "b", 0, 0.025
+    fault_t = 30.0
+    stream = exposure.Stream(sampler, fault_t, (20.0, 40.0), bound_s=0.5)
+    shards: list[list[dict[str, Any]]] = [[], [], []]
+    for e in events:
+        shards[int(e["run"][1:]) % 3].append(e)
+    got = [a for shard in shards for a in stream.add(shard)]
+    assert sorted(map(exposure.ack_row, got)) == sorted(map(exposure.ack_row, whole))
+    summary = stream.summary()
+    assert summary["_series"] == _brute_series(whole, samples[0].t0, samples[-1].t1)
+    covered = [a.covered_t - a.t_ack for a in whole if a.covered_t is not None]
+    assert summary["acks_covered"] == len(covered) and 0 < len(covered) < len(whole)
+    assert summary["exposure_s"]["max"] == max(covered)
+    p99 = float(np.percentile(covered, 99))
+    assert abs(summary["exposure_s"]["p99"] - p99) <= 0.002 * p99 + 0.03  # HDR: 3 digits
+    kept = {(a.kind, a.id) for a in stream.kept}
+    at_fault = exposure.at_risk_at(whole, fault_t)
+    assert {(a.kind, a.id) for a in at_fault} <= kept and len(kept) < len(whole)
+    assert exposure.window(stream.kept, samples, 20.0, 40.0) == exposure.window(
+        whole, samples, 20.0, 40.0
+    )
+    res = stream.res["period_p99"] + stream.res["read_p99"]  # type: ignore[operator]
+    beyond = stream.beyond.figures(exposure.at_risk_at(stream.kept, fault_t))  # type: ignore[union-attr]
+    assert beyond == exposure.beyond_bound(whole, 0.5, res, fault_t)
+    assert beyond["beyond"] > 0 and beyond["at_risk_at_fault_beyond"] > 0
+
+
+def test_streaming_memory_does_not_grow_with_the_number_of_shards() -> None:
+    """Without a fault nothing per ack is kept: ten times the shards, the same peak."""
+    samples, events = _random_run(300, seed=3)
+    sampler = exposure.PositionSampler.__new__(exposure.PositionSampler)
+    sampler.samples, sampler.unit, sampler.errors, sampler.interval_s = samples, "b", 0, 0.025
+
+    def peak(n_shards: int) -> int:
+        stream = exposure.Stream(sampler, None, None, bound_s=1.0)
+        tracemalloc.start()
+        for _ in range(n_shards):
+            stream.add(events)  # the same runs again: as many acks as a longer run's shard
+        stream.summary()
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return p
+
+    few, many = peak(3), peak(30)
+    assert many < few * 1.3, (few, many)
