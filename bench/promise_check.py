@@ -132,8 +132,19 @@ def judge(
     }
     if promise is None:
         return verdict("unknown", "this configuration states no promise for this fault")
+    iv = (integrity or {}).get("valid")
     if not loss or "lost" not in loss:
-        return verdict("unknown", "no write-loss result to judge")
+        # a store too damaged to read: broken if it promised to come back intact
+        if promise.intact and iv is False:
+            out["integrity"] = "failed"
+            return verdict("broken", "the store's integrity check failed after recovery")
+        why = "no write-loss result to judge"
+        if iv is False:
+            why += (
+                "; the store's integrity check failed after recovery, which this configuration"
+                " does not promise against"
+            )
+        return verdict("unknown", why)
     lost = loss["lost"]
     outside = [x for x in lost if _outside(x, bound, shift)]
     out["lost_count"] = loss.get("lost_count", len(lost))
@@ -149,7 +160,6 @@ def judge(
         }
         for x in outside[:LISTED]
     ]
-    iv = (integrity or {}).get("valid")
     out["integrity"] = {True: "passed", False: "failed"}.get(iv, "not checked")  # type: ignore[arg-type]
     broken = []
     if outside:

@@ -64,13 +64,20 @@ def test_power_loss_known_answers(backend: str, opts: list[str], loses: bool, tm
         text=True,
         timeout=240,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode in (0, 1), out.stderr[-3000:]
     assert "ran with the node's data on the lazy filesystem" in out.stdout
     (group,) = tmp_path.glob("*-crash.json")
     (trial,) = json.loads(group.read_text())["rows"]["lose-power"]
     run_dir = Path(trial["run_dir"])
     summary = json.loads((run_dir / "summary.json").read_text())
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    # exit 1 only for a store that came back damaged without promising otherwise (OFF, about
+    # one smoke trial in seven): its integrity check failed, which the verdict must say
+    damaged_allowed = (
+        summary["checks"]["integrity"]["valid"] is False
+        and not promise_of(backend, manifest).intact
+    )
+    assert out.returncode == 0 or damaged_allowed, out.stderr[-3000:]
     assert manifest["lazyfs"] is True
     assert len(summary["backend_metrics"]["lazyfs"]["losses"]) == 1, "the drop happened once"
 

@@ -130,6 +130,18 @@ def test_failed_integrity_check_breaks_an_intact_promise() -> None:
     assert judge(ZERO, {"a": 9.9}, kept={"a"}, integrity={"valid": True})["verdict"] == "kept"
 
 
+def test_an_unreadable_store_breaks_an_intact_promise() -> None:
+    """A store too damaged to count losses (no write-loss result) still breaks a promise to
+    come back intact; one that did not promise it is unknown, and says why."""
+    events = history({"a": 9.9})
+    damaged = {"valid": False}
+    out = promise_check.judge(ZERO, None, events, FAULT_DONE, damaged)
+    assert out["verdict"] == "broken" and "integrity" in out["reason"]
+    loose = Promise("lose-power", None, False, "synchronous=OFF")
+    out = promise_check.judge(loose, None, events, FAULT_DONE, damaged)
+    assert out["verdict"] == "unknown" and "does not promise" in out["reason"]
+
+
 def test_the_promise_decides_the_verdict_after_a_fault() -> None:
     lost = {"valid": False}
     kept = {"write_loss": lost, "promise": {"valid": True, "verdict": "kept"}}
