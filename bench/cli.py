@@ -280,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
         "--clients",
         type=int,
         default=1,
-        help="concurrent committing connections (default 1; postgres: pgbench -c)",
+        help="concurrent committing connections of the raw baseline (default 1; a backend whose "
+        "store has one writer refuses more)",
     )
     base.set_defaults(func=cmd_baseline)
     return ap

@@ -35,6 +35,7 @@ from backends.promises import Promise
 from bench import (
     checkers,
     exposure,
+    exposure_figures,
     faults,
     lastresort,
     leftovers,
@@ -361,7 +362,7 @@ def _exposure(
 ) -> dict[str, Any]:
     """Exposure figures (bench/exposure.py), exposure.csv (per ack) and exposure_series.csv;
     after a node loss, the cross-check against the acks the checker found lost. The history
-    is analysed one shard of runs at a time (``exposure.Stream``)."""
+    is analysed one shard of runs at a time (``exposure_figures.Stream``)."""
     samples = positions.samples
     tl = timeline or {}
     fault_t = tl.get("start_t")
@@ -379,9 +380,9 @@ def _exposure(
             outage = (begin, end)
     keep = None
     if outage is not None:
-        _, t_end = exposure.catch_up_of(samples, outage[1], node_lost)
+        _, t_end = exposure_figures.catch_up_of(samples, outage[1], node_lost)
         keep = (outage[0], max(outage[1], t_end))
-    stream = exposure.Stream(positions, fault_t, keep, _node_loss_bound(positions.dep))
+    stream = exposure_figures.Stream(positions, fault_t, keep, _node_loss_bound(positions.dep))
     with open(run_dir / "exposure.csv", "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(exposure.ACK_COLUMNS)
@@ -393,7 +394,7 @@ def _exposure(
     if outage is not None:
         figures["outage"] = {
             "fault": tl["fault"],
-            **exposure.window(stream.kept, samples, *outage, node_lost),
+            **exposure_figures.window(stream.kept, samples, *outage, node_lost),
             "at_inject": (tl.get("detail") or {}).get("at_inject"),
             "at_recover": (tl.get("detail") or {}).get("at_recover"),
         }
