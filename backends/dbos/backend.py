@@ -55,6 +55,7 @@ from backends.base import (
     Deployment,
     MovingParts,
     Option,
+    ReplicationPosition,
     RunContext,
     StateView,
     register,
@@ -312,6 +313,14 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     def replication_health(self) -> dict[str, Any] | None:
         return self.store.replication_health()
+
+    def replication_position(self) -> ReplicationPosition | None:
+        """The reused store's positions, for the exposure sampler: on SQLite the WAL end in the
+        WAL index (``-shm``), which every connection to the file updates on commit, DBOS's
+        included, against Litestream's newest LTX file; on Postgres the primary's WAL insert LSN
+        against the async standby's (None without one). Every DBOS ack is a commit in that
+        store (``backends.dbos``: acks), so the first reading after an ack covers it."""
+        return self.store.replication_position()
 
     def integrity_check(self) -> dict[str, Any]:
         if isinstance(self.store, sq.SqliteDeployment):
