@@ -1,6 +1,7 @@
 """The ``dbos`` backend beyond the conformance suite: its state view reads DBOS's real system
 tables (a step output row deleted from them is reported lost, exactly that one), and killed
-DBOS workers recover their workflows under their executor ids (``bench crash``)."""
+DBOS workers recover their workflows under their executor ids (``bench crash``), with the
+exposure to an async standby measured meanwhile."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def _kill_worker_trial(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench.cli", "crash", "--backend", "dbos"]
         + ["--dbos-database", "postgres", "--workload", "smoke", "--fault", "kill-worker"]
+        + ["--standby", "async"]  # also: exposure is measured against the async standby
         + ["--trials", "1", "--restart-delay", "0.5", "--results-dir", str(tmp_path)]
         + ["--no-progress"],
         capture_output=True,
@@ -78,6 +80,11 @@ def _kill_worker_trial(tmp_path: Path) -> None:
     run_dir = Path(trial["run_dir"])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["checks"]["exactly_once"]["valid"] is True
+    # DBOS's commits (its own connections) move the primary's LSN; the standby's replay covers
+    # them: every ack gets an exposure, none waits until the end of sampling
+    e = summary["exposure"]
+    assert e["unit"].startswith("WAL LSN") and e["acks"] > 0
+    assert e["acks_covered"] == e["acks"] and e["exposure_s"]["max"] is not None
     evs = read_history(run_dir / "history")
     fault_t = json.loads((run_dir / "manifest.json").read_text())["fault"]["timeline"]["start_t"]
     claims = [e for e in evs if e["op"] == "claim"]

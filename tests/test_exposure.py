@@ -284,3 +284,108 @@ def test_streaming_memory_does_not_grow_with_the_number_of_shards() -> None:
     peak(3)  # warm-up: first-use allocations (caches, interned keys) are not per shard
     few, many = peak(3), peak(30)
     assert many < few * 1.3, (few, many)
+
+
+def _node_and_replica(tmp_path: Path) -> tuple[Path, Any, Any]:
+    """A database file with a hand-made WAL index (-shm) and a writer of level-0 LTX headers."""
+    import struct
+
+    page, db = 4096, tmp_path / "node" / "durabench.db"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+
+    def shm(salt1: int, mx_frame: int) -> None:
+        hdr = bytearray(48)
+        struct.pack_into("=HI", hdr, 14, page, mx_frame)
+        struct.pack_into(">I", hdr, 32, salt1)
+        Path(f"{db}-shm").write_bytes(bytes(hdr) * 2)
+
+    def ltx(txid: int, salt1: int, frames_from: int, frames: int) -> tuple[str, bytes]:
+        off, size = 32 + frames_from * (page + 24), frames * (page + 24)
+        hdr = struct.pack(
+            ">4sIIIQQQQQQII", b"LTX1", 0, page, 1, txid, txid, 0, 0, off, size, salt1, 7
+        )
+        return f"{txid:016x}-{txid:016x}.ltx", hdr.ljust(100, b"\0")
+
+    return db, shm, ltx
+
+
+def _lost_before_the_new_salt_was_seen(tmp_path: Path, replica: Any, upload: Any) -> None:
+    """Litestream's sync uploads the old WAL's tail, then the restarted WAL's first frame (a new
+    salt), back to back; the node is lost before the sampler reads the new salt in -shm. The
+    replica holds all of the old WAL: its position must say so, not the previous sync's."""
+    from backends.sqlite.position import WalPositions
+
+    db, shm, ltx = _node_and_replica(tmp_path)
+    a, b = 0x1000, 0x1001
+    shm(a, 10)  # 10 frames committed locally
+    upload(*ltx(1, a, 0, 4))  # the last sync uploaded 4
+    pos = WalPositions(db, replica)
+    try:
+        before = pos.read()
+        assert before.local is not None and before.replica is not None
+        assert before.replica < before.local
+        upload(*ltx(2, a, 4, 6))  # the tail of WAL a: the replica now holds all 10 frames
+        upload(*ltx(3, b, 0, 1))  # WAL b's first frame (salt b never seen locally)
+        for f in db.parent.iterdir():  # the node is lost
+            f.unlink()
+        after = pos.read()
+        assert after.local is None and after.generation == before.generation
+        assert after.replica == before.local, "the replica read lower than it was"
+    finally:
+        pos.close()
+
+
+def test_replica_position_after_a_node_loss_counts_the_uploaded_old_wal_tail(
+    tmp_path: Path,
+) -> None:
+    from backends.sqlite.position import FileReplica
+
+    root = tmp_path / "replica"
+    (root / "ltx" / "0").mkdir(parents=True)
+    _lost_before_the_new_salt_was_seen(
+        tmp_path,
+        FileReplica(root),
+        lambda name, body: (root / "ltx" / "0" / name).write_bytes(body),
+    )
+
+
+def test_replica_position_in_s3_after_a_node_loss_counts_the_uploaded_old_wal_tail(
+    tmp_path: Path,
+) -> None:
+    from backends.sqlite.objectstore import SeaweedFS, s3_client
+    from backends.sqlite.position import S3Replica
+
+    s3 = SeaweedFS(tmp_path / "s3", tmp_path / "s3logs", bucket="positions")
+    try:
+        s3.start()
+        target = s3.target()
+        client = s3_client(target, 5.0)
+
+        def upload(name: str, body: bytes) -> None:
+            client.put_object(Bucket=target.bucket, Key=f"db/0000/{name}", Body=body)
+
+        _lost_before_the_new_salt_was_seen(tmp_path, S3Replica(target, "db"), upload)
+    finally:
+        s3.stop()
+
+
+def test_a_late_submit_ack_is_not_certainly_missing_because_of_its_runs_later_writes() -> None:
+    """Found at 4x load: the harness recorded a group-committed submit's ack 0.6 s after the
+    commit, after a worker had already committed the run's steps. The lower bound of the
+    submit's commit is its own invoke, not the step commit's: the replica held the run, the
+    node loss lost only the step, and the cross-check must agree."""
+    samples = [
+        Sample(t / 100, t / 100 + 0.001, "g", t if t < 250 else None, 150 if t >= 160 else 0)
+        for t in range(0, 300, 5)
+    ]
+    events = [
+        _ev(1.0, "invoke", "submit", "a"),  # committed at once (position ~100)
+        _ev(1.9, "invoke", "commit", "a", 0),  # the worker ran the run meanwhile
+        _ev(1.95, "ok", "commit", "a", 0),
+        _ev(2.2, "ok", "submit", "a"),  # the submit's ack, recorded late
+    ]
+    acks = exposure.analyze(samples, events)
+    lost = [{"kind": "step-committed", "id": "a/0", "after_fault": False}]
+    cc = exposure.cross_check(acks, samples, 2.5, lost)
+    assert cc["certain_but_not_lost"] == [] and cc["valid"] is True, cc

@@ -100,9 +100,9 @@ def test_replication_errors_fail_unless_a_fault_caused_them() -> None:
     assert judge(behind, errors_expected=True)["valid"] is False  # still must catch up
 
 
-def _crash(tmp_path: Path, fault: str, *args: str) -> dict:
+def _crash(tmp_path: Path, fault: str, *args: str, backend: str = "sqlite") -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "crash", "--backend", "sqlite", "--fault", fault]
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", backend, "--fault", fault]
         + ["--workload", "smoke", "--results-dir", str(tmp_path), "--no-progress", *args],
         capture_output=True,
         text=True,
@@ -126,6 +126,21 @@ def test_sqlite_s3_slow_loses_nothing_and_catches_up(tmp_path: Path) -> None:
     assert o["acks_during_never_covered"] == 0
     # every upload waited 1.5 s: nothing made during the slow window was held sooner
     assert o["exposure_max_s_of_acks_during"] > 1.5 and o["oldest_max_s"] > 1.5
+
+
+def test_dbos_on_sqlite_s3_outage_loses_nothing_and_reports_the_outage(tmp_path: Path) -> None:
+    """DBOS on SQLite replicates through the same Litestream and proxy: the outage keeps DBOS's
+    commits (acks) on the node until Litestream catches up, and destroys none of them."""
+    summary = _crash(tmp_path, "s3-outage", "--outage", "2", "--at", "1", backend="dbos")
+    checks = summary["checks"]
+    assert checks["write_loss"]["lost_count"] == 0 and checks["promise"]["verdict"] == "kept"
+    assert checks["replication"]["valid"] is True  # caught up; its errors came from the fault
+    o = summary["exposure"]["outage"]
+    assert o["acks_during"] > 0 and o["at_risk_max"] >= o["acks_during"] * 0.5
+    assert o["oldest_max_s"] > 1.5  # nothing left the node while the store was away
+    assert o["catch_up_s"] is not None and o["acks_during_never_covered"] == 0
+    assert o["at_recover"]["wal_bytes"] > o["at_inject"]["wal_bytes"]
+    assert o["at_recover"]["proxy_refused"] > 0  # Litestream really tried and was refused
 
 
 def test_node_lost_during_outage_loses_what_was_at_risk(tmp_path: Path) -> None:
@@ -201,4 +216,21 @@ def test_object_store_faults_without_an_object_store_are_refused_before_anything
         timeout=60,
     )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "r").exists()
+    # dbos: on sqlite as the sqlite backend; on postgres there is no object store at all
+    dbos = get("dbos").factory
+    with pytest.raises(ConfigError, match="--replica s3"):
+        check_supported("s3-slow", dbos, "dbos", {"dbos_database": "sqlite", "replica": "file"})
+    for fault in ("s3-outage", "s3-slow", "lose-node-in-outage"):
+        with pytest.raises(ConfigError, match="need --dbos-database sqlite"):
+            check_supported(fault, dbos, "dbos", {"dbos_database": "postgres"})
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "crash", "--backend", "dbos", "--dbos-database"]
+        + ["postgres", "--fault", "s3-outage", "--results-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "--dbos-database sqlite" in out.stderr
     assert not (tmp_path / "r").exists()

@@ -55,6 +55,7 @@ from backends.base import (
     Deployment,
     MovingParts,
     Option,
+    ReplicationPosition,
     RunContext,
     StateView,
     register,
@@ -217,14 +218,36 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     @staticmethod
     def refuse_fault(options: dict[str, Any], fault: str) -> str | None:
-        """The database's own refusals (an external Postgres: no processes of ours to act on)."""
+        """The database's own refusals (an external Postgres: no processes of ours to act on;
+        an object-store fault without an object store to put the proxy in front of)."""
         if (options.get("dbos_database") or "sqlite") == "postgres":
+            if fault in sq.SqliteDeployment.OBJECT_STORE_FAULTS:
+                return (
+                    "object-store faults need --dbos-database sqlite (on postgres the replica "
+                    "is a streaming standby, not an object store)"
+                )
             return pg.PostgresDeployment.refuse_fault(options, fault)
-        return None
+        return sq.SqliteDeployment.refuse_fault(options, fault)
 
     def fault_refusal(self, fault: str) -> str | None:
         refuse = getattr(self.store, "fault_refusal", None)
         return refuse(fault) if refuse is not None else None
+
+    def _sqlite_store(self, fault: str) -> sq.SqliteDeployment:
+        if not isinstance(self.store, sq.SqliteDeployment):
+            raise ConfigError(f"dbos: {fault} needs --dbos-database sqlite")
+        return self.store
+
+    def route_object_store_through_proxy(self) -> None:
+        """SQLite: Litestream uploads through the harness's proxy (the sqlite backend's); the
+        DBOS workers never talk to the object store."""
+        self._sqlite_store("an object-store fault").route_object_store_through_proxy()
+
+    def object_store_outage(self, on: bool) -> dict[str, Any]:
+        return self._sqlite_store("s3-outage").object_store_outage(on)
+
+    def object_store_delay(self, seconds: float) -> dict[str, Any]:
+        return self._sqlite_store("s3-slow").object_store_delay(seconds)
 
     def store_processes(self) -> list[str]:
         if isinstance(self.store, sq.SqliteDeployment):
@@ -312,6 +335,14 @@ class DbosDeployment(PooledWorkers, Deployment):
 
     def replication_health(self) -> dict[str, Any] | None:
         return self.store.replication_health()
+
+    def replication_position(self) -> ReplicationPosition | None:
+        """The reused store's positions, for the exposure sampler: on SQLite the WAL end in the
+        WAL index (``-shm``), which every connection to the file updates on commit, DBOS's
+        included, against Litestream's newest LTX file; on Postgres the primary's WAL insert LSN
+        against the async standby's (None without one). Every DBOS ack is a commit in that
+        store (``backends.dbos``: acks), so the first reading after an ack covers it."""
+        return self.store.replication_position()
 
     def integrity_check(self) -> dict[str, Any]:
         if isinstance(self.store, sq.SqliteDeployment):

@@ -16,8 +16,12 @@ Each WAL restart gets new salts (salt-1 + 1 on a restart, random ones for a fres
 position is ``(ordinal of salt-1 in the order the sampler saw them) << 32 | end offset``: it
 only grows within one database file (the generation: its inode; a restored node is a new one).
 A replica LTX whose salt was not seen locally in the current generation belongs to another
-one (or to a WAL the sampler never saw) and is not used: the replica then reads as behind,
-which can only overstate exposure.
+one (or to a WAL the sampler has not seen yet) and is not used: the replica reads as the newest
+LTX file whose salt is known, a file it really holds, so it can only read as behind. Not "no
+reading": at every sync Litestream uploads the old WAL's tail and then the first frames of the
+restarted WAL (a new salt) back to back; a node lost before the sampler saw that new salt
+locally left the old tail unread, and the replica read lower than it was (the lose-node
+cross-check then called acks "certainly missing" that the restore had).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Container
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -107,12 +112,12 @@ def parse_ltx_header(b: bytes) -> tuple[int, int] | None:
 
 
 class FileReplica:
-    """The newest level-0 LTX header of a file replica."""
+    """The newest level-0 LTX header of a file replica whose salt is known."""
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "ltx" / "0"
 
-    def newest(self) -> tuple[int, int] | None:
+    def newest(self, known: Container[int]) -> tuple[int, int] | None:
         try:
             names = sorted(n for n in os.listdir(self.dir) if n.endswith(".ltx"))
         except OSError:
@@ -123,14 +128,18 @@ class FileReplica:
                     parsed = parse_ltx_header(f.read(100))
             except OSError:
                 continue
-            if parsed is not None:
+            if parsed is not None and parsed[0] in known:
                 return parsed
         return None
 
 
+_UNUSABLE = (-1, -1)  # an LTX header without a WAL range: never fetched again
+
+
 class S3Replica:
-    """The newest level-0 LTX header in the bucket: ListObjectsV2 after the last key seen (so
-    a listing stays small), then a ranged GET of the new file's header."""
+    """The newest level-0 LTX header in the bucket whose salt is known: ListObjectsV2 after the
+    last key used (so a listing stays small), then ranged GETs of the new files' headers, newest
+    first. Headers of newer files whose salt is not known yet are kept until one is used."""
 
     def __init__(self, target: S3Target, path: str, timeout_s: float = 2.0) -> None:
         self.target = target
@@ -138,8 +147,9 @@ class S3Replica:
         self.timeout_s = timeout_s
         self.last_key = ""
         self.last: tuple[int, int] | None = None
+        self.pending: dict[str, tuple[int, int] | None] = {}  # key -> header (None: not read)
 
-    def newest(self) -> tuple[int, int] | None:
+    def newest(self, known: Container[int]) -> tuple[int, int] | None:
         client = s3_client(self.target, self.timeout_s)
         args = {"Bucket": self.target.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
         if self.last_key:
@@ -147,12 +157,20 @@ class S3Replica:
         try:
             listing = client.list_objects_v2(**args)
         except (BotoCoreError, ClientError, OSError):
-            return self.last  # what it held before is still there: a replica never shrinks here
-        keys = [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".ltx")]
-        for key in sorted(keys, reverse=True):
-            head = self._header(key)
-            if head is not None:
-                self.last_key, self.last = max(self.last_key, key), head
+            listing = {}  # what it held before is still there: a replica never shrinks here
+        for o in listing.get("Contents", []):
+            if o["Key"].endswith(".ltx"):
+                self.pending.setdefault(o["Key"], None)
+        for key in sorted(self.pending, reverse=True):
+            head = self.pending[key]
+            if head is None:
+                head = self._header(key)  # None: the GET failed, tried again next time
+                if head is None:
+                    continue
+                self.pending[key] = head
+            if head != _UNUSABLE and head[0] in known:
+                self.last_key, self.last = key, head
+                self.pending = {k: h for k, h in self.pending.items() if k > key}
                 break
         return self.last
 
@@ -163,7 +181,7 @@ class S3Replica:
             body = obj["Body"].read()
         except (BotoCoreError, ClientError, OSError):
             return None
-        return parse_ltx_header(body)
+        return parse_ltx_header(body) or _UNUSABLE
 
 
 class WalPositions:
@@ -196,7 +214,7 @@ class WalPositions:
         if local is not None and self.last_replica is not None and self.last_replica >= local:
             replica = self.last_replica  # caught up: nothing new to list (the replica only grows)
         else:
-            newest = self.replica.newest() if self.salts else None
+            newest = self.replica.newest(self.salts) if self.salts else None
             if newest is not None and newest[0] in self.salts:
                 replica = self._pos(*newest)
         if inode is not None and inode == self.inode:
