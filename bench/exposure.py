@@ -125,8 +125,12 @@ class AckExposure:
 
 
 def acks_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, float, float | None]]:
-    """(kind, id, ack time, latest invoke before it) of every ack, first ack per write."""
-    last_invoke: dict[tuple[str, int | None], float] = {}
+    """(kind, id, ack time, lower bound of its commit) of every ack, first ack per write. The
+    lower bound is the latest invoke of that write itself (a submit's own invoke, a step's own
+    commit invoke): a later write of the same run can begin before an ack that is recorded
+    late (a batched submit), and its invoke is no bound on the earlier commit. A completion
+    commits after the run's last step commit began, so that invoke bounds it."""
+    last_invoke: dict[tuple[str, str | None, int | None], float] = {}
     out: list[tuple[str, str, float, float | None]] = []
     seen: set[tuple[str, str]] = set()
     for e in events:
@@ -135,15 +139,21 @@ def acks_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, float, flo
             continue
         run, step = e.get("run"), e.get("step")
         if typ == "invoke":
-            last_invoke[(run, step)] = e["t"]
-            last_invoke[(run, None)] = e["t"]
+            last_invoke[(op, run, step)] = e["t"]
+            if op == "commit":
+                last_invoke[("commit", run, None)] = e["t"]
         elif typ == "ok":
             kind = ACK_OPS[op]
             key = f"{run}/{step}" if op == "commit" else str(run)
             if (kind, key) in seen:
                 continue
             seen.add((kind, key))
-            lo = last_invoke.get((run, step if op == "commit" else None))
+            if op == "commit":
+                lo = last_invoke.get(("commit", run, step))
+            elif op == "submit":
+                lo = last_invoke.get(("submit", run, None))
+            else:  # its own invoke, else the run's last step commit's
+                lo = last_invoke.get((op, run, None), last_invoke.get(("commit", run, None)))
             out.append((kind, key, e["t"], lo))
     return out
 
