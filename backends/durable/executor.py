@@ -183,7 +183,12 @@ class Executor:
                 lines = ""
             try:
                 output = await run_step(
-                    step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
+                    step,
+                    attempt,
+                    self.settings.seed,
+                    run.run_id,
+                    self.settings.time_scale,
+                    self.settings.payload_version,
                 )
             except StepError as e:
                 h.write(lines + h.line(FAIL, "exec", run.run_id, sid, attempt, str(e)))
