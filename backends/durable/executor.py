@@ -55,7 +55,11 @@ class Executor:
         self.broken = BrokenEngine()  # TEST ONLY (off unless its env variable is set)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.committer = GroupCommitter(
-            store, worker, settings.group_commit, on_committed=self._record_acks
+            store,
+            worker,
+            settings.group_commit,
+            on_committed=self._record_acks,
+            before_commit=history.write,
         )
         self._slot_free = asyncio.Event()
 
@@ -205,14 +209,20 @@ class Executor:
             h.write(lines)
             lines = ""
         self.crash.hit("before-commit")
-        h.write(lines + h.line(INVOKE, "commit", run.run_id, sid, attempt))
+        lines += h.line(INVOKE, "commit", run.run_id, sid, attempt)
+        if external:  # its outcome came from outside this process: in the file at once
+            h.write(lines)
+            lines = ""
+        # else these lines go out with those of the rest of its group commit, in one write
+        # just before the transaction begins (nothing outside sees the step until then)
         if self.broken.drop_commit(final):  # TEST ONLY: ack a checkpoint never written
+            h.write(lines)
             h.record(INFO, "broken-engine", run.run_id, sid, value="acked without commit")
             h.record(OK, "commit", run.run_id, sid, attempt)
             return output
         try:
             stored = await self.committer.commit(
-                Checkpoint(run.run_id, sid, output, attempt, final)
+                Checkpoint(run.run_id, sid, output, attempt, final), lines
             )
         except LeaseLost as e:
             h.record(FAIL, "commit", run.run_id, sid, attempt, value=f"lease lost: {e}")
