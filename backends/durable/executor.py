@@ -86,14 +86,23 @@ class Executor:
                     self.worker, min(free, CLAIM_BATCH), self.settings.lease_s, recover
                 )
                 recover = False
+                h = self.h
+                lines: list[str] = []  # one write for the whole claim, before any run starts
                 for run in claimed:
                     if run.run_id in busy or run.run_id in self.in_flight:
                         # never run one run twice at once: the execution in flight keeps it
                         # (the claim only renewed its lease); it finishes or releases it. (If
                         # it released it just before this claim, the run waits one lease.)
-                        self.h.record(INFO, "claim-overlap", run.run_id, value=run.claims)
+                        lines.append(
+                            h.line(INFO, "claim-overlap", run.run_id, None, None, run.claims)
+                        )
                         continue
+                    # ``since``: when the claim began, so a checker knows the journal was read
+                    # after it
+                    value = f'{{"journal":{len(run.journal)},"claims":{run.claims},"since":{since:.6f}}}'
+                    lines.append(h.line(INFO, "claim", run.run_id, None, None, RawJSON(value)))
                     self.in_flight[run.run_id] = asyncio.create_task(self._execute(run, since))
+                h.write("".join(lines))
                 if claimed:
                     await asyncio.sleep(0)  # let the new runs start before claiming more
                 else:
@@ -117,16 +126,7 @@ class Executor:
                 self.h.record(INFO, "renew", value=f"failed: {e!r}")
 
     async def _execute(self, run: ClaimedRun, since: float) -> None:
-        h = self.h
-        # ``since``: when the claim began, so a checker knows the journal was read after it
-        h.record(
-            INFO,
-            "claim",
-            run.run_id,
-            value=RawJSON(
-                f'{{"journal":{len(run.journal)},"claims":{run.claims},"since":{since:.6f}}}'
-            ),
-        )
+        h = self.h  # its "claim" line was written by ``serve``
         try:
             groups = run.plan.groups
             for gi, group in enumerate(groups):
