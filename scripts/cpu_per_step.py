@@ -21,8 +21,11 @@ its synchronous setting). Machine load changes the figures: note ``uptime`` besi
 ``workloads/cpu-probe.toml`` (4000 runs/s for 4 s) keeps one worker saturated for the whole
 window; the built-in ``capacity`` (1000 runs/s) does not on sqlite NORMAL, so its steps/s is the
 offered rate, not the capacity, and every process's idle polling lands on fewer steps. The
-``ls_compacted_mib`` column is what Litestream compacted during the run (its log): a 30 s
-level-1 compaction inside a short drive adds ~10 µs/step to Litestream and to SeaweedFS.
+``ls_compacted_mib`` column is what Litestream compacted inside the drive (its log; 0 also
+when there is no Litestream): its level-1 compaction runs every 30 s, so a short drive may or
+may not hold one, and the figures of Litestream and SeaweedFS move with it. They also fall as
+steps/s rises (part of their work is per second: a sync and an upload each second), so compare
+them at similar throughput.
 """
 
 from __future__ import annotations
@@ -32,20 +35,31 @@ import json
 import re
 import statistics
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROLE_ORDER = ("worker", "harness", "litestream", "seaweedfs", "postgres")
 FIGURES = ("total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib", "ls_compacted_mib")
-_COMPACTED = re.compile(r'msg="compaction complete".* size=(\d+)')
+_COMPACTED = re.compile(r'time=(\S+) .*msg="compaction complete".* size=(\d+)')
 
 
-def litestream_compacted_mib(run_dir: Path) -> float:
-    """MiB of level files Litestream wrote by compaction during the run (0 without its log)."""
+def litestream_compacted_mib(run_dir: Path, summary: dict[str, Any]) -> float | None:
+    """MiB of level files Litestream wrote by compaction inside the drive (its log's wall-clock
+    times against the manifest's start plus the drive's history times, to ~10 ms); None
+    without a Litestream log or the times to place it."""
     log = run_dir / "logs" / "litestream.log"
-    if not log.is_file():
-        return 0.0
-    return sum(int(m.group(1)) for m in _COMPACTED.finditer(log.read_text())) / 2**20
+    manifest = run_dir / "manifest.json"
+    start_t, end_t = summary.get("schedule_start_t"), (summary.get("window") or {}).get("end_t")
+    if not log.is_file() or not manifest.is_file() or start_t is None or end_t is None:
+        return None
+    started = datetime.fromisoformat(json.loads(manifest.read_text())["started_at"])
+    lo, hi = started + timedelta(seconds=start_t), started + timedelta(seconds=end_t)
+    total = 0
+    for m in _COMPACTED.finditer(log.read_text()):
+        if lo <= datetime.fromisoformat(m.group(1).replace("Z", "+00:00")) <= hi:
+            total += int(m.group(2))
+    return total / 2**20
 
 
 def role_group(role: str) -> str:
@@ -100,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             label, summary = load(d)
             fig = per_step(summary)
-            fig["ls_compacted_mib"] = litestream_compacted_mib(d)
+            mib = litestream_compacted_mib(d, summary)
+            if mib is not None:
+                fig["ls_compacted_mib"] = mib
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {d}: {e}", file=sys.stderr)
             return 2
