@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from backends.common.payload import PAYLOAD_VERSION
 from backends.errors import ConfigError
 from backends.promises import Promise
 
@@ -197,6 +198,7 @@ class ExecutionSettings:
     lease_s: float = 10.0  # a claimed run is another worker's after this long without renewal
     poll_interval_s: float = 0.005  # idle worker's wait between queue polls
     group_commit: bool = True  # commit the checkpoints ready together in one transaction
+    payload_version: int = PAYLOAD_VERSION  # which step-payload function (backends/common/payload)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,17 +84,16 @@ class HistoryWriter:
         t = self.now() if t is None else t
         # hand-formatted: this runs for every event in every worker (json.dumps of a dict was
         # a third of the in-process engine's time); only ``value`` goes through json
-        parts = [f'{{"t":{t:.6f},"proc":{self._proc_json},"type":"{type}","op":"{op}"']
+        s = f'{{"t":{t:.6f},"proc":{self._proc_json},"type":"{type}","op":"{op}"'
         if run is not None:
-            parts.append(f',"run":{_json_str(run)}')
+            s += f',"run":{_json_str(run)}'
         if step is not None:
-            parts.append(f',"step":{int(step)}')
+            s += f',"step":{int(step)}'
         if attempt is not None:
-            parts.append(f',"attempt":{int(attempt)}')
+            s += f',"attempt":{int(attempt)}'
         if value is not None:
-            parts.append(f',"value":{_json_value(value)}')
-        parts.append("}\n")
-        return "".join(parts)
+            s += f',"value":{_json_value(value)}'
+        return s + "}\n"
 
     def write(self, lines: str) -> None:
         """Whole event lines in one ``os.write`` (one syscall for a group commit's acks)."""
@@ -137,7 +136,10 @@ def _json_value(v: Any) -> str:
 
 
 def _json_str(x: str) -> str:
-    return f'"{x}"' if _PLAIN.fullmatch(x) else json.dumps(x)
+    # isascii + isalnum (C, no regex) decides the usual run ids; both imply _PLAIN
+    if (x.isascii() and x.isalnum()) or _PLAIN.fullmatch(x):
+        return f'"{x}"'
+    return json.dumps(x)
 
 
 class HistoryTail:

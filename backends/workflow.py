@@ -9,9 +9,9 @@ result must be, byte for byte.
 from __future__ import annotations
 
 import asyncio
-import random
 
 from backends.base import StepSpec
+from backends.common.payload import PAYLOAD_VERSION, payload
 
 
 class StepError(Exception):
@@ -30,13 +30,21 @@ class PermanentStepError(StepError):
     retryable = False
 
 
-def expected_payload(seed: int, run_id: str, step_id: int, size: int) -> bytes:
-    """The bytes a step returns. Arbitrary binary (not ASCII), so stores must keep it exact."""
-    return random.Random(f"{seed}:{run_id}:{step_id}").randbytes(size)
+def expected_payload(
+    seed: int, run_id: str, step_id: int, size: int, version: int = PAYLOAD_VERSION
+) -> bytes:
+    """The bytes a step returns (``backends.common.payload``, of the run's payload version).
+    Arbitrary binary (not ASCII), so stores must keep it exact."""
+    return payload(seed, run_id, step_id, size, version)
 
 
 async def run_step(
-    step: StepSpec, attempt: int, seed: int, run_id: str, time_scale: float
+    step: StepSpec,
+    attempt: int,
+    seed: int,
+    run_id: str,
+    time_scale: float,
+    version: int = PAYLOAD_VERSION,
 ) -> bytes:
     """One attempt (1-based) of a step's work. Has no durable effect of its own: durability is
     the executor's checkpoint afterwards."""
@@ -47,4 +55,4 @@ async def run_step(
         raise PermanentStepError(f"{step.name}: permanent failure (planned)")
     if attempt <= step.fail_attempts:
         raise TransientStepError(f"{step.name}: transient failure {attempt}/{step.fail_attempts}")
-    return expected_payload(seed, run_id, step.step_id, step.payload_bytes)
+    return payload(seed, run_id, step.step_id, step.payload_bytes, version)

@@ -40,12 +40,16 @@ from collections.abc import Callable
 from typing import Any
 
 from backends.base import RunSpec, StateView
+from backends.common.payload import PAYLOAD_VERSION
 from backends.workflow import expected_payload
 
 
-def check_step_payloads(runs: list[RunSpec], state: StateView, seed: int) -> dict[str, Any]:
-    """Every stored step result equals, byte for byte, what the step produced. Unknown when no
-    step was stored: there was nothing to compare."""
+def check_step_payloads(
+    runs: list[RunSpec], state: StateView, seed: int, payload_version: int = PAYLOAD_VERSION
+) -> dict[str, Any]:
+    """Every stored step result equals, byte for byte, what the step produced (with the run's
+    payload function, ``payload_version``). Unknown when no step was stored: there was nothing
+    to compare."""
     bad: list[str] = []
     checked = 0
     by_id = {run.run_id: run for run in runs}
@@ -56,7 +60,9 @@ def check_step_payloads(runs: list[RunSpec], state: StateView, seed: int) -> dic
         for step in run.plan.steps:
             if step.step_id in stored:
                 checked += 1
-                want = expected_payload(seed, run.run_id, step.step_id, step.payload_bytes)
+                want = expected_payload(
+                    seed, run.run_id, step.step_id, step.payload_bytes, payload_version
+                )
                 if stored[step.step_id] != want:
                     bad.append(f"{run.run_id}/{step.step_id}")
     out: dict[str, Any] = {
@@ -303,6 +309,7 @@ def check_all(
     seed: int,
     timeline: dict[str, Any] | None = None,
     integrity: Callable[[], dict[str, Any]] | None = None,
+    payload_version: int = PAYLOAD_VERSION,
 ) -> dict[str, Any]:
     """Every checker, each wrapped by ``safe``, on one run: the same checks with and without a
     fault (``timeline`` None or a fault that never started = no fault)."""
@@ -322,7 +329,7 @@ def check_all(
         lost = out["write_loss"].get("lost") or []
         lost_runs = {x["id"] for x in lost if x["kind"] == "run-accepted"}
         out["exactly_once"] = safe(check_exactly_once, events, state, lost_runs)
-        out["step_payloads"] = safe(check_step_payloads, runs, state, seed)
+        out["step_payloads"] = safe(check_step_payloads, runs, state, seed, payload_version)
         if fault_t is not None and timeline is not None:
             out["recovery"] = safe(recovery_times, events, timeline, lost_runs)
     out["duplicates"] = safe(check_duplicates, events, fault_t is not None)

@@ -443,7 +443,13 @@ def _check_state(
     verdict like the others. After a fault, the promise (``promise_of``) judges the write loss
     (bench/promise_check.py)."""
     out = postrun.check_all(
-        events, states, req.schedule.runs, req.schedule.seed, timeline, integrity
+        events,
+        states,
+        req.schedule.runs,
+        req.schedule.seed,
+        timeline,
+        integrity,
+        payload_version=req.settings.payload_version,
     )
     out.update(extra)
     fault = (timeline or {}).get("fault")

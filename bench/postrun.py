@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import RetryPolicy, RunSpec, StateView
+from backends.common.payload import PAYLOAD_VERSION
 from backends.history import Partition, partition_history
 from bench import checkers, metrics
 
@@ -135,6 +136,7 @@ def check_all(
     seed: int,
     timeline: dict[str, Any] | None = None,
     integrity: Callable[[], dict[str, Any]] | None = None,
+    payload_version: int = PAYLOAD_VERSION,
 ) -> dict[str, Any]:
     """``checkers.check_all`` over a partitioned history: each shard checked against the state
     of its runs only, the results merged (same verdicts and figures as on the whole history)."""
@@ -154,7 +156,11 @@ def check_all(
             continue  # schedule): no state read either
         ids = {r.run_id for r in mine}
         ids.update(e["run"] for e in events if isinstance(e.get("run"), str))
-        parts.append(checkers.check_all(events, state_of(ids), mine, seed, timeline))
+        parts.append(
+            checkers.check_all(
+                events, state_of(ids), mine, seed, timeline, payload_version=payload_version
+            )
+        )
     out = merge(parts, fault_time(timeline))
     if integrity is not None:
         out["integrity"] = checkers.safe(integrity)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import ExecutionSettings, RetryPolicy, get
+from backends.common import payload
 from backends.errors import ConfigError
 from backends.promises import Promise
 from bench import experiment, postrun
@@ -126,6 +127,12 @@ def _schedule(manifest: dict[str, Any]) -> Schedule:
 
 def _settings(manifest: dict[str, Any]) -> ExecutionSettings:
     s = dict(manifest.get("settings") or {})
+    s.setdefault("payload_version", 1)  # runs recorded before payloads were versioned
+    if s["payload_version"] not in payload.VERSIONS:
+        raise ConfigError(
+            f"the run's payload version {s['payload_version']!r} is unknown to this code "
+            f"(known: {payload.VERSIONS}): its step payloads cannot be recomputed"
+        )
     try:
         s["retry"] = RetryPolicy(**s.get("retry", {}))
         return ExecutionSettings(**s)

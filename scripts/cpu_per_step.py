@@ -2,8 +2,9 @@
 
 Procedure (repeatable; the figures are benchmarks, not tests):
 
-    bench run --backend sqlite --workers 1 --workload capacity --time-scale 0 \\
-        --results-dir /tmp/cpu --no-progress
+    bench run --backend sqlite --workers 1 --workload workloads/cpu-probe.toml --time-scale 0 \\
+        [--synchronous NORMAL] --results-dir /tmp/cpu --no-progress
+    bench baseline --backend sqlite --synchronous NORMAL --seconds 5
     bench baseline --backend sqlite --synchronous FULL --seconds 5
     bench baseline --backend postgres --clients 4 --seconds 5   # pgbench -c 4: the peer of
                                                                  # 2 workers on one server
@@ -16,19 +17,49 @@ divides one by the other: CPU µs per step for the worker(s), the harness, Lites
 SeaweedFS, and their sum. With several run dirs (interleaved rounds, A B A B ...) it prints each
 run, then the median [min..max] per label (``--label`` names a group; default: the backend and
 its synchronous setting). Machine load changes the figures: note ``uptime`` beside them.
+
+``workloads/cpu-probe.toml`` (4000 runs/s for 4 s) keeps one worker saturated for the whole
+window; the built-in ``capacity`` (1000 runs/s) does not on sqlite NORMAL, so its steps/s is the
+offered rate, not the capacity, and every process's idle polling lands on fewer steps. The
+``ls_compacted_mib`` column is what Litestream compacted inside the drive (its log; 0 also
+when there is no Litestream): its level-1 compaction runs every 30 s, so a short drive may or
+may not hold one, and the figures of Litestream and SeaweedFS move with it. They also fall as
+steps/s rises (part of their work is per second: a sync and an upload each second), so compare
+them at similar throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROLE_ORDER = ("worker", "harness", "litestream", "seaweedfs", "postgres")
-FIGURES = ("total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib")
+FIGURES = ("total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib", "ls_compacted_mib")
+_COMPACTED = re.compile(r'time=(\S+) .*msg="compaction complete".* size=(\d+)')
+
+
+def litestream_compacted_mib(run_dir: Path, summary: dict[str, Any]) -> float | None:
+    """MiB of level files Litestream wrote by compaction inside the drive (its log's wall-clock
+    times against the manifest's start plus the drive's history times, to ~10 ms); None
+    without a Litestream log or the times to place it."""
+    log = run_dir / "logs" / "litestream.log"
+    manifest = run_dir / "manifest.json"
+    start_t, end_t = summary.get("schedule_start_t"), (summary.get("window") or {}).get("end_t")
+    if not log.is_file() or not manifest.is_file() or start_t is None or end_t is None:
+        return None
+    started = datetime.fromisoformat(json.loads(manifest.read_text())["started_at"])
+    lo, hi = started + timedelta(seconds=start_t), started + timedelta(seconds=end_t)
+    total = 0
+    for m in _COMPACTED.finditer(log.read_text()):
+        if lo <= datetime.fromisoformat(m.group(1).replace("Z", "+00:00")) <= hi:
+            total += int(m.group(2))
+    return total / 2**20
 
 
 def role_group(role: str) -> str:
@@ -83,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             label, summary = load(d)
             fig = per_step(summary)
+            mib = litestream_compacted_mib(d, summary)
+            if mib is not None:
+                fig["ls_compacted_mib"] = mib
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {d}: {e}", file=sys.stderr)
             return 2

@@ -52,6 +52,60 @@ def test_acks_are_recorded_before_any_caller_resumes(tmp_path: Path) -> None:
     assert max(sizes) > 1, sizes  # the checkpoints were grouped, so the batch path ran
 
 
+def test_a_batch_invokes_are_in_the_history_before_its_transaction(tmp_path: Path) -> None:
+    """At --time-scale 0 a step's exec lines and its commit's invoke go out with the rest of
+    its group commit, in one write: every one must be in the file when the transaction
+    begins (the real executor and store; the store's method is only observed)."""
+    from backends.base import ExecutionSettings
+    from backends.durable.executor import Executor
+    from backends.history import HistoryWriter
+
+    db = tmp_path / "i.db"
+    create_schema(db, "NORMAL")
+    plan = Plan(((StepSpec(0, "llm", "s", 0.0, 4),), (StepSpec(1, "tool", "t", 0.0, 4),)))
+    runs = [RunSpec(f"i{i:03d}", i, "t", 0.0, False, plan) for i in range(60)]
+    sub = SqliteSubmitter(db, "NORMAL")
+    for r in runs:
+        sub.submit(r)
+    sub.close()
+    path = tmp_path / "worker.jsonl"
+    missing: list[str] = []
+    sizes: list[int] = []
+
+    async def go() -> None:
+        store = SqliteStore(db, "NORMAL", autocheckpoint=True)
+        real = store.checkpoint_batch
+
+        async def observed(worker: str, items: list[Checkpoint]) -> list[bytes | Exception]:
+            text = path.read_text()
+            sizes.append(len(items))
+            for cp in items:
+                invoke = f'"type":"invoke","op":"commit","run":"{cp.run_id}","step":{cp.step_id}'
+                done = f'"type":"ok","op":"exec","run":"{cp.run_id}","step":{cp.step_id}'
+                if invoke not in text or done not in text:
+                    missing.append(f"{cp.run_id}/{cp.step_id}")
+            return await real(worker, items)
+
+        store.checkpoint_batch = observed  # type: ignore[method-assign]
+        history = HistoryWriter(path, "w", time.monotonic_ns())
+        settings = ExecutionSettings(seed=1, time_scale=0.0, workers=1, concurrency=100)
+        ex = Executor(store, settings, history, "w")
+        stop = asyncio.Event()
+
+        async def until_done() -> None:
+            while ex.committer.checkpoints < 2 * len(runs):
+                await asyncio.sleep(0.01)
+            stop.set()
+
+        await asyncio.gather(ex.serve(stop), asyncio.wait_for(until_done(), 30))
+        await store.close()
+        history.close()
+
+    asyncio.run(go())
+    assert not missing, missing[:5]
+    assert sum(sizes) == 2 * len(runs) and max(sizes) > 1, sizes
+
+
 @pytest.mark.parametrize("point", ["after-commit", "after-ack"])
 def test_kill_at_a_crash_point_with_batched_acks(point: str, tmp_path: Path) -> None:
     """time-scale 0: many checkpoints are ready at once, so group commits hold several."""

@@ -107,6 +107,44 @@ def test_check_a_kept_run_then_delete_a_committed_step(kept_run: Path, tmp_path:
     assert bad.returncode == 1 and f"{run_id}/{step_id}" in bad.stdout, bad.stdout + bad.stderr
 
 
+def test_payload_version_of_the_run_is_the_one_checked(kept_run: Path, tmp_path: Path) -> None:
+    """A kept run is checked with the payload function its manifest names: a run recorded
+    before payloads were versioned (no ``payload_version``) is checked with version 1, so its
+    v1 bytes pass and today's bytes fail; an unknown version is refused."""
+    from backends.common.payload import payload
+
+    run_dir = copy_of(kept_run, tmp_path)
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["settings"]["payload_version"] == 2
+    seed = manifest["seed"]
+    del manifest["settings"]["payload_version"]
+    manifest_path.write_text(json.dumps(manifest))
+    v2_as_v1 = bench("check", str(run_dir), "--json")
+    assert v2_as_v1.returncode == 1, v2_as_v1.stdout + v2_as_v1.stderr
+    payloads = json.loads(v2_as_v1.stdout)["checks"]["step_payloads"]
+    assert payloads["valid"] is False and payloads["mismatch_count"] == payloads["checked"] > 0
+
+    db = run_dir / "work" / "sqlite" / "durabench.db"
+    conn = sqlite3.connect(db)
+    try:  # what the old code stored: version-1 bytes of the same length
+        rows = conn.execute("SELECT run_id, step_id, length(output) FROM steps").fetchall()
+        conn.executemany(
+            "UPDATE steps SET output = ? WHERE run_id = ? AND step_id = ?",
+            [(payload(seed, r, s, n, version=1), r, s) for r, s, n in rows],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    old = bench("check", str(run_dir))
+    assert old.returncode == 0 and "verdict True" in old.stdout, old.stdout + old.stderr
+
+    manifest["settings"]["payload_version"] = 99
+    manifest_path.write_text(json.dumps(manifest))
+    unknown = bench("check", str(run_dir))
+    assert unknown.returncode == 2 and "payload version 99" in unknown.stderr, unknown.stderr
+
+
 def test_bad_input_is_exit_2(kept_run: Path, tmp_path: Path) -> None:
     out = bench("check", str(tmp_path))
     assert out.returncode == 2 and "is not a result directory" in out.stderr, out.stderr

@@ -55,7 +55,11 @@ class Executor:
         self.broken = BrokenEngine()  # TEST ONLY (off unless its env variable is set)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.committer = GroupCommitter(
-            store, worker, settings.group_commit, on_committed=self._record_acks
+            store,
+            worker,
+            settings.group_commit,
+            on_committed=self._record_acks,
+            before_commit=history.write,
         )
         self._slot_free = asyncio.Event()
 
@@ -82,14 +86,23 @@ class Executor:
                     self.worker, min(free, CLAIM_BATCH), self.settings.lease_s, recover
                 )
                 recover = False
+                h = self.h
+                lines: list[str] = []  # one write for the whole claim, before any run starts
                 for run in claimed:
                     if run.run_id in busy or run.run_id in self.in_flight:
                         # never run one run twice at once: the execution in flight keeps it
                         # (the claim only renewed its lease); it finishes or releases it. (If
                         # it released it just before this claim, the run waits one lease.)
-                        self.h.record(INFO, "claim-overlap", run.run_id, value=run.claims)
+                        lines.append(
+                            h.line(INFO, "claim-overlap", run.run_id, None, None, run.claims)
+                        )
                         continue
+                    # ``since``: when the claim began, so a checker knows the journal was read
+                    # after it
+                    value = f'{{"journal":{len(run.journal)},"claims":{run.claims},"since":{since:.6f}}}'
+                    lines.append(h.line(INFO, "claim", run.run_id, None, None, RawJSON(value)))
                     self.in_flight[run.run_id] = asyncio.create_task(self._execute(run, since))
+                h.write("".join(lines))
                 if claimed:
                     await asyncio.sleep(0)  # let the new runs start before claiming more
                 else:
@@ -113,16 +126,7 @@ class Executor:
                 self.h.record(INFO, "renew", value=f"failed: {e!r}")
 
     async def _execute(self, run: ClaimedRun, since: float) -> None:
-        h = self.h
-        # ``since``: when the claim began, so a checker knows the journal was read after it
-        h.record(
-            INFO,
-            "claim",
-            run.run_id,
-            value=RawJSON(
-                f'{{"journal":{len(run.journal)},"claims":{run.claims},"since":{since:.6f}}}'
-            ),
-        )
+        h = self.h  # its "claim" line was written by ``serve``
         try:
             groups = run.plan.groups
             for gi, group in enumerate(groups):
@@ -183,7 +187,12 @@ class Executor:
                 lines = ""
             try:
                 output = await run_step(
-                    step, attempt, self.settings.seed, run.run_id, self.settings.time_scale
+                    step,
+                    attempt,
+                    self.settings.seed,
+                    run.run_id,
+                    self.settings.time_scale,
+                    self.settings.payload_version,
                 )
             except StepError as e:
                 h.write(lines + h.line(FAIL, "exec", run.run_id, sid, attempt, str(e)))
@@ -200,14 +209,20 @@ class Executor:
             h.write(lines)
             lines = ""
         self.crash.hit("before-commit")
-        h.write(lines + h.line(INVOKE, "commit", run.run_id, sid, attempt))
+        lines += h.line(INVOKE, "commit", run.run_id, sid, attempt)
+        if external:  # its outcome came from outside this process: in the file at once
+            h.write(lines)
+            lines = ""
+        # else these lines go out with those of the rest of its group commit, in one write
+        # just before the transaction begins (nothing outside sees the step until then)
         if self.broken.drop_commit(final):  # TEST ONLY: ack a checkpoint never written
+            h.write(lines)
             h.record(INFO, "broken-engine", run.run_id, sid, value="acked without commit")
             h.record(OK, "commit", run.run_id, sid, attempt)
             return output
         try:
             stored = await self.committer.commit(
-                Checkpoint(run.run_id, sid, output, attempt, final)
+                Checkpoint(run.run_id, sid, output, attempt, final), lines
             )
         except LeaseLost as e:
             h.record(FAIL, "commit", run.run_id, sid, attempt, value=f"lease lost: {e}")

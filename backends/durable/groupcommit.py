@@ -13,6 +13,9 @@ a step fenced out (lease lost) fails alone without failing the rest of its batch
 ``on_committed(batch, outcomes)`` runs after a batch's transaction committed and BEFORE any of
 its callers resumes: the executor writes the batch's acks to the history there, in one write, so
 an ack is in the history file before anything acts on it (the next step, the run's completion).
+``before_commit(text)`` runs just before the transaction begins, with the ``prelude`` of every
+checkpoint in the batch joined: the executor's invoke lines of those steps (their work and their
+commit's invoke), so they go out in one write per batch, still before the commit they precede.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Checkpoint(NamedTuple):
 
 Outcome = bytes | Exception
 OnCommitted = Callable[[list[Checkpoint], list[Outcome]], None]
+BeforeCommit = Callable[[str], None]
 
 
 class GroupCommitter:
@@ -47,23 +51,28 @@ class GroupCommitter:
         worker: str,
         enabled: bool = True,
         on_committed: OnCommitted | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         self.store = store
         self.on_committed = on_committed
+        self.before_commit = before_commit
         self.worker = worker
         self.enabled = enabled
-        self._pending: list[tuple[Checkpoint, asyncio.Future[bytes]]] = []
+        self._pending: list[tuple[Checkpoint, asyncio.Future[bytes], str]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.checkpoints = 0
 
-    async def commit(self, cp: Checkpoint) -> bytes:
+    async def commit(self, cp: Checkpoint, prelude: str = "") -> bytes:
         """Returns the stored output once ``cp``'s transaction committed; raises ``LeaseLost``
-        if fenced out, or the store's error (outcome unknown) if the transaction failed."""
+        if fenced out, or the store's error (outcome unknown) if the transaction failed.
+        ``prelude`` goes to ``before_commit`` before the transaction that holds ``cp`` begins."""
         if not self.enabled:
             self.batches += 1
             self.checkpoints += 1
+            if prelude and self.before_commit is not None:
+                self.before_commit(prelude)
             outcomes = await self.store.checkpoint_batch(self.worker, [cp])
             if self.on_committed is not None:
                 self.on_committed([cp], outcomes)
@@ -74,7 +83,7 @@ class GroupCommitter:
         if self._task is None:
             self._task = asyncio.create_task(self._flush_forever())
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._pending.append((cp, fut))
+        self._pending.append((cp, fut, prelude))
         self._wake.set()
         return await fut
 
@@ -87,16 +96,18 @@ class GroupCommitter:
                 self.batches += 1
                 self.checkpoints += len(batch)
                 try:
-                    cps = [cp for cp, _ in batch]
+                    if self.before_commit is not None:
+                        self.before_commit("".join([p for _, _, p in batch]))
+                    cps = [cp for cp, _, _ in batch]
                     outcomes = await self.store.checkpoint_batch(self.worker, cps)
                     if self.on_committed is not None:
                         self.on_committed(cps, outcomes)  # before any caller resumes
                 except Exception as e:  # noqa: BLE001 - every caller learns it
-                    for _, fut in batch:
+                    for _, fut, _ in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for (_, fut), out in zip(batch, outcomes, strict=True):
+                for (_, fut, _), out in zip(batch, outcomes, strict=True):
                     if fut.done():
                         continue
                     if isinstance(out, Exception):
@@ -109,5 +120,5 @@ class GroupCommitter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, fut in self._pending:
+        for _, fut, _ in self._pending:
             fut.cancel()

@@ -100,13 +100,16 @@ class SqliteStore:
             rows = c.execute(
                 sql.claim(D), {**args, "worker": worker, "lease": now + lease_s, "limit": limit}
             ).fetchall()
-            claimed = []
-            for run_id, plan, steps_done, claims in rows:
-                journal = {}
-                if steps_done:
-                    journal = dict(c.execute(sql.JOURNAL, {"run_id": run_id}).fetchall())
-                claimed.append(ClaimedRun(run_id, Plan.from_json(plan), journal, claims))
-        return claimed
+            journals = {
+                run_id: dict(c.execute(sql.JOURNAL, {"run_id": run_id}).fetchall())
+                for run_id, _, steps_done, _ in rows
+                if steps_done
+            }
+        # plans decoded after the commit: the write lock is held for the SQL only
+        return [
+            ClaimedRun(run_id, Plan.from_json(plan), journals.get(run_id, {}), claims)
+            for run_id, plan, _, claims in rows
+        ]
 
     async def renew(self, worker: str, run_ids: list[str], lease_s: float) -> None:
         with _Tx(self.conn) as c:
