@@ -666,7 +666,9 @@ def test_a_schedule_that_cannot_fit_is_refused_before_it_is_built(cmd, tmp_path:
 
 
 def test_memory_limit_is_overridable() -> None:
-    one_line_error(bench("schedule", "--workload", "smoke", "--memory-limit-gb", "0.00001"), "smoke")
+    one_line_error(
+        bench("schedule", "--workload", "smoke", "--memory-limit-gb", "0.00001"), "smoke"
+    )
     out = bench("schedule", "--workload", "smoke", "--memory-limit-gb", "1")
     assert out.returncode == 0 and json.loads(out.stdout)["runs"] == 30
 

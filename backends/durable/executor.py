@@ -167,44 +167,15 @@ class Executor:
             if final:  # journal has the last step but the run was not completed: finish it
                 await self.store.finish(self.worker, run.run_id, "completed", None)
             return run.journal[sid]
-        retry = self.settings.retry
-        attempt = 0
-        claim = RawJSON(f'{{"claim":{since:.6f}}}')  # formatted once, not at every attempt
         # An attempt that waits (a simulated LLM / tool call in flight) has its invoke written
         # before the wait. One that does not (--time-scale 0) is pure computation in this
         # process, seen by nothing outside it: its invoke, outcome and the commit's invoke go
         # out in ONE write, before the commit (each line keeps its own time). A kill in those
         # microseconds loses only events that no one outside could have observed.
         external = step.latency_s * self.settings.time_scale > 0
-        lines = ""
-        while True:
-            attempt += 1
-            # the claim this execution came from: a checker tells work redone because two
-            # claims overlapped (claim began before the ack) from a forgotten ack (after it)
-            lines += h.line(INVOKE, "exec", run.run_id, sid, attempt, claim)
-            if external:
-                h.write(lines)
-                lines = ""
-            try:
-                output = await run_step(
-                    step,
-                    attempt,
-                    self.settings.seed,
-                    run.run_id,
-                    self.settings.time_scale,
-                    self.settings.payload_version,
-                )
-            except StepError as e:
-                h.write(lines + h.line(FAIL, "exec", run.run_id, sid, attempt, str(e)))
-                lines = ""
-                if not e.retryable or attempt >= retry.max_attempts:
-                    return StepFailed(
-                        step, f"step {sid} ({step.name}) after {attempt} attempt(s): {e}"
-                    )
-                await asyncio.sleep(retry.backoff_s(attempt) * self.settings.time_scale)
-                continue
-            lines += h.line(OK, "exec", run.run_id, sid, attempt, len(output))
-            break
+        output, lines, attempt = await self._attempts(run, step, since, external)
+        if isinstance(output, StepFailed):
+            return output
         if self.crash.armed("before-commit"):  # the work's outcome is in the file, as unbatched
             h.write(lines)
             lines = ""
@@ -232,6 +203,48 @@ class Executor:
             raise Abandon(f"commit of step {sid} indeterminate: {e!r}") from e
         # the "commit ok" ack is already in the history: ``_record_acks`` wrote it
         return stored
+
+    async def _attempts(
+        self, run: ClaimedRun, step: StepSpec, since: float, external: bool
+    ) -> tuple[bytes | StepFailed, str, int]:
+        """Attempts of one step, with its retries, until an outcome: the output (or the
+        failure), the history lines not yet written (see ``_step``) and the attempt number."""
+        h, sid, retry = self.h, step.step_id, self.settings.retry
+        attempt = 0
+        claim = RawJSON(f'{{"claim":{since:.6f}}}')  # formatted once, not at every attempt
+        lines = ""
+        while True:
+            attempt += 1
+            # the claim this execution came from: a checker tells work redone because two
+            # claims overlapped (claim began before the ack) from a forgotten ack (after it)
+            lines += h.line(INVOKE, "exec", run.run_id, sid, attempt, claim)
+            if external:
+                h.write(lines)
+                lines = ""
+            try:
+                output = await run_step(
+                    step,
+                    attempt,
+                    self.settings.seed,
+                    run.run_id,
+                    self.settings.time_scale,
+                    self.settings.payload_version,
+                )
+            except StepError as e:
+                h.write(lines + h.line(FAIL, "exec", run.run_id, sid, attempt, str(e)))
+                lines = ""
+                if not e.retryable or attempt >= retry.max_attempts:
+                    failed = StepFailed(
+                        step, f"step {sid} ({step.name}) after {attempt} attempt(s): {e}"
+                    )
+                    return failed, "", attempt
+                await asyncio.sleep(retry.backoff_s(attempt) * self.settings.time_scale)
+                continue
+            return (
+                output,
+                lines + h.line(OK, "exec", run.run_id, sid, attempt, len(output)),
+                attempt,
+            )
 
     def _record_acks(self, batch: list[Checkpoint], outcomes: list[bytes | Exception]) -> None:
         """The step-committed acks of one group commit, written to the history in ONE
