@@ -12,6 +12,7 @@ harness, not the backend.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import gc
@@ -46,8 +47,11 @@ LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
 # the run stops when the results filesystem has less than this free: what remains is for the
 # results themselves (manifest, summary, CSVs), so a full disk still leaves a readable result
 DISK_RESERVE_BYTES = 512 * 1024
-STALL_PROBE_S = 2.0
-STOP_POLL_S = 0.05  # a wait for the next arrival checks for a stop (signal, fatal) this often  # no run finished for this long while draining: ask the store what is left
+STALL_PROBE_S = 2.0  # no run finished for this long while draining: ask the store what is left
+DRIVE_SWITCH_INTERVAL_S = 0.001  # GIL hand-over interval during the drive (default 0.005)
+MAX_DISPATCH_BATCH = 256  # runs due at once dispatched together (one history write)
+SUBMIT_POLL_S = 0.005  # after the last arrival: how often to look for the last submits' acks
+STOP_POLL_S = 0.05  # a wait for the next arrival checks for a stop (signal, fatal) this often
 
 
 # what the drive knows of a run, one byte per scheduled run (by seq), so its memory stays a
@@ -125,6 +129,12 @@ class Driver:
         self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
         self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
+        # acks recorded on the client's thread, counted on the loop's: (acked seqs, refused,
+        # history write error) per transaction (deque appends and pops are thread-safe)
+        self._acks: collections.deque[tuple[array[int], int, BaseException | None]] = (
+            collections.deque()
+        )
+        self._unresolved = 0  # enqueued submits whose outcome was not counted yet
 
     # size: the open-loop drive, its drain and its cancellation under one try/finally (signal handlers
     # restored, tasks cancelled); not split in this change.
@@ -154,6 +164,11 @@ class Driver:
         # each time; refcounting still frees them
         gc.collect()
         gc.freeze()
+        # the loop thread times every arrival, and other threads of this process (the store's
+        # submitter, samplers) take the GIL whenever it makes a syscall: at the default 5 ms
+        # it got it back up to 5 ms later, half the lag that counts as late
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(DRIVE_SWITCH_INTERVAL_S)
         start_t = self.h.now()
         self.sampler.sample(start_t)  # CPU "during the drive" is counted from here
         fault = asyncio.create_task(self.nemesis.run(start_t)) if self.nemesis else None
@@ -162,7 +177,11 @@ class Driver:
         drain_timed_out = False
         try:
             epoch_mono = self.h.epoch_ns / 1e9  # history time 0, in time.monotonic() seconds
-            for run in self.schedule.runs:
+            runs = iter(self.schedule.runs)
+            # the next run is built while waiting for it (building a plan is the largest cost
+            # of an arrival), so its submit starts as soon as it is due
+            run = next(runs, None)
+            while run is not None:
                 due = epoch_mono + start_t + run.scheduled_t
                 delay = due - time.monotonic()
                 # a plain sleep (a timer, no task): ``wait_for(stop.wait())`` cost a task and a
@@ -172,11 +191,26 @@ class Driver:
                     delay = due - time.monotonic()
                 if self.stop.is_set():
                     break
-                task = asyncio.create_task(self._submit(run, start_t + run.scheduled_t))
-                submits.add(task)
-                task.add_done_callback(submits.discard)
+                batch = [run]  # every run due by now (the loop was late, or arrivals coincide)
+                run = next(runs, None)
+                while (
+                    run is not None
+                    and len(batch) < MAX_DISPATCH_BATCH
+                    and epoch_mono + start_t + run.scheduled_t <= time.monotonic()
+                ):
+                    batch.append(run)
+                    run = next(runs, None)
+                if self.client.enqueues_submits:
+                    self._dispatch(batch, start_t)
+                    continue
+                for r in batch:
+                    task = asyncio.create_task(self._submit(r, start_t + r.scheduled_t))
+                    submits.add(task)
+                    task.add_done_callback(submits.discard)
             if submits:
                 await asyncio.wait(set(submits))
+            while self._take_acks() > 0:  # every enqueued submit's outcome is known
+                await asyncio.sleep(SUBMIT_POLL_S)
             if fault is not None:  # recovery must be over before "done" means anything
                 await _wait_any(fault, self.stop)
             deadline = time.monotonic() + self.drain_timeout_s
@@ -202,6 +236,7 @@ class Driver:
                     await self._probe_store()
         finally:
             gc.unfreeze()
+            sys.setswitchinterval(switch_interval)
             set_main_thread_runner(None)
             for task in (ticker, engine, fault):
                 if task is not None:
@@ -211,6 +246,7 @@ class Driver:
             for sig, handler in before.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)  # asyncio would leave SIGTERM at its default: death
+            self._take_acks()
             self._read_tails()
             self._render(final=True)
             self.sampler.drive_ended()
@@ -241,6 +277,7 @@ class Driver:
             self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
+        self._take_acks()
         return self.p.count(ACKED, SETTLED)
 
     async def _probe_store(self) -> None:
@@ -274,6 +311,85 @@ class Driver:
             if seq is not None:
                 out[seq] = _STORE_STATUS.get(r.status, _OTHER)
         return out
+
+    def _dispatch(self, batch: list[RunSpec], start_t: float) -> None:
+        """Start the submits of runs that are due (``Client.enqueue_submit``): their invoke
+        events in one write, then each run handed to the client's submitting thread, which
+        records the acks (``_acked``). No task, future or loop wake-up per run."""
+        self.p.dispatched += len(batch)
+        t = self.h.now()
+        line = self.h.line
+        lines = []
+        for run in batch:
+            scheduled_t = start_t + run.scheduled_t
+            # the value as json.dumps writes it, formatted directly (once per run)
+            value = RawJSON(f'{{"scheduled_t":{round(scheduled_t, 6)!r}}}')
+            lines.append(line(INVOKE, "submit", run.run_id, value=value, t=t))
+        try:
+            self.h.write("".join(lines))
+        except DiskFull as e:  # the history cannot be written: nothing after it would count
+            self._fail(e)
+            return
+        lags = self._lags
+        for run in batch:  # measured at the invoke, as the history shows it
+            lags.append(max(t - (start_t + run.scheduled_t), 0.0))
+        for run in batch:
+            try:
+                self.client.enqueue_submit(run, self._acked)
+            except Exception as e:  # noqa: BLE001 - the submit could not start: not accepted
+                self._record_refused(run, e)
+            else:
+                self._unresolved += 1
+
+    def _acked(self, outcomes: Sequence[tuple[RunSpec, BaseException | None]]) -> None:
+        """``AckSink``, on the client's submitting thread right after a transaction ended:
+        its acks (one time, one write) go to the history before anything learns of them; the
+        drive's counters learn them later, from ``_take_acks`` on the loop's thread."""
+        t = self.h.now()
+        line = self.h.line
+        lines, seqs, errors = [], array("q"), 0
+        for run, err in outcomes:
+            if err is None:
+                lines.append(line(OK, "submit", run.run_id, t=t))
+                seqs.append(run.seq)
+            elif isinstance(err, Indeterminate):
+                lines.append(line(INFO, "submit", run.run_id, value=str(err), t=t))
+                errors += 1
+            else:
+                lines.append(line(FAIL, "submit", run.run_id, value=repr(err), t=t))
+                errors += 1
+        try:
+            self.h.write("".join(lines))
+        except Exception as e:  # noqa: BLE001 - unrecorded: none of them counts as acked
+            self._acks.append((array("q"), len(outcomes), e))
+            return
+        self._acks.append((seqs, errors, None))
+
+    def _take_acks(self) -> int:
+        """Count the acks ``_acked`` recorded since the last call (loop thread only); returns
+        how many enqueued submits still wait for theirs."""
+        acks, flags, p = self._acks, self.p.flags, self.p
+        while acks:
+            seqs, errors, write_error = acks.popleft()
+            self._unresolved -= len(seqs) + errors
+            p.submit_errors += errors
+            if write_error is not None:
+                self._fail(write_error)
+                continue
+            p.acked += len(seqs)
+            for seq in seqs:
+                flags[seq] |= ACKED
+        return self._unresolved
+
+    def _record_refused(self, run: RunSpec, e: BaseException) -> None:
+        try:
+            if isinstance(e, Indeterminate):
+                self.h.record(INFO, "submit", run.run_id, value=str(e))
+            else:
+                self.h.record(FAIL, "submit", run.run_id, value=repr(e))
+        except DiskFull as full:
+            self._fail(full)
+        self.p.submit_errors += 1
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         try:
@@ -335,6 +451,7 @@ class Driver:
             while True:
                 await asyncio.sleep(0.5)
                 self._check_disk()
+                self._take_acks()
                 self._read_tails()
                 if sampling is None or sampling.done():  # a slow sample is never queued twice
                     sampling = pool.submit(self.sampler.sample, self.h.now())

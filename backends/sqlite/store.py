@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
-from backends.base import Plan, RunSpec, RunState, StateView
+from backends.base import AckSink, Plan, RunSpec, RunState, StateView
 from backends.durable import sql
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
@@ -256,7 +256,16 @@ def integrity_check(path: Path) -> dict[str, object]:
     return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
 
-Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+class _Sink:
+    """A waiter told once per transaction with all of its runs (``AckSink``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: AckSink) -> None:
+        self.fn = fn
+
+
+Waiter = asyncio.Future[None] | Callable[[BaseException | None], None] | _Sink
 
 
 def _resolve(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
@@ -267,6 +276,18 @@ def _resolve(futs: list[asyncio.Future[None]], err: BaseException | None) -> Non
             fut.set_result(None)
         else:
             fut.set_exception(err)
+
+
+def _tell_sinks(batch: list[tuple[RunSpec, Waiter]], err: BaseException | None) -> None:
+    """One call per sink with its runs of the batch (a sink that raises loses nothing here:
+    the writer thread must live on for the other submits)."""
+    by_sink: dict[AckSink, list[tuple[RunSpec, BaseException | None]]] = {}
+    for run, waiter in batch:
+        if isinstance(waiter, _Sink):
+            by_sink.setdefault(waiter.fn, []).append((run, err))
+    for fn, outcomes in by_sink.items():
+        with contextlib.suppress(Exception):
+            fn(outcomes)
 
 
 class SqliteSubmitter:
@@ -341,10 +362,17 @@ class SqliteSubmitter:
         self.enqueue(run, fut)
         await fut
 
+    def enqueue_acked(self, run: RunSpec, sink: AckSink) -> None:
+        """``Client.enqueue_submit``: ``sink`` is called on the writer thread once per
+        transaction with its runs and their outcome, before the writer takes the next batch
+        and before ``take_down`` returns (acks of the last batch precede a fault)."""
+        self.enqueue(run, _Sink(sink))
+
     def enqueue(self, run: RunSpec, waiter: Waiter) -> None:
         """Queue ``run`` for the next batch. ``waiter`` learns the outcome once the batch's
-        transaction ended: an asyncio future (resolved on its loop, one wake-up per batch) or
-        a callable (``None`` = committed, else the error). Called from any thread."""
+        transaction ended: an asyncio future (resolved on its loop, one wake-up per batch), a
+        callable (``None`` = committed, else the error) or a ``_Sink`` (see ``enqueue_acked``).
+        Called from any thread."""
         if not self.node_up:
             raise BackendError("sqlite: the node holding the database is down")
         with self._cond:
@@ -371,12 +399,15 @@ class SqliteSubmitter:
             self.batches += 1
             try:
                 err = self._commit(batch)
+                _tell_sinks(batch, err)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, waiter in batch:
+                if isinstance(waiter, _Sink):
+                    continue
                 if isinstance(waiter, asyncio.Future):
                     by_loop.setdefault(waiter.get_loop(), []).append(waiter)
                 else:
