@@ -170,9 +170,9 @@ class Driver:
         # each time; refcounting still frees them
         gc.collect()
         gc.freeze()
-        # the loop thread times every arrival, and other threads of this process (the store's
-        # submitter, samplers) take the GIL whenever it makes a syscall: at the default 5 ms
-        # it got it back up to 5 ms later, half the lag that counts as late
+        # the thread timing the arrivals shares the GIL with the store's submitter and the
+        # samplers: at the default 5 ms it could get it back up to 5 ms after a wake-up, half
+        # the lag that counts as late
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(DRIVE_SWITCH_INTERVAL_S)
         start_t = self.h.now()
@@ -310,26 +310,29 @@ class Driver:
     def _due_batches(self, start_t: float) -> Iterator[list[RunSpec] | float]:
         """The arrival schedule as it comes due: a run list when runs are due (every run due
         by now: the driver was late, or arrivals coincide), else the seconds to wait first.
-        The next run is built while waiting for it (building a plan is the largest cost of an
-        arrival), so its submit starts as soon as it is due."""
-        epoch_mono = self.h.epoch_ns / 1e9  # history time 0, in time.monotonic() seconds
-        runs = iter(self.schedule.runs)
-        run = next(runs, None)
+        The next run is built after a batch was dispatched, while waiting for it (building a
+        plan is the largest cost of an arrival), so its submit starts as soon as it is due."""
+        base = self.h.epoch_ns / 1e9 + start_t  # schedule time 0, in time.monotonic() seconds
+        runs = self.schedule.runs
+        n = len(runs)
+        # a run's time without building it, where the schedule can say (``ScheduledRuns``)
+        time_of: Callable[[int], float] = getattr(runs, "scheduled_t", None) or (
+            lambda k: runs[k].scheduled_t
+        )
+        i = 0
+        run = runs[0] if n else None
         while run is not None:
-            delay = epoch_mono + start_t + run.scheduled_t - time.monotonic()
+            delay = base + time_of(i) - time.monotonic()
             if delay > 0:
                 yield delay
                 continue
-            batch = [run]
-            run = next(runs, None)
-            while (
-                run is not None
-                and len(batch) < MAX_DISPATCH_BATCH
-                and epoch_mono + start_t + run.scheduled_t <= time.monotonic()
-            ):
-                batch.append(run)
-                run = next(runs, None)
-            yield batch
+            j = i + 1
+            now = time.monotonic()
+            while j < n and j - i < MAX_DISPATCH_BATCH and base + time_of(j) <= now:
+                j += 1
+            yield [run, *(runs[k] for k in range(i + 1, j))]
+            i = j
+            run = runs[i] if i < n else None
 
     async def _arrivals(self, start_t: float, submits: set[asyncio.Task[None]]) -> None:
         """Every arrival as a task awaiting ``Client.submit`` (stores without a submit thread)."""
