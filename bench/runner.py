@@ -1,3 +1,4 @@
+# size: one open-loop drive (arrivals, drain, progress from the workers' histories, the probe of the store after a fault) under one cancellation story; the arrivals of enqueuing stores are in bench/arrivals.py. Not split further in this change; candidate: progress and tails to their own module.
 """Open-loop driver: schedule -> submit -> history.
 
 Each run is submitted at its scheduled time whether or not the backend has kept up (open loop):
@@ -14,7 +15,6 @@ harness, not the backend.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import gc
@@ -39,6 +39,7 @@ from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
 from backends.errors import DiskFull, Indeterminate
 from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter, RawJSON
+from bench.arrivals import STOP_POLL_S, EnqueuedSubmits, due_batches
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule, seq_of
@@ -52,9 +53,7 @@ LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
 DISK_RESERVE_BYTES = 512 * 1024
 STALL_PROBE_S = 2.0  # no run finished for this long while draining: ask the store what is left
 DRIVE_SWITCH_INTERVAL_S = 0.001  # GIL hand-over interval during the drive (default 0.005)
-MAX_DISPATCH_BATCH = 256  # runs due at once dispatched together (one history write)
 SUBMIT_POLL_S = 0.005  # after the last arrival: how often to look for the last submits' acks
-STOP_POLL_S = 0.05  # a wait for the next arrival checks for a stop (signal, fatal) this often
 
 
 # what the drive knows of a run, one byte per scheduled run (by seq), so its memory stays a
@@ -132,14 +131,7 @@ class Driver:
         self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
         self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
-        # acks recorded on the client's thread, counted on the loop's: (acked seqs, refused,
-        # history write error) per transaction (deque appends and pops are thread-safe)
-        self._acks: collections.deque[tuple[array[int], int, BaseException | None]] = (
-            collections.deque()
-        )
-        self._enqueued = 0  # submits handed to the client (arrivals thread only)
-        self._resolved = 0  # of them, outcomes counted (loop thread only)
-        self._halt = threading.Event()  # ``stop``, for the arrivals thread
+        self._enqueued: EnqueuedSubmits | None = None  # the arrivals thread, if the store has one
 
     # size: the open-loop drive, its drain and its cancellation under one try/finally (signal handlers
     # restored, tasks cancelled); not split in this change.
@@ -153,7 +145,7 @@ class Driver:
             interrupts += 1
             self.signal = self.signal or sig.name
             self.stop.set()
-            self._halt.set()
+            self._halt()
             if interrupts > 1 and main is not None:
                 main.cancel()  # a second Ctrl-C: stop waiting for anything
 
@@ -183,14 +175,14 @@ class Driver:
         drain_timed_out = False
         dispatcher: threading.Thread | None = None
         try:
-            if self.client.enqueues_submits:
-                # arrivals timed by a thread of their own: a wake-up of the event loop cost
-                # ~65 µs of CPU here (timer, future, task step) against ~20 µs for a sleeping
-                # thread, and the loop's other work (tails, progress) no longer delays them
+            if self.client.enqueues_submits:  # see bench/arrivals.py
+                self._enqueued = EnqueuedSubmits(self.client, self.h, self.p, self._lags)
+                if self.stop.is_set():  # a signal before the thread existed
+                    self._halt()
                 done = loop.create_future()
                 dispatcher = threading.Thread(
-                    target=self._arrivals_thread,
-                    args=(start_t, loop, done),
+                    target=self._enqueued.run,
+                    args=(self.schedule.runs, start_t, loop, done, self._fail),
                     name="arrivals",
                     daemon=True,
                 )
@@ -227,7 +219,7 @@ class Driver:
                     await self._probe_store()
         finally:
             if dispatcher is not None:  # cancelled (a second Ctrl-C): no arrival after this
-                self._halt.set()
+                self._halt()
                 dispatcher.join()
             gc.unfreeze()
             sys.setswitchinterval(switch_interval)
@@ -261,7 +253,12 @@ class Driver:
         if self.fatal is None:
             self.fatal = error
         self.stop.set()
-        self._halt.set()
+        self._halt()
+
+    def _halt(self) -> None:
+        """No arrival after the current one (``stop``, for the arrivals thread)."""
+        if self._enqueued is not None:
+            self._enqueued.halt.set()
 
     def _check_disk(self) -> None:
         try:
@@ -307,36 +304,9 @@ class Driver:
                 out[seq] = _STORE_STATUS.get(r.status, _OTHER)
         return out
 
-    def _due_batches(self, start_t: float) -> Iterator[list[RunSpec] | float]:
-        """The arrival schedule as it comes due: a run list when runs are due (every run due
-        by now: the driver was late, or arrivals coincide), else the seconds to wait first.
-        The next run is built after a batch was dispatched, while waiting for it (building a
-        plan is the largest cost of an arrival), so its submit starts as soon as it is due."""
-        base = self.h.epoch_ns / 1e9 + start_t  # schedule time 0, in time.monotonic() seconds
-        runs = self.schedule.runs
-        n = len(runs)
-        # a run's time without building it, where the schedule can say (``ScheduledRuns``)
-        time_of: Callable[[int], float] = getattr(runs, "scheduled_t", None) or (
-            lambda k: runs[k].scheduled_t
-        )
-        i = 0
-        run = runs[0] if n else None
-        while run is not None:
-            delay = base + time_of(i) - time.monotonic()
-            if delay > 0:
-                yield delay
-                continue
-            j = i + 1
-            now = time.monotonic()
-            while j < n and j - i < MAX_DISPATCH_BATCH and base + time_of(j) <= now:
-                j += 1
-            yield [run, *(runs[k] for k in range(i + 1, j))]
-            i = j
-            run = runs[i] if i < n else None
-
     async def _arrivals(self, start_t: float, submits: set[asyncio.Task[None]]) -> None:
         """Every arrival as a task awaiting ``Client.submit`` (stores without a submit thread)."""
-        for item in self._due_batches(start_t):
+        for item in due_batches(self.schedule.runs, self.h.epoch_ns / 1e9 + start_t):
             if self.stop.is_set():
                 return
             if isinstance(item, float):
@@ -349,95 +319,21 @@ class Driver:
                 submits.add(task)
                 task.add_done_callback(submits.discard)
 
-    def _arrivals_thread(
-        self, start_t: float, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
-    ) -> None:
-        """Every arrival dispatched with ``Client.enqueue_submit``, timed by this thread."""
-        try:
-            for item in self._due_batches(start_t):
-                if self._halt.is_set():
-                    return
-                if isinstance(item, float):
-                    time.sleep(min(item, STOP_POLL_S))  # ``_halt`` is seen within STOP_POLL_S
-                else:
-                    self._dispatch(item, start_t, loop)
-        except BaseException as e:  # noqa: BLE001 - handed to the loop: the drive stops on it
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._fail, e)
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                loop.call_soon_threadsafe(_set_done, done)
-
-    def _dispatch(
-        self, batch: list[RunSpec], start_t: float, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        """Start the submits of runs that are due (``Client.enqueue_submit``): their invoke
-        events in one write, then each run handed to the client's submitting thread, which
-        records the acks (``_acked``). No task, future or loop wake-up per run."""
-        self.p.dispatched += len(batch)
-        t = self.h.now()
-        line = self.h.line
-        lines = []
-        for run in batch:
-            scheduled_t = start_t + run.scheduled_t
-            # the value as json.dumps writes it, formatted directly (once per run)
-            value = RawJSON(f'{{"scheduled_t":{round(scheduled_t, 6)!r}}}')
-            lines.append(line(INVOKE, "submit", run.run_id, value=value, t=t))
-        try:
-            self.h.write("".join(lines))
-        except DiskFull as e:  # the history cannot be written: nothing after it would count
-            self._halt.set()
-            loop.call_soon_threadsafe(self._fail, e)
-            return
-        lags = self._lags
-        for run in batch:  # measured at the invoke, as the history shows it
-            lags.append(max(t - (start_t + run.scheduled_t), 0.0))
-        for run in batch:
-            self._enqueued += 1
-            try:
-                self.client.enqueue_submit(run, self._acked)
-            except Exception as e:  # noqa: BLE001 - the submit could not start: not accepted
-                self._acked([(run, e)])  # recorded and counted as the store's refusals are
-
-    def _acked(self, outcomes: Sequence[tuple[RunSpec, BaseException | None]]) -> None:
-        """``AckSink``, on the client's submitting thread right after a transaction ended:
-        its acks (one time, one write) go to the history before anything learns of them; the
-        drive's counters learn them later, from ``_take_acks`` on the loop's thread."""
-        t = self.h.now()
-        line = self.h.line
-        lines, seqs, errors = [], array("q"), 0
-        for run, err in outcomes:
-            if err is None:
-                lines.append(line(OK, "submit", run.run_id, t=t))
-                seqs.append(run.seq)
-            elif isinstance(err, Indeterminate):
-                lines.append(line(INFO, "submit", run.run_id, value=str(err), t=t))
-                errors += 1
-            else:
-                lines.append(line(FAIL, "submit", run.run_id, value=repr(err), t=t))
-                errors += 1
-        try:
-            self.h.write("".join(lines))
-        except Exception as e:  # noqa: BLE001 - unrecorded: none of them counts as acked
-            self._acks.append((array("q"), len(outcomes), e))
-            return
-        self._acks.append((seqs, errors, None))
-
     def _take_acks(self) -> int:
-        """Count the acks ``_acked`` recorded since the last call (loop thread only); returns
-        how many enqueued submits still wait for theirs."""
-        acks, flags, p = self._acks, self.p.flags, self.p
-        while acks:
-            seqs, errors, write_error = acks.popleft()
-            self._resolved += len(seqs) + errors
+        """Count the acks the arrivals' sink recorded since the last call (loop thread only);
+        returns how many enqueued submits still wait for theirs."""
+        if self._enqueued is None:
+            return 0
+        flags, p = self.p.flags, self.p
+        for seqs, errors, write_error in self._enqueued.take():
             p.submit_errors += errors
-            if write_error is not None:
+            if write_error is not None:  # unrecorded: counted as refused above
                 self._fail(write_error)
                 continue
             p.acked += len(seqs)
             for seq in seqs:
                 flags[seq] |= ACKED
-        return self._enqueued - self._resolved
+        return self._enqueued.unresolved()
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         try:
@@ -568,11 +464,6 @@ def _complete_events(chunk: bytes) -> Iterator[dict[str, Any]]:
                 with contextlib.suppress(ValueError):
                     yield json.loads(line[j:])
         i = chunk.find(b'"op":"complete"', end)
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 async def _wait_any(task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -1,3 +1,4 @@
+# size: one SQLite file's store: the worker's store, the state view and the harness's batching submitter share the connection setup and the SQL. Not split in this change (two branches edit it); candidate: SqliteSubmitter to its own module.
 """The durable store on one SQLite file (WAL mode), used from several processes at once: the
 harness submits runs, every worker claims and checkpoints, Litestream reads the WAL.
 
