@@ -27,7 +27,7 @@ import abc
 import json
 import math
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,13 +268,30 @@ class FilteredStateView(StateView):
             yield r.run_id, self.inner.step_results(r.run_id)
 
 
+# Told the outcome of every run of one submit transaction, once it ended: (run, None) = the run
+# accepted ack, (run, error) = not accepted (``Indeterminate``: outcome unknown).
+AckSink = Callable[[Sequence[tuple["RunSpec", BaseException | None]]], None]
+
+
 class Client(abc.ABC):
     """What the load generator talks to."""
+
+    #: ``enqueue_submit`` is implemented (a store that batches submits on its own thread)
+    enqueues_submits: bool = False
 
     @abc.abstractmethod
     async def submit(self, run: RunSpec) -> None:
         """Durably accept a run. Returning is the **run accepted** ack; raising means not
         accepted (``bench.errors.Indeterminate`` when the outcome is unknown)."""
+
+    def enqueue_submit(self, run: RunSpec, sink: AckSink) -> None:
+        """Optional fast path of ``submit`` (``enqueues_submits``): start submitting ``run`` and
+        return at once, without a task or a future per run. ``sink`` is called once per
+        transaction, on the submitting thread, right after it ended, with every run of it and
+        its outcome, and before anything else learns the outcome: the caller records the acks
+        there, so each is in its history before anyone acts on it. Raises (no ack, the sink is
+        not called) when the submit cannot start."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def state(self) -> StateView: ...

@@ -1,9 +1,12 @@
+# size: one open-loop drive (arrivals, drain, progress from the workers' histories, the probe of the store after a fault) under one cancellation story; the arrivals of enqueuing stores are in bench/arrivals.py. Not split further in this change; candidate: progress and tails to their own module.
 """Open-loop driver: schedule -> submit -> history.
 
 Each run is submitted at its scheduled time whether or not the backend has kept up (open loop):
-a submit is dispatched as its own task, so a slow ack never delays the next arrival, and latency
-is measured from the scheduled time. The only delay the driver itself can add is dispatch lag
-(the event loop reaching the arrival late, then the submit's task waiting for the loop); it is
+no submit waits for an earlier one's ack, and latency is measured from the scheduled time. A
+store that submits on a thread of its own (``Client.enqueue_submit``) is handed each run by the
+driver's arrivals thread, and records the acks of each transaction in the history as it ends;
+any other store gets a task per submit on the event loop. The only delay the driver itself can
+add is dispatch lag (the arrival reached late, or the submit's task waiting for the loop); it is
 measured for every arrival when its submit starts (the time of its invoke event, as the history
 shows it), and a run whose lag was large is flagged, because then the figures describe the
 harness, not the backend.
@@ -19,6 +22,7 @@ import json
 import shutil
 import signal
 import sys
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +39,7 @@ from backends.base import Client, RunSpec
 from backends.common.process import set_main_thread_runner
 from backends.errors import DiskFull, Indeterminate
 from backends.history import FAIL, INFO, INVOKE, OK, HistoryTail, HistoryWriter, RawJSON
+from bench.arrivals import STOP_POLL_S, EnqueuedSubmits, due_batches
 from bench.nemesis import Nemesis
 from bench.sampler import ResourceSampler
 from bench.workload.schedule import Schedule, seq_of
@@ -46,8 +51,9 @@ LAG_WARN_MAX_S = 0.100  # or when any single arrival was this late
 # the run stops when the results filesystem has less than this free: what remains is for the
 # results themselves (manifest, summary, CSVs), so a full disk still leaves a readable result
 DISK_RESERVE_BYTES = 512 * 1024
-STALL_PROBE_S = 2.0
-STOP_POLL_S = 0.05  # a wait for the next arrival checks for a stop (signal, fatal) this often  # no run finished for this long while draining: ask the store what is left
+STALL_PROBE_S = 2.0  # no run finished for this long while draining: ask the store what is left
+DRIVE_SWITCH_INTERVAL_S = 0.001  # GIL hand-over interval during the drive (default 0.005)
+SUBMIT_POLL_S = 0.005  # after the last arrival: how often to look for the last submits' acks
 
 
 # what the drive knows of a run, one byte per scheduled run (by seq), so its memory stays a
@@ -125,6 +131,7 @@ class Driver:
         self.fatal: BaseException | None = None  # why the drive stopped early (disk full)
         self.signal: str | None = None  # the signal that stopped it (SIGINT / SIGTERM)
         self._tails: dict[Path, HistoryTail] = {}
+        self._enqueued: EnqueuedSubmits | None = None  # the arrivals thread, if the store has one
 
     # size: the open-loop drive, its drain and its cancellation under one try/finally (signal handlers
     # restored, tasks cancelled); not split in this change.
@@ -138,6 +145,7 @@ class Driver:
             interrupts += 1
             self.signal = self.signal or sig.name
             self.stop.set()
+            self._halt()
             if interrupts > 1 and main is not None:
                 main.cancel()  # a second Ctrl-C: stop waiting for anything
 
@@ -154,29 +162,38 @@ class Driver:
         # each time; refcounting still frees them
         gc.collect()
         gc.freeze()
+        # the thread timing the arrivals shares the GIL with the store's submitter and the
+        # samplers: at the default 5 ms it could get it back up to 5 ms after a wake-up, half
+        # the lag that counts as late
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(DRIVE_SWITCH_INTERVAL_S)
         start_t = self.h.now()
         self.sampler.sample(start_t)  # CPU "during the drive" is counted from here
         fault = asyncio.create_task(self.nemesis.run(start_t)) if self.nemesis else None
         self._lags: array[float] = array("d")
         submits: set[asyncio.Task[None]] = set()
         drain_timed_out = False
+        dispatcher: threading.Thread | None = None
         try:
-            epoch_mono = self.h.epoch_ns / 1e9  # history time 0, in time.monotonic() seconds
-            for run in self.schedule.runs:
-                due = epoch_mono + start_t + run.scheduled_t
-                delay = due - time.monotonic()
-                # a plain sleep (a timer, no task): ``wait_for(stop.wait())`` cost a task and a
-                # cancellation per arrival; ``stop`` is still seen within STOP_POLL_S
-                while delay > 0 and not self.stop.is_set():
-                    await asyncio.sleep(min(delay, STOP_POLL_S))
-                    delay = due - time.monotonic()
-                if self.stop.is_set():
-                    break
-                task = asyncio.create_task(self._submit(run, start_t + run.scheduled_t))
-                submits.add(task)
-                task.add_done_callback(submits.discard)
+            if self.client.enqueues_submits:  # see bench/arrivals.py
+                self._enqueued = EnqueuedSubmits(self.client, self.h, self.p, self._lags)
+                if self.stop.is_set():  # a signal before the thread existed
+                    self._halt()
+                done = loop.create_future()
+                dispatcher = threading.Thread(
+                    target=self._enqueued.run,
+                    args=(self.schedule.runs, start_t, loop, done, self._fail),
+                    name="arrivals",
+                    daemon=True,
+                )
+                dispatcher.start()
+                await done
+            else:
+                await self._arrivals(start_t, submits)
             if submits:
                 await asyncio.wait(set(submits))
+            while self._take_acks() > 0:  # every enqueued submit's outcome is known
+                await asyncio.sleep(SUBMIT_POLL_S)
             if fault is not None:  # recovery must be over before "done" means anything
                 await _wait_any(fault, self.stop)
             deadline = time.monotonic() + self.drain_timeout_s
@@ -201,7 +218,11 @@ class Driver:
                     next_probe = time.monotonic() + 1.0
                     await self._probe_store()
         finally:
+            if dispatcher is not None:  # cancelled (a second Ctrl-C): no arrival after this
+                self._halt()
+                dispatcher.join()
             gc.unfreeze()
+            sys.setswitchinterval(switch_interval)
             set_main_thread_runner(None)
             for task in (ticker, engine, fault):
                 if task is not None:
@@ -211,6 +232,7 @@ class Driver:
             for sig, handler in before.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)  # asyncio would leave SIGTERM at its default: death
+            self._take_acks()
             self._read_tails()
             self._render(final=True)
             self.sampler.drive_ended()
@@ -231,6 +253,12 @@ class Driver:
         if self.fatal is None:
             self.fatal = error
         self.stop.set()
+        self._halt()
+
+    def _halt(self) -> None:
+        """No arrival after the current one (``stop``, for the arrivals thread)."""
+        if self._enqueued is not None:
+            self._enqueued.halt.set()
 
     def _check_disk(self) -> None:
         try:
@@ -241,6 +269,7 @@ class Driver:
             self._fail(DiskFull(self.history_dir.parent))
 
     def _outstanding(self) -> int:
+        self._take_acks()
         return self.p.count(ACKED, SETTLED)
 
     async def _probe_store(self) -> None:
@@ -274,6 +303,37 @@ class Driver:
             if seq is not None:
                 out[seq] = _STORE_STATUS.get(r.status, _OTHER)
         return out
+
+    async def _arrivals(self, start_t: float, submits: set[asyncio.Task[None]]) -> None:
+        """Every arrival as a task awaiting ``Client.submit`` (stores without a submit thread)."""
+        for item in due_batches(self.schedule.runs, self.h.epoch_ns / 1e9 + start_t):
+            if self.stop.is_set():
+                return
+            if isinstance(item, float):
+                # a plain sleep (a timer, no task): ``wait_for(stop.wait())`` cost a task and
+                # a cancellation per arrival; ``stop`` is still seen within STOP_POLL_S
+                await asyncio.sleep(min(item, STOP_POLL_S))
+                continue
+            for r in item:
+                task = asyncio.create_task(self._submit(r, start_t + r.scheduled_t))
+                submits.add(task)
+                task.add_done_callback(submits.discard)
+
+    def _take_acks(self) -> int:
+        """Count the acks the arrivals' sink recorded since the last call (loop thread only);
+        returns how many enqueued submits still wait for theirs."""
+        if self._enqueued is None:
+            return 0
+        flags, p = self.p.flags, self.p
+        for seqs, errors, write_error in self._enqueued.take():
+            p.submit_errors += errors
+            if write_error is not None:  # unrecorded: counted as refused above
+                self._fail(write_error)
+                continue
+            p.acked += len(seqs)
+            for seq in seqs:
+                flags[seq] |= ACKED
+        return self._enqueued.unresolved()
 
     async def _submit(self, run: RunSpec, scheduled_t: float) -> None:
         try:
@@ -326,16 +386,26 @@ class Driver:
 
     async def _tick(self) -> None:
         last_line = 0.0
-        while True:
-            await asyncio.sleep(0.5)
-            self._check_disk()
-            self._read_tails()
-            self.sampler.sample(self.h.now())
-            if self.show_progress:
-                self._render()
-            elif time.monotonic() - last_line > 10:
-                last_line = time.monotonic()
-                print(self._line(), file=sys.stderr, flush=True)
+        # resource samples on their own thread: reading every process's PSS (smaps_rollup)
+        # took 5-15 ms of the event loop every tick, a burst of late arrivals each time; the
+        # reads release the GIL, so the loop keeps dispatching meanwhile
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sampler")
+        sampling: concurrent.futures.Future[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                self._check_disk()
+                self._take_acks()
+                self._read_tails()
+                if sampling is None or sampling.done():  # a slow sample is never queued twice
+                    sampling = pool.submit(self.sampler.sample, self.h.now())
+                if self.show_progress:
+                    self._render()
+                elif time.monotonic() - last_line > 10:
+                    last_line = time.monotonic()
+                    print(self._line(), file=sys.stderr, flush=True)
+        finally:
+            pool.shutdown(wait=True)  # no sample lands after the drive's figures are read
 
     def _line(self) -> str:
         p = self.p

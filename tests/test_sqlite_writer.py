@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -58,6 +61,72 @@ def test_a_failed_batch_acks_none_of_its_runs(tmp_path: Path) -> None:
     finally:
         sub.close()
     assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
+
+
+def test_enqueued_submits_tell_their_sink_once_per_transaction_after_it_ended(
+    tmp_path: Path,
+) -> None:
+    """``enqueue_acked`` (the harness's fast path): every run reaches the sink exactly once,
+    with None only after its transaction committed (it is in the file when the sink hears of
+    it), and a failed transaction hands every run of it its error, no ack."""
+    db = tmp_path / "s.db"
+    create_schema(db, "FULL")
+    sub = SqliteSubmitter(db, "FULL")
+    told: list[list[tuple[str, BaseException | None, bool]]] = []
+
+    def sink(outcomes: Sequence[tuple[RunSpec, BaseException | None]]) -> None:
+        try:
+            stored = {r.run_id for r in SqliteStateView(db).runs()}
+        except sqlite3.Error:  # the table is gone (the failing half)
+            stored = set()
+        told.append([(r.run_id, e, r.run_id in stored) for r, e in outcomes])
+
+    runs = _runs(300)
+    try:
+        for r in runs[:200]:
+            sub.enqueue_acked(r, sink)
+        sub.submit(runs[200])  # the writer is in order: every earlier batch ended before
+        with sqlite3.connect(db) as c:
+            c.execute("DROP TABLE runs")  # the next transaction cannot commit
+        for r in runs[201:]:
+            sub.enqueue_acked(r, sink)
+        with pytest.raises(sqlite3.Error):
+            sub.submit(_runs(302)[301])
+    finally:
+        sub.close()
+    seen = [o for batch in told for o in batch]
+    assert sorted(o[0] for o in seen) == sorted(r.run_id for r in runs[:200] + runs[201:])
+    assert len(told) < len(seen)  # grouped: fewer calls than runs
+    before = {r.run_id for r in runs[:200]}
+    for run_id, err, stored in seen:
+        if run_id in before:
+            assert err is None and stored, (run_id, err)
+        else:
+            assert isinstance(err, sqlite3.Error), (run_id, err)
+
+
+def test_take_down_returns_only_after_the_last_batch_told_its_sink(tmp_path: Path) -> None:
+    """The acks of the batch being committed when the node goes down are recorded (the sink
+    returned) before ``take_down`` returns, so they precede the fault in the history."""
+    db = tmp_path / "s.db"
+    create_schema(db, "FULL")
+    sub = SqliteSubmitter(db, "FULL")
+    events: list[str] = []
+    entered = threading.Event()
+
+    def slow_sink(outcomes: Sequence[tuple[RunSpec, BaseException | None]]) -> None:
+        entered.set()
+        time.sleep(0.3)
+        events.append("acks recorded")
+
+    try:
+        sub.enqueue_acked(_runs(1)[0], slow_sink)
+        assert entered.wait(10)
+        sub.take_down()
+        events.append("node down")
+    finally:
+        sub.close()
+    assert events == ["acks recorded", "node down"]
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import (
+    AckSink,
     BackendInfo,
     Client,
     Deployment,
@@ -118,8 +119,13 @@ class SqliteClient(Client):
         # batch instead of once per run
         self.submitter = SqliteSubmitter(db_path, synchronous, autocheckpoint)
 
+    enqueues_submits = True
+
     async def submit(self, run: RunSpec) -> None:
         await self.submitter.submit_async(run)
+
+    def enqueue_submit(self, run: RunSpec, sink: AckSink) -> None:
+        self.submitter.enqueue_acked(run, sink)
 
     def state(self) -> StateView:
         if not self.submitter.node_up:  # nothing may hold the file while the node is down

@@ -1,3 +1,4 @@
+# size: one SQLite file's store: the worker's store, the state view and the harness's batching submitter share the connection setup and the SQL. Not split in this change (two branches edit it); candidate: SqliteSubmitter to its own module.
 """The durable store on one SQLite file (WAL mode), used from several processes at once: the
 harness submits runs, every worker claims and checkpoints, Litestream reads the WAL.
 
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
-from backends.base import Plan, RunSpec, RunState, StateView
+from backends.base import AckSink, Plan, RunSpec, RunState, StateView
 from backends.durable import sql
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
@@ -259,7 +260,16 @@ def integrity_check(path: Path) -> dict[str, object]:
     return {"valid": rows == ["ok"], "check": "PRAGMA integrity_check", "result": rows[:20]}
 
 
-Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+class _Sink:
+    """A waiter told once per transaction with all of its runs (``AckSink``)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: AckSink) -> None:
+        self.fn = fn
+
+
+Waiter = asyncio.Future[None] | Callable[[BaseException | None], None] | _Sink
 
 
 def _resolve(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
@@ -270,6 +280,18 @@ def _resolve(futs: list[asyncio.Future[None]], err: BaseException | None) -> Non
             fut.set_result(None)
         else:
             fut.set_exception(err)
+
+
+def _tell_sinks(batch: list[tuple[RunSpec, Waiter]], err: BaseException | None) -> None:
+    """One call per sink with its runs of the batch (a sink that raises loses nothing here:
+    the writer thread must live on for the other submits)."""
+    by_sink: dict[AckSink, list[tuple[RunSpec, BaseException | None]]] = {}
+    for run, waiter in batch:
+        if isinstance(waiter, _Sink):
+            by_sink.setdefault(waiter.fn, []).append((run, err))
+    for fn, outcomes in by_sink.items():
+        with contextlib.suppress(Exception):
+            fn(outcomes)
 
 
 class SqliteSubmitter:
@@ -344,10 +366,17 @@ class SqliteSubmitter:
         self.enqueue(run, fut)
         await fut
 
+    def enqueue_acked(self, run: RunSpec, sink: AckSink) -> None:
+        """``Client.enqueue_submit``: ``sink`` is called on the writer thread once per
+        transaction with its runs and their outcome, before the writer takes the next batch
+        and before ``take_down`` returns (acks of the last batch precede a fault)."""
+        self.enqueue(run, _Sink(sink))
+
     def enqueue(self, run: RunSpec, waiter: Waiter) -> None:
         """Queue ``run`` for the next batch. ``waiter`` learns the outcome once the batch's
-        transaction ended: an asyncio future (resolved on its loop, one wake-up per batch) or
-        a callable (``None`` = committed, else the error). Called from any thread."""
+        transaction ended: an asyncio future (resolved on its loop, one wake-up per batch), a
+        callable (``None`` = committed, else the error) or a ``_Sink`` (see ``enqueue_acked``).
+        Called from any thread."""
         if not self.node_up:
             raise BackendError("sqlite: the node holding the database is down")
         with self._cond:
@@ -374,12 +403,15 @@ class SqliteSubmitter:
             self.batches += 1
             try:
                 err = self._commit(batch)
+                _tell_sinks(batch, err)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
             by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, waiter in batch:
+                if isinstance(waiter, _Sink):
+                    continue
                 if isinstance(waiter, asyncio.Future):
                     by_loop.setdefault(waiter.get_loop(), []).append(waiter)
                 else:
