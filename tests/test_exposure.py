@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,41 @@ def test_a_late_submit_ack_is_not_certainly_missing_because_of_its_runs_later_wr
     lost = [{"kind": "step-committed", "id": "a/0", "after_fault": False}]
     cc = exposure.cross_check(acks, samples, 2.5, lost)
     assert cc["certain_but_not_lost"] == [] and cc["valid"] is True, cc
+
+
+def test_the_replica_is_listed_only_after_its_uploader_did_io(tmp_path: Path) -> None:
+    """A bucket listing costs the harness ~1.5 ms of CPU; only Litestream writes the replica,
+    so the listing is skipped while its I/O counter stands still (and an upload moves it)."""
+    from backends.sqlite.objectstore import SeaweedFS, s3_client
+    from backends.sqlite.position import S3Replica, WalPositions, io_activity
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    s3 = SeaweedFS(tmp_path / "s3", tmp_path / "s3logs", bucket="positions")
+    try:
+        time.sleep(0.5)  # the interpreter's start-up reads are over
+        counter = io_activity(lambda: sleeper.pid)
+        assert counter() is not None and counter() == counter(), "an idle process moved"
+        assert io_activity(lambda: None)() is None
+        s3.start()
+        target = s3.target()
+        client = s3_client(target, 5.0)
+        db, shm, ltx = _node_and_replica(tmp_path)
+        io = [0]
+        replica = S3Replica(target, "db", activity=lambda: io[0])
+        pos = WalPositions(db, replica)
+        a = 0x1000
+        shm(a, 10)
+        name, body = ltx(1, a, 0, 4)
+        client.put_object(Bucket=target.bucket, Key=f"db/0000/{name}", Body=body)
+        first = pos.read()
+        assert replica.listings == 1 and first.replica is not None
+        name, body = ltx(2, a, 4, 6)  # an upload the counter did not see (cannot happen)
+        client.put_object(Bucket=target.bucket, Key=f"db/0000/{name}", Body=body)
+        assert pos.read().replica == first.replica and replica.listings == 1
+        io[0] += 1  # the uploader did I/O: listed again, the new file seen
+        assert pos.read().replica == first.local and replica.listings == 2
+        pos.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        s3.stop()

@@ -50,7 +50,7 @@ from backends.errors import BackendError, ConfigError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
-from backends.sqlite.position import FileReplica, S3Replica, WalPositions
+from backends.sqlite.position import FileReplica, S3Replica, WalPositions, io_activity
 from backends.sqlite.power import power_loss_promise
 from backends.sqlite.store import (
     SYNCHRONOUS,
@@ -420,9 +420,14 @@ class SqliteDeployment(PooledWorkers, Deployment):
                 reader = FileReplica(ls.file_dir)
             else:
                 assert self.target is not None
-                reader = S3Replica(self.target, ls.s3_path)
+                reader = S3Replica(self.target, ls.s3_path, activity=io_activity(self._ls_pid))
             self._positions = WalPositions(self.db_path, reader)
             return self._positions
+
+    def _ls_pid(self) -> int | None:
+        """The running Litestream's pid (the replica's only writer), None when there is none."""
+        ls = self.litestream
+        return ls.process.pid if ls is not None and ls.process.alive else None
 
     def integrity_check(self) -> dict[str, Any]:
         return integrity_check(self.db_path)
