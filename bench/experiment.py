@@ -390,7 +390,9 @@ def _exposure(
             out.writerows(exposure.ack_row(a) for a in stream.add(events.partition.shard(k)))
     figures = stream.summary()
     pd.DataFrame(figures.pop("_series")).to_csv(run_dir / "exposure_series.csv", index=False)
-    pd.DataFrame([asdict(s) for s in samples]).to_csv(run_dir / "exposure_samples.csv", index=False)
+    pd.DataFrame(exposure.sample_columns(samples)).to_csv(
+        run_dir / "exposure_samples.csv", index=False
+    )
     if outage is not None:
         figures["outage"] = {
             "fault": tl["fault"],

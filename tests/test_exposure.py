@@ -428,3 +428,27 @@ def test_the_replica_is_listed_only_after_its_uploader_did_io(tmp_path: Path) ->
         sleeper.kill()
         sleeper.wait()
         s3.stop()
+
+
+def test_samples_are_stored_by_column_and_read_back_as_recorded() -> None:
+    """A 1-hour run holds 144,000 readings during the drive: columns, not objects."""
+    recorded = [
+        Sample(0.0, 0.001, "g1", 100, None),
+        Sample(0.025, 0.026, "g1", None, 90),
+        Sample(0.05, 0.052, "g2", 2**40 + 7, 2**40),
+    ]
+    samples = exposure.Samples()
+    for r in recorded:
+        samples.append(r.t0, r.t1, r.generation, r.local, r.replica)
+    assert list(samples) == recorded and samples[-1] == recorded[-1] and len(samples) == 3
+    assert samples[1:] == recorded[1:]
+    got = {k: list(v) for k, v in exposure.sample_columns(samples).items()}
+    want = {k: list(v) for k, v in exposure.sample_columns(recorded).items()}
+    assert str(got) == str(want)
+    tracemalloc.start()
+    many = exposure.Samples()
+    for i in range(20_000):
+        many.append(i * 0.025, i * 0.025 + 0.001, "12345", i * 100, i * 90)
+    per_reading = tracemalloc.get_traced_memory()[0] / 20_000
+    tracemalloc.stop()
+    assert per_reading < 64, per_reading
