@@ -541,8 +541,6 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
 
     options = _backend_options(args, args.backend)
     settings = _settings(args, RetryPolicy(), 0.0)
-    if not 1 <= args.clients <= 64:
-        raise ConfigError("--clients must be between 1 and 64")
     with tempfile.TemporaryDirectory(prefix="durabench-baseline-") as tmp:
         root = Path(tmp)
         ctx = RunContext(

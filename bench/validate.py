@@ -36,7 +36,7 @@ CLI_RANGES: dict[str, Range] = {
     "lose_node_after": Range(0, 3600),
     "plain_runs": Range(0, 1000),
     "rpo_budget": Range(0, 1e9),
-    "clients": Range(1, 1024),
+    "clients": Range(1, 64),
 }
 
 
