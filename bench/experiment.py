@@ -365,8 +365,7 @@ def _exposure(
     is analysed one shard of runs at a time (``exposure_figures.Stream``)."""
     samples = positions.samples
     tl = timeline or {}
-    fault_t = tl.get("start_t")
-    fault_t = None if fault_t is None or math.isnan(fault_t) else fault_t
+    fault_t = postrun.fault_time(timeline)
     fault = faults.get(tl["fault"]) if fault_t is not None else None
     node_lost = fault is not None and fault.loses_node
     outage: tuple[float, float] | None = None

@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from hdrh.histogram import HdrHistogram
 
 from bench.exposure import AckExposure, Coverage, PositionSampler, Sample, acks_of, at_risk_at
-from bench.metrics import HDR_MAX_US
+from bench.metrics import Latencies
 
 
 def _pct(xs: np.ndarray, q: float) -> float | None:
@@ -155,8 +154,8 @@ class Stream:
         self.coverage = Coverage(s)
         self.res = resolution(s)
         self.series = RiskSeries(s[0].t0, s[-1].t1) if s else RiskSeries(0.0, 0.0)
-        self.exposures = HdrHistogram(1, HDR_MAX_US, 3)  # microseconds
-        self.n = self.covered = self.over = self.never = self.never_before = self.before = 0
+        self.exposures = Latencies()  # over its range: counted in max and mean only
+        self.n = self.covered = self.never = self.never_before = self.before = 0
         self.sum_s = 0.0
         self.max_s: float | None = None
         read = (self.res["period_p99"] or 0.0) + (self.res["read_p99"] or 0.0)
@@ -168,6 +167,7 @@ class Stream:
         acks = self.coverage.of(acks_of(events))
         f, w = self.fault_t, self.keep_window
         self.n += len(acks)
+        covered: list[float] = []
         for a in acks:
             if f is not None and a.t_ack < f:
                 self.before += 1
@@ -179,11 +179,7 @@ class Stream:
                 self.covered += 1
                 self.sum_s += x
                 self.max_s = x if self.max_s is None else max(self.max_s, x)
-                us = max(int(round(x * 1e6)), 1)
-                if us > HDR_MAX_US:
-                    self.over += 1  # counted in max and mean, not in the percentiles
-                else:
-                    self.exposures.record_value(us)
+                covered.append(x)
             at_fault = f is not None and a.t_ack < f and (a.covered_t is None or a.covered_t > f)
             # a margin around the window: an extra ack there changes no figure, a missing one would
             in_window = w is not None and (
@@ -191,6 +187,7 @@ class Stream:
             )
             if at_fault or in_window:
                 self.kept.append(a)
+        self.exposures.add(covered)
         self.series.add(acks)
         if self.beyond is not None:
             self.beyond.add(acks)
@@ -202,7 +199,7 @@ class Stream:
         f = self.fault_t
         ser = self.series.rows() if self.n else []
         peak = max(ser, key=lambda r: r["at_risk"]) if ser else None
-        h, n = self.exposures, self.covered - self.over
+        h, n = self.exposures.h, self.exposures.n
         pct = h.get_percentile_to_value_dict([50.0, 90.0, 99.0]) if n else {}
         return {
             "unit": self.sampler.unit,
@@ -222,7 +219,7 @@ class Stream:
                 "p99": pct[99.0] / 1e6 if n else None,
                 "max": self.max_s,
                 "mean": self.sum_s / self.covered if self.covered else None,
-                "over_range": self.over,
+                "over_range": self.exposures.over,
             },
             "at_risk_peak": peak["at_risk"] if peak else None,
             "at_risk_peak_t": peak["t"] if peak else None,

@@ -33,6 +33,7 @@ import platform
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,14 +54,7 @@ def _stamp() -> str:
 def new_run_dir(root: Path, backend: str, workload: str) -> Path:
     """A run directory no other run (even one started in the same second) has: the random
     suffix is retried until the directory is created by us (mkdir is atomic)."""
-    root.mkdir(parents=True, exist_ok=True)
-    while True:
-        path = root / f"{_stamp()}-{backend}-{workload}-{secrets.token_hex(2)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        break
+    path = _unique_dir(root, lambda: f"{_stamp()}-{backend}-{workload}-{secrets.token_hex(2)}")
     for sub in ("history", "logs", "work"):
         (path / sub).mkdir(parents=True, exist_ok=True)
     (path / "work").chmod(0o700)  # databases hold workload payloads: not for other users
@@ -70,9 +64,15 @@ def new_run_dir(root: Path, backend: str, workload: str) -> Path:
 def new_report_dir(root: Path) -> Path:
     """``<stamp>-<random>-report``: a report directory no other command (even one started in
     the same second) has, created here (mkdir is atomic)."""
+    return _unique_dir(root, lambda: f"{_stamp()}-{secrets.token_hex(3)}-report")
+
+
+def _unique_dir(root: Path, name: Callable[[], str]) -> Path:
+    """A new directory under ``root`` named by ``name()``, retried until this call created it
+    (mkdir is atomic: two commands started in the same second never share one)."""
     root.mkdir(parents=True, exist_ok=True)
     while True:
-        path = root / f"{_stamp()}-{secrets.token_hex(3)}-report"
+        path = root / name()
         try:
             path.mkdir()
         except FileExistsError:
