@@ -17,6 +17,11 @@ class BackendError(DurabenchError):
     unreachable store)."""
 
 
+class ReplicaStopError(BackendError):
+    """Every process stopped, but the replica's last sync failed: the primary is whole, the
+    replica may lack its last commits."""
+
+
 class Indeterminate(DurabenchError):
     """An operation whose outcome the caller never learned (timeout, crash). Neither success
     nor loss: the history records it as ``info``."""

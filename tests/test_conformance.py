@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from backends.base import KillableWorkers, Plan, RunSpec, RunState, StateView, StepSpec, registered
-from backends.errors import ConfigError
+from backends.errors import ConfigError, ReplicaStopError
 from backends.history import HistoryWriter, read_history
 from backends.workflow import expected_payload
 from bench import checkers
@@ -56,6 +57,7 @@ class Session:
         self.dep = registered()[name.partition(":")[0]].factory(default_options(name), self.ctx)
         self.h = HistoryWriter(self.ctx.history_dir / "harness.jsonl", "harness", self.ctx.epoch_ns)
         self.engine: asyncio.Task[None] | None = None
+        self.killed_mid_run = False  # a worker was SIGKILLed while it wrote
 
     async def __aenter__(self) -> Session:
         self.dep.start()
@@ -71,8 +73,16 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.engine
         await self.client.close()
-        self.dep.stop()
-        self.h.close()
+        try:
+            self.dep.stop()
+        except ReplicaStopError as e:
+            # Litestream sometimes stops replicating after a writer is SIGKILLed mid-commit
+            # (docs/design.md, known behaviours): the primary, which these tests check, is whole
+            if not self.killed_mid_run:
+                raise
+            warnings.warn(f"replica stalled after the kill: {e}", stacklevel=1)
+        finally:
+            self.h.close()
 
     async def submit(self, runs: list[RunSpec]) -> None:
         for r in runs:
@@ -179,6 +189,7 @@ def test_killed_worker_never_reexecutes_committed_steps(backend: str, tmp_path: 
                 assert time.monotonic() < deadline, "no progress before the kill"
                 await asyncio.sleep(0.01)
             (worker,) = s.dep.worker_names()[:1]
+            s.killed_mid_run = True
             s.dep.kill_worker(worker)  # SIGKILL
             kill_t = s.h.record("info", "nemesis", value=f"kill {worker}")
             committed_before = {(e["run"], e["step"]) for e in events(s.ctx, "commit", "ok")}

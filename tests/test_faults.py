@@ -92,6 +92,9 @@ def test_crash_runs_every_supported_fault(backend: str, tmp_path: Path) -> None:
             "--results-dir",
             str(tmp_path),
             "--no-progress",
+            # Litestream sometimes stops replicating after a killed writer (docs/design.md,
+            # known behaviours): its lose-node runs are in tests/test_exposure.py
+            *(["--replica", "none"] if backend in ("sqlite", "dbos") else []),
         ],
         capture_output=True,
         text=True,

@@ -46,7 +46,7 @@ from backends.common.nodeloss import verify_gone
 from backends.common.powerloss import PowerNode
 from backends.common.tcpproxy import TcpProxy
 from backends.durable.workers import PooledWorkers, WorkerPool
-from backends.errors import BackendError, ConfigError
+from backends.errors import BackendError, ConfigError, ReplicaStopError
 from backends.promises import Promise
 from backends.sqlite.litestream import Litestream, monitor_interval_s, replication_bound_s
 from backends.sqlite.objectstore import S3Target, SeaweedFS, object_store_usage, probe_bucket
@@ -268,7 +268,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
             self.power.stop()
         if self.litestream is not None and self.litestream.stop_error:
             # everything is stopped; the caller records this (manifest stop_error)
-            raise BackendError(
+            raise ReplicaStopError(
                 f"sqlite: {self.litestream.stop_error}: the replica may lack the last commits "
                 f"(see {self.litestream.process.log_path})"
             )
