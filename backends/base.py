@@ -24,6 +24,7 @@ deployment cannot support is refused, never silently skipped.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 import re
@@ -73,6 +74,10 @@ class Plan:
     def steps(self) -> list[StepSpec]:
         return [s for g in self.groups for s in g]
 
+    @property
+    def n_steps(self) -> int:
+        return sum(map(len, self.groups))
+
     def to_json(self) -> str:
         """The plan as stored by the SQL backends. Serialized once and kept: the harness
         builds it with the schedule, so a submit does no JSON work (``asdict`` deep-copies, and
@@ -101,6 +106,24 @@ class Plan:
                 steps.append(step)
             groups.append(tuple(steps))
         return cls(tuple(groups))
+
+
+class StoredPlan(Plan):
+    """A plan read back from the text ``to_json`` wrote (the schedule's plan file, see
+    ``bench.workload.planfile``): a store that keeps the JSON submits it as it is, and the steps
+    are decoded only when something asks for them."""
+
+    def __init__(self, text: str) -> None:  # noqa: D107 - not the dataclass's: no groups yet
+        object.__setattr__(self, "_json", text)
+
+    @functools.cached_property
+    def groups(self) -> tuple[tuple[StepSpec, ...], ...]:  # type: ignore[override]
+        return Plan.from_json(self.__dict__["_json"]).groups
+
+    @property
+    def n_steps(self) -> int:
+        # every step object starts so, and a quote inside a string is always escaped
+        return self.__dict__["_json"].count('{"step_id":')
 
 
 _STEP_FIELDS = frozenset(
@@ -167,7 +190,7 @@ class RunSpec:
 
     @property
     def n_steps(self) -> int:
-        return sum(len(g) for g in self.plan.groups)
+        return self.plan.n_steps
 
 
 @dataclass(frozen=True)

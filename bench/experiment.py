@@ -50,7 +50,7 @@ from bench import nemesis as nemesis_mod
 from bench.nemesis import FaultSpec
 from bench.runner import Driver, DriveResult, lag_warning
 from bench.sampler import ResourceSampler
-from bench.workload.schedule import Schedule
+from bench.workload.schedule import Schedule, ScheduledRuns
 
 
 @dataclass
@@ -161,6 +161,7 @@ def run(req: Request) -> Outcome:
     sampler = None
     positions: exposure.PositionSampler | None = None
     error: BaseException | None = None
+    plan_file = contextlib.ExitStack()
     try:
         deployment = info.factory(req.options, ctx)
         refusal = getattr(deployment, "fault_refusal", None)
@@ -181,6 +182,8 @@ def run(req: Request) -> Outcome:
                 file=sys.stderr,
             )
         sampler = ResourceSampler(deployment)
+        # every plan written before the deployment starts: the drive builds none (planfile.py)
+        plan_file.enter_context(_stored_plans(req.schedule, ctx.workdir))
         t0 = time.monotonic()
         deployment.start()
         signals.check()  # a signal during the deploy whose exception Python dropped
@@ -221,6 +224,7 @@ def run(req: Request) -> Outcome:
             if positions is not None and not drive.interrupted:
                 positions.settle(SETTLE_S)
         finally:
+            plan_file.close()
             if positions is not None:
                 positions.stop()
         if drive.fatal is not None:  # what was recorded is still tabulated and written below
@@ -264,6 +268,7 @@ def run(req: Request) -> Outcome:
             logging.getLogger("durabench").error("the run failed", exc_info=e)
             lastresort.attach_log(e, ctx.logdir / "harness.log")
     finally:
+        plan_file.close()
         if deployment is not None:
             try:
                 deployment.stop()
@@ -333,6 +338,13 @@ def _mark_partial_in_place(path: Path, manifest: dict[str, Any], why: DiskFull) 
     with contextlib.suppress(OSError), open(path, "r+") as f:
         f.truncate(0)
         f.write(results.dumps(manifest))
+
+
+def _stored_plans(schedule: Schedule, workdir: Path) -> contextlib.AbstractContextManager[object]:
+    runs = schedule.runs
+    if isinstance(runs, ScheduledRuns):
+        return runs.stored_plans(workdir / "harness" / "plans.bin")
+    return contextlib.nullcontext()
 
 
 async def _drive(driver: Driver, client: Any) -> DriveResult:

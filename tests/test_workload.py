@@ -535,3 +535,26 @@ def test_plan_json_is_what_json_dumps_writes() -> None:
         groups = [[dataclasses.asdict(s) for s in g] for g in plan.groups]
         assert plan.to_json() == json.dumps(groups, separators=(",", ":"))
         assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_stored_plans_are_the_built_plans_and_the_drive_builds_none(tmp_path: Path) -> None:
+    """Within ``stored_plans`` every run's plan is read back from the file written on entry
+    (building one there fails the test); the text, step count and decoded steps are the built
+    plan's; after it the file is gone and plans are built again."""
+    runs = build_schedule(resolve_workload("agent-burst"), seed=3).runs
+    assert isinstance(runs, ScheduledRuns)
+    built = [runs[i] for i in range(len(runs))]
+    path = tmp_path / "plans.bin"
+    with runs.stored_plans(path) as stored:
+        assert path.stat().st_size == sum(len(r.plan_json.encode()) for r in built)
+        assert stored.nbytes() == 8 * (len(runs) + 1)
+        real_build = runs.build_plan
+        runs.build_plan = lambda seq: pytest.fail(f"plan {seq} built during the drive")  # type: ignore[method-assign]
+        try:
+            for want, got in zip(built, runs, strict=True):
+                assert got.plan_json == want.plan_json and got.n_steps == want.n_steps
+                assert got.plan.groups == want.plan.groups and len(got.plan.steps) == got.n_steps
+        finally:
+            runs.build_plan = real_build  # type: ignore[method-assign]
+    assert not path.exists()
+    assert list(runs) == built  # built again: Plans (a StoredPlan never equals a Plan)

@@ -452,7 +452,7 @@ class PostgresSubmitter:
             self._loop, self._ready = loop, loop.create_task(_open(self._pool, self.dsn))
         await asyncio.shield(self._ready)  # type: ignore[arg-type]
         args = {"run_id": run.run_id, "seq": run.seq, "tenant": run.tenant, "now": time.time()}
-        args |= {"plan": run.plan.to_json(), "n_steps": len(run.plan.steps)}
+        args |= {"plan": run.plan_json, "n_steps": run.n_steps}
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(INSERT_RUN, args)

@@ -16,17 +16,20 @@ job, applied by workers).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, overload
 
 from backends.base import Plan, RetryPolicy, RunSpec, step_dict
 from backends.errors import ConfigError
 from bench.workload.arrivals import arrival_arrays
+from bench.workload.planfile import PlanFile
 from bench.workload.plans import make_plan
 from bench.workload.spec import PlanSpec, WorkloadSpec, validate_workload
 
@@ -57,6 +60,7 @@ class ScheduledRuns(Sequence[RunSpec]):
         self._seed = seed
         self._plan = plan
         self._max_attempts = max_attempts
+        self._stored: PlanFile | None = None  # see stored_plans
 
     def __len__(self) -> int:
         return len(self._t)
@@ -101,7 +105,24 @@ class ScheduledRuns(Sequence[RunSpec]):
         return self._t[seq]
 
     def plan(self, seq: int) -> Plan:
+        if self._stored is not None:
+            return self._stored.plan(seq)
+        return self.build_plan(seq)
+
+    def build_plan(self, seq: int) -> Plan:
         return make_plan(self._plan, random.Random(f"{self._seed}:plan:{seq}"), self._max_attempts)
+
+    @contextlib.contextmanager
+    def stored_plans(self, path: Path) -> Iterator[PlanFile]:
+        """Within: every plan is read back from a file written now (``bench.workload.planfile``:
+        the drive builds no plan); after: built again on demand, and the file is deleted."""
+        stored = PlanFile.write(len(self), self.build_plan, path)
+        self._stored = stored
+        try:
+            yield stored
+        finally:
+            self._stored = None
+            stored.close()
 
     def _build(self, seq: int) -> RunSpec:
         t = self._t[seq]
