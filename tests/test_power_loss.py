@@ -184,3 +184,25 @@ def test_a_store_too_damaged_to_read_makes_the_checks_unknown_not_a_crash(tmp_pa
     assert out["write_loss"]["valid"] == "unknown" and "DatabaseError" in out["write_loss"]["error"]
     assert out["integrity"]["valid"] is False
     assert compose(out) is False
+
+
+def test_a_store_that_lost_even_its_schema_loses_every_ack(tmp_path: Path) -> None:
+    """Seen after a power loss at synchronous=OFF without Litestream: the file comes back valid
+    (integrity ok) but without our tables, since not even the schema was synced. Every ack is
+    lost, and the checker must say so (it said "unknown": "no such table: runs")."""
+    from backends.history import HistoryWriter, read_history
+    from bench.checkers import check_write_loss
+
+    ctx = context(tmp_path)
+    dep = SqliteDeployment({"replica": "none"}, ctx)
+    dep.data_dir.mkdir(parents=True)
+    sqlite3.connect(dep.db_path).close()  # a valid, empty database file
+    h = HistoryWriter(ctx.history_dir / "harness.jsonl", "harness", ctx.epoch_ns)
+    for run in ("r1", "r2", "r3"):
+        h.record("invoke", "submit", run)
+        h.record("ok", "submit", run)
+    fault_t = h.now()
+    h.close()
+    out = check_write_loss(read_history(ctx.history_dir), dep.client().state(), fault_t)
+    assert out["valid"] is False and out["lost_count"] == 3
+    assert dep.integrity_check()["valid"] is True

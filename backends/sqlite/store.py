@@ -190,6 +190,14 @@ class SqliteStateView(StateView):
             if not self.path.exists():
                 raise BackendError(f"sqlite: database {self.path} does not exist")
             self._c = connect(self.path, readonly=True)
+            if not self._c.execute(_HAS_TABLES).fetchone()[0]:
+                # a valid file without our tables: nothing that was written survived (seen
+                # after a power loss at synchronous=OFF, when not even the schema was synced).
+                # Read as the empty store it is, so every ack counts as lost, not "unknown"
+                self._c.close()
+                self._c = sqlite3.connect(":memory:")
+                for stmt in sql.schema(D):
+                    self._c.execute(stmt)
         return self._c
 
     def runs(self) -> list[RunState]:
@@ -216,6 +224,8 @@ class SqliteStateView(StateView):
     def __del__(self) -> None:
         self.close()
 
+
+_HAS_TABLES = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
 
 # ``StateView.for_runs``: the ids as one JSON array parameter (no limit on bound variables)
 _IDS = "(SELECT value FROM json_each(:ids))"
