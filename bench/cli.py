@@ -15,7 +15,7 @@ from rich.console import Console
 
 from backends.base import ExecutionSettings, RetryPolicy, get, registered
 from backends.common.redact import redact_text
-from backends.errors import ConfigError, DurabenchError
+from backends.errors import ConfigError, DurabenchError, ReplicaStopError
 from bench import faults, lastresort, signals, validate
 from bench.report import commands as report_commands
 from bench.workload.builtin import BUILTIN, DEFAULT_WORKLOAD
@@ -547,11 +547,18 @@ def cmd_baseline(args: argparse.Namespace, console: Console) -> int:
             root / "work", root / "logs", root / "history", time.monotonic_ns(), settings
         )
         dep = get(args.backend).factory(options, ctx)
+        replica_error = None
         try:
             dep.start()
             result = dep.raw_commit_rate(args.seconds, args.clients)
         finally:
-            dep.stop()
+            try:
+                dep.stop()
+            except ReplicaStopError as e:  # the rate is the primary's: kept, with the error
+                replica_error = str(e)
+    if replica_error is not None:
+        result["replica_stop_error"] = replica_error
+        print(f"warning: {replica_error}", file=sys.stderr)
     result["backend"] = args.backend
     result["topology"] = dep.topology()
     print(json.dumps(result, indent=2, default=str))
