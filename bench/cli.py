@@ -99,6 +99,13 @@ def _add_measurement(p: argparse.ArgumentParser, default_workload: str | None) -
         help="seconds to wait after the last arrival for accepted runs to finish",
     )
     p.add_argument(
+        "--exposure-settle",
+        type=float,
+        default=15.0,
+        help="seconds the exposure sampler waits after the drive for the replica to catch up "
+        "on its own, so the last acks get their natural coverage time (default 15)",
+    )
+    p.add_argument(
         "--lease",
         type=float,
         default=10.0,
@@ -352,6 +359,7 @@ def _request(args: argparse.Namespace, default_workload: str = DEFAULT_WORKLOAD)
         settings=settings,
         results_root=args.results_dir,
         drain_timeout_s=args.drain_timeout,
+        settle_s=args.exposure_settle,
         keep_data=args.keep_data,
         show_progress=not args.no_progress and sys.stderr.isatty(),
         command=tuple(sys.argv),

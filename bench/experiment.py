@@ -61,6 +61,7 @@ class Request:
     settings: ExecutionSettings
     results_root: Path
     drain_timeout_s: float = 120.0
+    settle_s: float = 15.0  # see PositionSampler.settle
     keep_data: bool = False
     show_progress: bool = True
     command: tuple[str, ...] = ()
@@ -141,6 +142,8 @@ def run(req: Request) -> Outcome:
         "started_at": results.now_iso(),
         "harness": leftovers.owner(os.getpid()),
         "keep_data": req.keep_data,
+        "drain_timeout_s": req.drain_timeout_s,
+        "exposure_settle_s": req.settle_s,
         "partial": True,
         "partial_reason": leftovers.STILL_RUNNING,
     }
@@ -222,7 +225,7 @@ def run(req: Request) -> Outcome:
         try:
             drive = asyncio.run(_drive(driver, client))
             if positions is not None and not drive.interrupted:
-                positions.settle(SETTLE_S)
+                positions.settle(req.settle_s)
         finally:
             plan_file.close()
             if positions is not None:
@@ -352,9 +355,6 @@ async def _drive(driver: Driver, client: Any) -> DriveResult:
         return await driver.drive()
     finally:
         await client.close()
-
-
-SETTLE_S = 15.0  # how long the exposure sampler waits for the replica to catch up naturally
 
 
 def _promise_of(

@@ -20,6 +20,7 @@ CLI_RANGES: dict[str, Range] = {
     "time_scale": Range(0, 1e6),
     "rate_scale": Range(0, 1e6, low_open=True),
     "drain_timeout": Range(0, 86400),
+    "exposure_settle": Range(0, 3600),
     # a worker renews its leases every lease/3 seconds: below 0.1 s the renewals alone load the
     # store, and 0 makes every claim expire at once (every step ran twice)
     "lease": Range(0.1, 86400),

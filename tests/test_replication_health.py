@@ -98,6 +98,10 @@ def test_replica_that_stops_mid_run_fails_the_replication_check(tmp_path: Path) 
             "stops",
             "--sync-interval",
             "0.2",
+            # the store never comes back: waiting the default 15 s for the replica to catch up
+            # on its own would only cost the suite time
+            "--exposure-settle",
+            "2",
             env=env,
         )
     finally:
