@@ -89,6 +89,8 @@ def test_crash_runs_every_supported_fault(backend: str, tmp_path: Path) -> None:
             "0.5",
             "--pause",
             "1",
+            "--lease",  # runs a dead or paused worker held are taken over sooner
+            "2",
             "--results-dir",
             str(tmp_path),
             "--no-progress",

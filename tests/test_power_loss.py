@@ -61,6 +61,7 @@ def test_power_loss_known_answers(backend: str, opts: list[str], loses: bool, tm
         [sys.executable, "-m", "bench.cli", "crash", "--backend", backend, *opts]
         + ["--fault", "lose-power", "--trials", "1", "--workload", "smoke", "--time-scale", "0"]
         + ["--at", str(FAULT_AT_S), "--restart-delay", "0.3", "--drain-timeout", "30"]
+        + ["--lease", "2"]  # runs claimed before the power went off are taken over sooner
         + ["--no-progress"]
         + ["--results-dir", str(tmp_path)],
         capture_output=True,
