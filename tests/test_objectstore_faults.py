@@ -14,6 +14,11 @@ from pathlib import Path
 from backends.common.tcpproxy import TcpProxy
 from bench.replication import judge
 
+# Litestream ships the backlog of an outage in pieces and syncs again only when the WAL
+# changes (docs/design.md, known behaviours): writes must go on after the outage for its
+# backlog to leave the node before the run ends. The smoke arrivals spread over 6 s, not 3
+AFTER_THE_OUTAGE = ("--rate-scale", "0.5")
+
 
 def test_sqlite_s3_outage_loses_nothing_and_catches_up(tmp_path: Path) -> None:
     out = subprocess.run(
@@ -32,6 +37,7 @@ def test_sqlite_s3_outage_loses_nothing_and_catches_up(tmp_path: Path) -> None:
             "1",
             "--workload",
             "smoke",
+            *AFTER_THE_OUTAGE,
             "--results-dir",
             str(tmp_path),
             "--no-progress",
@@ -118,7 +124,9 @@ def _crash(tmp_path: Path, fault: str, *args: str, backend: str = "sqlite") -> d
 
 
 def test_sqlite_s3_slow_loses_nothing_and_catches_up(tmp_path: Path) -> None:
-    summary = _crash(tmp_path, "s3-slow", "--outage", "2", "--s3-latency", "1.5", "--at", "1")
+    summary = _crash(
+        tmp_path, "s3-slow", "--outage", "2", "--s3-latency", "1.5", "--at", "1", *AFTER_THE_OUTAGE
+    )
     checks = summary["checks"]
     assert checks["write_loss"]["lost_count"] == 0 and checks["promise"]["verdict"] == "kept"
     o = summary["exposure"]["outage"]
@@ -131,7 +139,9 @@ def test_sqlite_s3_slow_loses_nothing_and_catches_up(tmp_path: Path) -> None:
 def test_dbos_on_sqlite_s3_outage_loses_nothing_and_reports_the_outage(tmp_path: Path) -> None:
     """DBOS on SQLite replicates through the same Litestream and proxy: the outage keeps DBOS's
     commits (acks) on the node until Litestream catches up, and destroys none of them."""
-    summary = _crash(tmp_path, "s3-outage", "--outage", "2", "--at", "1", backend="dbos")
+    summary = _crash(
+        tmp_path, "s3-outage", "--outage", "2", "--at", "1", *AFTER_THE_OUTAGE, backend="dbos"
+    )
     checks = summary["checks"]
     assert checks["write_loss"]["lost_count"] == 0 and checks["promise"]["verdict"] == "kept"
     assert checks["replication"]["valid"] is True  # caught up; its errors came from the fault
