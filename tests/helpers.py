@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,3 +57,13 @@ def events(ctx: RunContext, op: str | None = None, type: str | None = None) -> l
 
 def completed_runs(ctx: RunContext) -> list[str]:
     return [e["run"] for e in events(ctx, "complete", "ok")]
+
+
+def start_bench(*args: str) -> subprocess.Popen[str]:
+    """``bench ARGS`` in a child process, its output piped (read it with ``communicate``)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 from bench import cli
+from tests.helpers import start_bench
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -273,15 +274,6 @@ def test_zero_is_honoured_not_substituted() -> None:
 
 
 # -- 4. signals --------------------------------------------------------------------------------
-
-
-def start_bench(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(pred, proc: subprocess.Popen[str], timeout_s: float, what: str) -> None:

@@ -20,6 +20,7 @@ from nbclient import NotebookClient
 
 from backends.errors import DurabenchError
 from bench import cost
+from tests.helpers import start_bench
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,22 +44,13 @@ def results(tmp_path_factory) -> Path:
         ["run", "--backend", "sqlite"],
         ["run", "--backend", "memory"],
     ]
-    procs = [(args, bench_process(*args, *smoke)) for args in together]
+    procs = [(args, start_bench(*args, *smoke)) for args in together]
     for args, proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"{args}: {err[-2000:]}"
     out = bench("crash", "--backend", "sqlite", *fault, *smoke)
     assert out.returncode == 0, f"crash: {out.stderr[-2000:]}"
     return root
-
-
-def bench_process(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _manifest(run_dir: Path) -> dict:
