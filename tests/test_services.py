@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from backends.common.net import ephemeral_low
+from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError
+from backends.sqlite import objectstore
 from backends.sqlite.litestream import Litestream
 from backends.sqlite.objectstore import SeaweedFS, object_store_usage
 
@@ -92,6 +96,8 @@ def test_seaweedfs_uses_only_our_ports_and_stops(tmp_path: Path) -> None:
         assert sw.s3_port in ports and sw.metrics_port in ports
         assert ports <= set(sw.ports.values()), f"unexpected ports {ports - set(sw.ports.values())}"
         assert all(p < 55000 for p in sw.ports.values())
+        if ephemeral_low() - 15000 >= 1000:  # none where outgoing connections take theirs
+            assert all(p < ephemeral_low() for p in sw.ports.values()), sw.ports
         remote = {c.raddr.ip for c in psutil.Process(pid).net_connections(kind="inet") if c.raddr}
         assert remote <= {"127.0.0.1"}, f"talks to {remote}"  # no telemetry, loopback only
         log = (tmp_path / "logs" / "seaweedfs.log").read_text()
@@ -101,6 +107,45 @@ def test_seaweedfs_uses_only_our_ports_and_stops(tmp_path: Path) -> None:
         sw.stop()
     assert not sw.process.alive
     assert not psutil.pid_exists(pid)
+
+
+def test_seaweedfs_starts_again_when_a_port_is_taken_before_it_binds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race seen in CI: a port free at our check was taken before weed bound it, and weed
+    died. Blinding our check to the held port stages that race; the start must still succeed,
+    on another port, and leave the failed attempt in the log."""
+    sw = SeaweedFS(tmp_path / "work", tmp_path / "logs")
+    monkeypatch.setattr(objectstore, "port_in_use", lambda port, host="127.0.0.1": False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", sw.ports["volume.port"]))
+        held.listen()
+        taken = sw.ports["volume.port"]
+        try:
+            sw.start()
+            assert sw.ports["volume.port"] != taken
+            assert object_store_usage(sw.target()) == {"objects": 0, "bytes": 0}
+            assert sw.process.usage.restarts == 1
+        finally:
+            sw.stop()
+    assert str(taken) in (tmp_path / "logs" / "seaweedfs.log").read_text()
+
+
+def test_why_a_go_server_died_survives_its_stack_trace(tmp_path: Path) -> None:
+    """CI once printed only a goroutine dump for weed's death: the glog ``F`` line that says
+    why was above the last 15 lines. Real child process, log appended across two starts."""
+    dying = "print('F1203 08:00:00.000000 volume.go:629] listen tcp: address already in use')\n"
+    dying += "for i in range(40): print(f'\\tgithub.com/x/y.go:{i} +0x1')\nraise SystemExit(255)"
+    proc = ManagedProcess("go-ish", [sys.executable, "-c", "print('first life')"], tmp_path / "l")
+    proc.start()
+    proc.popen.wait()  # type: ignore[union-attr]
+    proc.argv = [sys.executable, "-c", dying]
+    proc.start()
+    with pytest.raises(BackendError) as e:
+        proc.wait_ready(lambda: False, 10, "ready")
+    assert "address already in use" in str(e.value) and "y.go:39" in str(e.value)
+    assert "y.go:10 " not in str(e.value)  # still a tail, not the whole dump
+    assert "first life" not in proc.this_start_log() and "y.go:0 " in proc.this_start_log()
 
 
 def test_seaweedfs_enforces_credentials(seaweed: SeaweedFS) -> None:

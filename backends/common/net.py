@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import sys
@@ -10,9 +11,30 @@ from pathlib import Path
 
 from backends.errors import BackendError
 
+# Where we pick service ports: below the kernel's ephemeral range. Every outgoing connection
+# (ours, or a server's own, e.g. weed mini's master dialling its volume server) takes its
+# source port from that range, so a port picked there can be taken before the server that is
+# to listen on it binds it (seen in CI: weed mini's volume server died on bind).
+_SERVICE_FLOOR = 15000
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the kernel picks it)."""
+
+def ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1, below ``below``, that is free right now: a random one under
+    the ephemeral range where that range leaves room, else one the kernel picks."""
+    top = min(ephemeral_low(), below)
+    if top - _SERVICE_FLOOR >= 1000:
+        for _ in range(200):
+            port = random.randrange(_SERVICE_FLOOR, top)
+            if not port_in_use(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -23,7 +45,7 @@ def free_ports(n: int, below: int = 55000) -> list[int]:
     port + 10000 and die when that passes 65535)."""
     ports: list[int] = []
     while len(ports) < n:
-        p = free_port()
+        p = free_port(below)
         if p < below and p not in ports:
             ports.append(p)
     return ports

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -89,6 +90,7 @@ class ManagedProcess:
         self._done_cpu = 0.0  # cpu seconds of earlier incarnations
         self._last_cpu = 0.0
         self._starts = 0
+        self._log_start = 0  # where this incarnation's output begins in the (appended) log
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -97,6 +99,7 @@ class ManagedProcess:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self._log_start = log.tell()
         try:
             self.popen = _on_main_thread(
                 lambda: subprocess.Popen(
@@ -236,11 +239,30 @@ class ManagedProcess:
         return self.usage
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` of the log, after the line that says why a Go program died when
+        a stack trace pushed it out of them (a glog ``F...`` line, ``panic:``, ``fatal error:``)."""
         try:
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        return "\n".join(text[-lines:])
+        tail = text[-lines:]
+        head = len(text) - len(tail)
+        cause = next((i for i in range(len(text) - 1, -1, -1) if _GO_DEATH.match(text[i])), None)
+        if cause is not None and cause < head:
+            return "\n".join([text[cause], "...", *tail])
+        return "\n".join(tail)
+
+    def this_start_log(self) -> str:
+        """What the current (or last) incarnation wrote to the log."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+_GO_DEATH = re.compile(r"^(F\d{4} \d|panic: |fatal error: )")
 
 
 def descendants(pid: int) -> list[int] | None:

@@ -27,7 +27,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from backends.common.http import http_get
-from backends.common.net import find_binary, free_ports, port_in_use, port_open, require_port_free
+from backends.common.net import (
+    ephemeral_low,
+    find_binary,
+    free_ports,
+    port_in_use,
+    port_open,
+    require_port_free,
+)
 from backends.common.oneshot import run_once
 from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
@@ -151,6 +158,10 @@ def object_store_usage(target: S3Target, prefix: str = "") -> dict[str, object]:
 # SeaweedFS
 # ---------------------------------------------------------------------------------------------
 
+# How weed says it could not have a port: its own check before starting a service, or the
+# bind itself when another process took the port after that check.
+_PORT_TAKEN = re.compile(r"Port allocation failed|address already in use")
+
 # Roles whose gRPC port we set next to the HTTP one. The admin gRPC port is special: the
 # embedded maintenance worker dials admin.port + 10000 whatever -admin.port.grpc says (it
 # derives the address from the HTTP port), so we pick the pair that way and it connects.
@@ -168,6 +179,7 @@ class SeaweedFS:
     ACCESS_KEY = "durabench"  # loopback-only test credentials: stable, so a data dir is reusable
     SECRET_KEY = "durabench-secret-key"
     GRPC_OFFSET = 10000
+    PORT_ATTEMPTS = 3
 
     def __init__(
         self,
@@ -215,7 +227,7 @@ class SeaweedFS:
     def _admin_pair(self) -> tuple[int, int]:
         taken = set(self.ports.values())
         while True:
-            (p,) = free_ports(1, below=55000 - self.GRPC_OFFSET)
+            (p,) = free_ports(1, below=min(55000, ephemeral_low()) - self.GRPC_OFFSET)
             g = p + self.GRPC_OFFSET
             if p not in taken and g not in taken and not port_in_use(g):
                 return p, g
@@ -270,11 +282,41 @@ class SeaweedFS:
         )
 
     def start(self, timeout_s: float = 30.0) -> float:
-        """Spawn and wait until the bucket answers; returns (and records) ``ready_s``."""
+        """Spawn and wait until the bucket answers; returns (and records) ``ready_s``.
+
+        A port can still be taken between our check and weed's own bind (by another server
+        starting beside us): weed then exits saying so, and we start again on fresh internal
+        ports, up to ``PORT_ATTEMPTS`` times. The S3 port stays: clients know it."""
         if self.process.alive:
             return self.ready_s or 0.0
         require_port_free(self.s3_port, BACKEND, "SeaweedFS S3 API", "--s3-port")
-        # Internal ports are ours to move if something took one since we picked it.
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        target = self.target()
+        t0 = time.monotonic()
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            self._move_taken_ports()
+            self.process.argv = self._argv()
+            self.process.start()
+            try:
+                self.process.wait_ready(
+                    lambda: port_open(self.s3_port) and _bucket_answers(target),
+                    timeout_s,
+                    f"serving bucket {self.bucket} on 127.0.0.1:{self.s3_port}",
+                )
+                break
+            except BaseException:
+                lost_a_port = not self.process.alive and _PORT_TAKEN.search(
+                    self.process.this_start_log()
+                )
+                self.stop()
+                if not lost_a_port or attempt == self.PORT_ATTEMPTS:
+                    raise
+                self._repick_internal_ports()
+        self.ready_s = time.monotonic() - t0
+        return self.ready_s
+
+    def _move_taken_ports(self) -> None:
+        """Internal ports are ours to move if something took one since we picked it."""
         for name, port in list(self.ports.items()):
             if name.startswith("admin.") or name == "s3.port":
                 continue
@@ -282,22 +324,11 @@ class SeaweedFS:
                 (self.ports[name],) = free_ports(1)
         if port_in_use(self.ports["admin.port"]) or port_in_use(self.ports["admin.port.grpc"]):
             self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        self.process.argv = self._argv()
-        target = self.target()
-        t0 = time.monotonic()
-        self.process.start()
-        try:
-            self.process.wait_ready(
-                lambda: port_open(self.s3_port) and _bucket_answers(target),
-                timeout_s,
-                f"serving bucket {self.bucket} on 127.0.0.1:{self.s3_port}",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        self.ready_s = time.monotonic() - t0
-        return self.ready_s
+
+    def _repick_internal_ports(self) -> None:
+        self._remove_stale_sockets()
+        s3 = self.s3_port
+        self._pick_ports(s3)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         self.process.stop(timeout_s)
