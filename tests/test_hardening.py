@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -23,9 +22,15 @@ from bench import cli
 from tests.helpers import start_bench
 
 
-def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def bench(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -573,12 +578,15 @@ def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: P
     before = _modes(home / "deep")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    tmp = Path(tempfile.gettempdir())
+    # A temp dir of its own (world-writable like /tmp, for the server's user): a harness
+    # started beside this test (another test file running in parallel) cleans stale roots of
+    # the shared /tmp too, and could remove this one first.
+    tmp = Path(tempfile.mkdtemp(prefix="durabench-test-tmp-"))
+    tmp.chmod(0o1777)
     stale = tmp / f"durabench-pg-{gone.pid}-0badc0de"
     alive = tmp / f"durabench-pg-{os.getpid()}-0badc0de"
     for d in (stale, alive):
         (d / "postgres").mkdir(parents=True)
-    existing = set(tmp.glob("durabench-pg-*"))  # other harnesses on this machine may add some
     try:
         out = bench(
             "run",
@@ -593,22 +601,21 @@ def test_postgres_changes_no_parent_directory_and_cleans_stale_roots(tmp_path: P
             "--results-dir",
             str(results),
             timeout=180,
+            env={**os.environ, "TMPDIR": str(tmp)},
         )
         assert out.returncode == 0, out.stderr
         assert _modes(home / "deep") == before, "a directory outside the run changed mode"
         assert not stale.exists() and f"removed {stale}" in out.stderr, out.stderr
         assert alive.exists(), "a directory whose owner still runs was removed"
-        new = set(tmp.glob("durabench-pg-*")) - existing
-        ours = [p for p in new if re.fullmatch(r"durabench-pg-\d+-[0-9a-f]+", p.name)]
-        assert not ours, f"temporary roots left behind: {ours}"
+        left = [p for p in tmp.glob("durabench-pg-*") if p != alive]
+        assert not left, f"temporary roots left behind: {left}"
         (run_dir,) = [d for d in results.iterdir() if d.is_dir()]
         data = run_dir / "work" / "postgres"
         assert (data / "PG_VERSION").exists()
         for d in (run_dir / "work", data):
             assert d.stat().st_mode & 0o077 == 0, f"{d} is readable by other users"
     finally:
-        shutil.rmtree(alive, ignore_errors=True)
-        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_work_of_a_sigkilled_harness_is_removed_at_the_next_start(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """pytest-benchmark micro-benchmarks of the engine's hot paths on SQLite: claiming a batch of
 runs and committing step checkpoints (one, and a group of 32). Each also asserts its result, so a
 broken hot path fails instead of getting fast. CI runs them with few rounds; for real numbers:
-``pytest tests/test_microbench.py --benchmark-min-rounds=200``."""
+``pytest -n 0 tests/test_microbench.py --benchmark-min-rounds=200``."""
 
 from __future__ import annotations
 

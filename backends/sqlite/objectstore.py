@@ -311,7 +311,7 @@ class SeaweedFS:
                 self.stop()
                 if not lost_a_port or attempt == self.PORT_ATTEMPTS:
                     raise
-                self._repick_internal_ports()
+                self._pick_ports(self.s3_port)  # every internal port afresh; S3's stays
         self.ready_s = time.monotonic() - t0
         return self.ready_s
 
@@ -324,11 +324,6 @@ class SeaweedFS:
                 (self.ports[name],) = free_ports(1)
         if port_in_use(self.ports["admin.port"]) or port_in_use(self.ports["admin.port.grpc"]):
             self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
-
-    def _repick_internal_ports(self) -> None:
-        self._remove_stale_sockets()
-        s3 = self.s3_port
-        self._pick_ports(s3)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         self.process.stop(timeout_s)
