@@ -21,6 +21,8 @@ its synchronous setting). Machine load changes the figures: note ``uptime`` besi
 ``workloads/cpu-probe.toml`` (4000 runs/s for 4 s) keeps one worker saturated for the whole
 window; the built-in ``capacity`` (1000 runs/s) does not on sqlite NORMAL, so its steps/s is the
 offered rate, not the capacity, and every process's idle polling lands on fewer steps. The
+``runs_per_submit_tx`` column (sqlite) is how many runs the harness's submit transactions held
+on average: each transaction pays a commit, at FULL an fsync, on the harness's CPU. The
 ``ls_compacted_mib`` column is what Litestream compacted inside the drive (its log; 0 also
 when there is no Litestream): its level-1 compaction runs every 30 s, so a short drive may or
 may not hold one, and the figures of Litestream and SeaweedFS move with it. They also fall as
@@ -40,7 +42,14 @@ from pathlib import Path
 from typing import Any
 
 ROLE_ORDER = ("worker", "harness", "litestream", "seaweedfs", "postgres")
-FIGURES = ("total", "steps_per_s", "runs_per_s", "harness_peak_rss_mib", "ls_compacted_mib")
+FIGURES = (
+    "total",
+    "steps_per_s",
+    "runs_per_s",
+    "harness_peak_rss_mib",
+    "ls_compacted_mib",
+    "runs_per_submit_tx",
+)
 _COMPACTED = re.compile(r'time=(\S+) .*msg="compaction complete".* size=(\d+)')
 
 
@@ -87,6 +96,9 @@ def per_step(summary: dict[str, Any]) -> dict[str, float]:
     out["harness_peak_rss_mib"] = (
         summary["resources"].get("harness", {}).get("peak_rss_hwm_bytes", 0) / 2**20
     )
+    txs = (summary.get("backend_metrics") or {}).get("submit_transactions")
+    if txs:  # the harness's own submit transactions (sqlite): each pays a commit, FULL an fsync
+        out["runs_per_submit_tx"] = summary["runs"]["accepted"] / txs
     return out
 
 

@@ -168,6 +168,8 @@ def test_sqlite_run_writes_complete_results(tmp_path: Path) -> None:
         assert (run_dir / f).exists(), f
     assert summary["latency"]["run"]["p99_s"] >= summary["latency"]["run"]["p50_s"] > 0
     assert summary["backend_metrics"]["litestream"]["sync_count"] > 0
+    # the harness's submits in transactions of one or more runs each
+    assert 1 <= summary["backend_metrics"]["submit_transactions"] <= summary["runs"]["accepted"]
     roles = set(summary["resources"])
     assert {"worker-0", "worker-1", "litestream", "seaweedfs", "harness"} <= roles
     harness = summary["resources"]["harness"]

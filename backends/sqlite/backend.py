@@ -617,6 +617,8 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "db_bytes": _size(self.db_path),
             "wal_bytes": _size(Path(f"{self.db_path}-wal")),
         }
+        if self._client is not None:  # how the harness's submits were grouped
+            m["submit_transactions"] = self._client.submitter.batches
         if self.litestream is not None:
             m["litestream"] = self.litestream.metrics()
         if self.seaweed is not None:
