@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.common.net import ephemeral_low
+from backends.common.net import ephemeral_low, free_port_pair, free_ports, port_in_use
 from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError
@@ -129,6 +129,21 @@ def test_seaweedfs_starts_again_when_a_port_is_taken_before_it_binds(
         finally:
             sw.stop()
     assert str(taken) in (tmp_path / "logs" / "seaweedfs.log").read_text()
+
+
+def test_picked_ports_stay_out_of_the_ephemeral_range_and_under_their_limit() -> None:
+    """Outgoing connections take their source ports from the ephemeral range: a port picked
+    there can be gone before its server binds it (the CI failure of weed's volume server)."""
+    low = ephemeral_low()
+    ports = free_ports(50)
+    assert len(set(ports)) == 50 and all(not port_in_use(p) for p in ports)
+    if low - 15000 >= 1000:
+        assert all(p < low for p in ports), ports
+    assert all(p < 20000 for p in free_ports(20, below=20000))
+    p, g = free_port_pair(10000)
+    assert g == p + 10000 and not port_in_use(p) and not port_in_use(g)
+    if low - 10000 - 15000 >= 1000:
+        assert g < low
 
 
 def test_why_a_go_server_died_survives_its_stack_trace(tmp_path: Path) -> None:

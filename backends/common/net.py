@@ -7,6 +7,7 @@ import random
 import shutil
 import socket
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from backends.errors import BackendError
@@ -15,7 +16,7 @@ from backends.errors import BackendError
 # (ours, or a server's own, e.g. weed mini's master dialling its volume server) takes its
 # source port from that range, so a port picked there can be taken before the server that is
 # to listen on it binds it (seen in CI: weed mini's volume server died on bind).
-_SERVICE_FLOOR = 15000
+SERVICE_FLOOR = 15000
 
 
 def ephemeral_low() -> int:
@@ -30,14 +31,18 @@ def free_port(below: int = 65536) -> int:
     """A TCP port on 127.0.0.1, below ``below``, that is free right now: a random one under
     the ephemeral range where that range leaves room, else one the kernel picks."""
     top = min(ephemeral_low(), below)
-    if top - _SERVICE_FLOOR >= 1000:
+    if top - SERVICE_FLOOR >= 1000:
         for _ in range(200):
-            port = random.randrange(_SERVICE_FLOOR, top)
+            port = random.randrange(SERVICE_FLOOR, top)
             if not port_in_use(port):
                 return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < below:
+            return port
+    raise BackendError(f"no free TCP port below {below} on 127.0.0.1")
 
 
 def free_ports(n: int, below: int = 55000) -> list[int]:
@@ -49,6 +54,18 @@ def free_ports(n: int, below: int = 55000) -> list[int]:
         if p < below and p not in ports:
             ports.append(p)
     return ports
+
+
+def free_port_pair(offset: int, taken: Collection[int] = ()) -> tuple[int, int]:
+    """Free ports ``p`` and ``p + offset`` (for servers that derive one port from another),
+    both under the ephemeral range where it leaves room, neither in ``taken``."""
+    below = min(55000, ephemeral_low()) - offset
+    if below - SERVICE_FLOOR < 1000:
+        below = 65536 - offset
+    while True:
+        p = free_port(below)
+        if p not in taken and p + offset not in taken and not port_in_use(p + offset):
+            return p, p + offset
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -28,8 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from backends.common.http import http_get
 from backends.common.net import (
-    ephemeral_low,
     find_binary,
+    free_port_pair,
     free_ports,
     port_in_use,
     port_open,
@@ -222,15 +222,9 @@ class SeaweedFS:
         chosen = free_ports(len(names) + 1)
         self.ports = dict(zip(names, chosen, strict=False))
         self.ports["s3.port"] = s3_port if s3_port is not None else chosen[-1]
-        self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
-
-    def _admin_pair(self) -> tuple[int, int]:
-        taken = set(self.ports.values())
-        while True:
-            (p,) = free_ports(1, below=min(55000, ephemeral_low()) - self.GRPC_OFFSET)
-            g = p + self.GRPC_OFFSET
-            if p not in taken and g not in taken and not port_in_use(g):
-                return p, g
+        self.ports["admin.port"], self.ports["admin.port.grpc"] = free_port_pair(
+            self.GRPC_OFFSET, set(self.ports.values())
+        )
 
     def _argv(self) -> list[str]:
         argv = [
@@ -323,7 +317,9 @@ class SeaweedFS:
             if port_in_use(port):
                 (self.ports[name],) = free_ports(1)
         if port_in_use(self.ports["admin.port"]) or port_in_use(self.ports["admin.port.grpc"]):
-            self.ports["admin.port"], self.ports["admin.port.grpc"] = self._admin_pair()
+            self.ports["admin.port"], self.ports["admin.port.grpc"] = free_port_pair(
+                self.GRPC_OFFSET, set(self.ports.values())
+            )
 
     def stop(self, timeout_s: float = 15.0) -> None:
         self.process.stop(timeout_s)
