@@ -168,8 +168,10 @@ def test_sqlite_run_writes_complete_results(tmp_path: Path) -> None:
         assert (run_dir / f).exists(), f
     assert summary["latency"]["run"]["p99_s"] >= summary["latency"]["run"]["p50_s"] > 0
     assert summary["backend_metrics"]["litestream"]["sync_count"] > 0
-    # the harness's submits in transactions of one or more runs each
-    assert 1 <= summary["backend_metrics"]["submit_transactions"] <= summary["runs"]["accepted"]
+    # the harness's submits in transactions of one or more runs each, all of them the workers'
+    bm = summary["backend_metrics"]
+    assert 1 <= bm["submit_transactions"] <= summary["runs"]["accepted"]
+    assert bm["submits_committed_by_harness"] == 0, bm
     roles = set(summary["resources"])
     assert {"worker-0", "worker-1", "litestream", "seaweedfs", "harness"} <= roles
     harness = summary["resources"]["harness"]

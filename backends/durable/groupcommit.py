@@ -16,6 +16,10 @@ an ack is in the history file before anything acts on it (the next step, the run
 ``before_commit(text)`` runs just before the transaction begins, with the ``prelude`` of every
 checkpoint in the batch joined: the executor's invoke lines of those steps (their work and their
 commit's invoke), so they go out in one write per batch, still before the commit they precede.
+
+``submit(rows)`` puts runs to insert (forwarded submits, ``backends/sqlite/forward.py``) in the
+next transaction, with whatever checkpoints are pending; it returns once that transaction
+committed. Only a store whose ``checkpoint_batch`` takes ``runs=`` is given any.
 """
 
 from __future__ import annotations
@@ -59,10 +63,12 @@ class GroupCommitter:
         self.worker = worker
         self.enabled = enabled
         self._pending: list[tuple[Checkpoint, asyncio.Future[bytes], str]] = []
+        self._runs: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.checkpoints = 0
+        self.submitted_runs = 0
 
     async def commit(self, cp: Checkpoint, prelude: str = "") -> bytes:
         """Returns the stored output once ``cp``'s transaction committed; raises ``LeaseLost``
@@ -87,26 +93,47 @@ class GroupCommitter:
         self._wake.set()
         return await fut
 
+    async def submit(self, rows: list[dict[str, Any]]) -> None:
+        """Returns once a transaction holding ``rows`` (runs to insert) committed."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_forever())
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._runs.append((rows, fut))
+        self._wake.set()
+        await fut
+
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending or self._runs:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                runs, self._runs = self._runs, []
                 self.batches += 1
                 self.checkpoints += len(batch)
                 try:
                     if self.before_commit is not None:
                         self.before_commit("".join([p for _, _, p in batch]))
                     cps = [cp for cp, _, _ in batch]
-                    outcomes = await self.store.checkpoint_batch(self.worker, cps)
+                    if runs:
+                        rows = [row for rs, _ in runs for row in rs]
+                        self.submitted_runs += len(rows)
+                        outcomes = await self.store.checkpoint_batch(self.worker, cps, runs=rows)
+                    else:
+                        outcomes = await self.store.checkpoint_batch(self.worker, cps)
                     if self.on_committed is not None:
                         self.on_committed(cps, outcomes)  # before any caller resumes
                 except Exception as e:  # noqa: BLE001 - every caller learns it
                     for _, fut, _ in batch:
                         if not fut.done():
                             fut.set_exception(e)
+                    for _, rfut in runs:
+                        if not rfut.done():
+                            rfut.set_exception(e)
                     continue
+                for _, rfut in runs:
+                    if not rfut.done():
+                        rfut.set_result(None)
                 for (_, fut, _), out in zip(batch, outcomes, strict=True):
                     if fut.done():
                         continue
@@ -122,3 +149,5 @@ class GroupCommitter:
                 await self._task
         for _, fut, _ in self._pending:
             fut.cancel()
+        for _, rfut in self._runs:
+            rfut.cancel()

@@ -60,6 +60,8 @@ async def _main(cfg: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if hasattr(store, "accept_submits"):  # a store that takes the harness's submits itself
+        await store.accept_submits(executor.committer.submit)
     history.record(INFO, "worker-start")
     Path(cfg["ready_path"]).write_text("ready\n")
     try:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +112,18 @@ OPTIONS = (
 
 
 class SqliteClient(Client):
-    def __init__(self, db_path: Path, synchronous: str, autocheckpoint: bool) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        synchronous: str,
+        autocheckpoint: bool,
+        workers: Callable[[], Sequence[int]] | None = None,
+    ) -> None:
         self.db_path = db_path
-        # one writer thread group-commits every submit waiting at the moment, so a slow commit
-        # never delays the next scheduled arrival and the harness takes the write lock once per
-        # batch instead of once per run
-        self.submitter = SqliteSubmitter(db_path, synchronous, autocheckpoint)
+        # one writer thread sends every submit waiting at the moment to a worker's group commit
+        # (``workers``: their pids), or commits them itself when none answers, so a slow commit
+        # never delays the next scheduled arrival
+        self.submitter = SqliteSubmitter(db_path, synchronous, autocheckpoint, workers)
 
     enqueues_submits = True
 
@@ -275,8 +281,13 @@ class SqliteDeployment(PooledWorkers, Deployment):
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = SqliteClient(self.db_path, self.synchronous, self.replica == "none")
+            self._client = SqliteClient(
+                self.db_path, self.synchronous, self.replica == "none", self._live_worker_pids
+            )
         return self._client
+
+    def _live_worker_pids(self) -> list[int]:
+        return [p.pid for p in self.workers.procs.values() if p.alive and p.pid is not None]
 
     def processes(self) -> dict[str, Any]:
         procs: dict[str, Any] = dict(self.workers.procs)
@@ -617,8 +628,10 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "db_bytes": _size(self.db_path),
             "wal_bytes": _size(Path(f"{self.db_path}-wal")),
         }
-        if self._client is not None:  # how the harness's submits were grouped
-            m["submit_transactions"] = self._client.submitter.batches
+        if self._client is not None:  # how the harness's submits were committed
+            sub = self._client.submitter
+            m["submit_transactions"] = sub.batches
+            m["submits_committed_by_harness"] = sub.direct
         if self.litestream is not None:
             m["litestream"] = self.litestream.metrics()
         if self.seaweed is not None:

@@ -23,14 +23,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from backends.base import AckSink, Plan, RunSpec, RunState, StateView
 from backends.durable import sql
 from backends.durable.groupcommit import Checkpoint
 from backends.durable.store import ClaimedRun
-from backends.errors import BackendError, LeaseLost
+from backends.errors import BackendError, Indeterminate, LeaseLost
+from backends.sqlite import forward
 
 D = sql.SQLITE
 SYNCHRONOUS = ("FULL", "NORMAL", "OFF", "EXTRA")
@@ -88,6 +90,7 @@ class SqliteStore:
 
     def __init__(self, path: Path, synchronous: str, autocheckpoint: bool) -> None:
         self.conn = connect(path, synchronous, autocheckpoint=autocheckpoint)
+        self._server: asyncio.AbstractServer | None = None
 
     async def claim(
         self, worker: str, limit: int, lease_s: float, recover: bool
@@ -119,12 +122,20 @@ class SqliteStore:
                 {"lease": time.time() + lease_s, "worker": worker, "ids": json.dumps(run_ids)},
             )
 
+    async def accept_submits(self, submit: forward.Submit) -> None:
+        """Take the harness's forwarded submits (``forward.py``) into ``submit``: the group
+        committer's, so they share its transactions."""
+        self._server = await forward.serve(submit)
+
     async def checkpoint_batch(
-        self, worker: str, items: list[Checkpoint]
+        self, worker: str, items: list[Checkpoint], runs: Sequence[dict[str, Any]] = ()
     ) -> list[bytes | LeaseLost]:
+        """``runs``: forwarded submits, inserted in the same transaction."""
         now = time.time()
         out: list[bytes | LeaseLost] = []
         with _Tx(self.conn) as c:
+            if runs:
+                c.executemany(sql.INSERT_RUN, [{**r, "now": now} for r in runs])
             for it in items:
                 # one dict serves every statement: sqlite3 reads only the names a statement has
                 args = {
@@ -168,6 +179,8 @@ class SqliteStore:
             c.execute(sql.RELEASE, {"run_id": run_id, "worker": worker})
 
     async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
         self.conn.close()
 
 
@@ -314,20 +327,32 @@ class SqliteSubmitter:
     database sees group commits only, and the event loop pays one thread hop per batch, not per
     run. No submit waits for a batch to fill: alone, a batch holds one run.
 
-    At synchronous=FULL that is ~1.5 runs a transaction at 4,000 submits/s (each commit, with
-    its fsync, takes about as long as the next arrival): the submitting thread then costs
-    ~14 µs/step of CPU against ~4 at NORMAL, 0.84 of its 1.44 s in the kernel. Taking the batch after BEGIN IMMEDIATE instead (so submits that came
-    while a worker held the lock join it) changed nothing measurable (4 interleaved rounds):
-    the lock is rarely held when the harness asks. Sharing the workers' fsyncs would need the
-    submits to go through a worker's group commit; not built.
+    Each batch goes to a worker's group commit when a worker answers (``forward.py``): it
+    shares the worker's transaction, and its fsync, with the step checkpoints pending there.
+    Committed here, a batch at synchronous=FULL held ~1.5 runs at 4,000 submits/s (a commit
+    with its fsync took about as long as the next arrival), and this thread cost ~14 µs/step
+    of CPU against ~4 at NORMAL, 0.84 of its 1.44 s in the kernel. (Taking the batch after
+    BEGIN IMMEDIATE, so that submits that came while a worker held the lock join it, changed
+    nothing measurable: the lock is rarely held when the harness asks.) With no worker to
+    answer, the batch is committed here as before.
 
-    The ack is unchanged: ``submit`` returns only after the transaction holding that run
-    committed; if the transaction fails, every submit in it raises (none was acked)."""
+    The ack is unchanged: ``submit`` returns only after a transaction holding that run
+    committed, the worker's or ours; if it fails, every submit in it raises (none was acked),
+    ``Indeterminate`` when a worker had the batch and did not answer."""
 
-    def __init__(self, path: Path, synchronous: str, autocheckpoint: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str,
+        autocheckpoint: bool = True,
+        workers: Callable[[], Sequence[int]] | None = None,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.autocheckpoint = autocheckpoint
+        # ``workers``: the live workers' pids, to forward batches into their group commits
+        self.forward = forward.ForwardLink(workers) if workers is not None else None
+        self.direct = 0  # batches committed here, not by a worker
         self.node_up = True  # False while the node is lost: nothing can reach its file
         self._generation = 0  # bumped when the file is replaced: the connection must reopen
         self._conn: sqlite3.Connection | None = None
@@ -354,6 +379,8 @@ class SqliteSubmitter:
             self.node_up = False
             self._cond.wait_for(lambda: not self._busy, timeout_s)
             conn, self._conn = self._conn, None
+            if self.forward is not None:
+                self.forward.drop(pass_over=False)
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -438,7 +465,17 @@ class SqliteSubmitter:
                     loop.call_soon_threadsafe(_resolve, futs, err)
 
     def _commit(self, batch: list[tuple[RunSpec, Waiter]]) -> BaseException | None:
-        """One transaction for the whole batch; ``None`` once it committed, else the error."""
+        """One transaction for the whole batch, a worker's if one takes it (``forward.py``),
+        else our own; ``None`` once it committed, else the error."""
+        unanswered: forward.Unanswered | None = None
+        if self.forward is not None and self.node_up:
+            try:
+                self.forward.send([run for run, _ in batch])
+                return None
+            except forward.NotForwarded:
+                pass
+            except forward.Unanswered as e:
+                unanswered = e  # committed by the worker or not: ours below settles it
         try:
             if not self.node_up:
                 raise BackendError("sqlite: the node holding the database is down")
@@ -466,7 +503,10 @@ class SqliteSubmitter:
                         for run, _ in batch
                     ],
                 )
+            self.direct += 1
         except Exception as e:  # noqa: BLE001 - every submit of the batch learns it
+            if unanswered is not None:  # a worker may hold it: not refused, not accepted
+                return Indeterminate(f"{unanswered}; committing it here failed: {e}")
             return e
         return None
 
@@ -477,6 +517,8 @@ class SqliteSubmitter:
             thread = self._thread
         if thread is not None:
             thread.join()
+        if self.forward is not None:
+            self.forward.drop(pass_over=False)
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
