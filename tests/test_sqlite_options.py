@@ -73,11 +73,21 @@ def test_external_s3_endpoint(tmp_path: Path) -> None:
     assert counts["requests"].get("PUT", 0) > 0, "Litestream wrote to the external store"
 
 
-@pytest.mark.parametrize("replica,synchronous", [("file", "FULL"), ("none", "NORMAL")])
-def test_file_and_no_replica(tmp_path: Path, replica: str, synchronous: str) -> None:
-    manifest, summary = run_cli(tmp_path, "--replica", replica, "--synchronous", synchronous)
+@pytest.mark.parametrize(
+    "replica,synchronous,via", [("file", "FULL", "worker"), ("none", "NORMAL", "client")]
+)
+def test_file_and_no_replica(tmp_path: Path, replica: str, synchronous: str, via: str) -> None:
+    manifest, summary = run_cli(
+        tmp_path, "--replica", replica, "--synchronous", synchronous, "--submit-via", via
+    )
     assert manifest["backend_config"]["replica"] == replica
     assert manifest["backend_config"]["synchronous"] == synchronous
+    assert manifest["backend_config"]["submit_via"] == via
+    bm = summary["backend_metrics"]  # who committed the submits: the workers, or the harness
+    if via == "client":
+        assert bm["submits_committed_by_harness"] == bm["submit_transactions"] > 0, bm
+    else:
+        assert bm["submits_committed_by_harness"] == 0 < bm["submit_transactions"], bm
     assert summary["verdict"] is True
     assert ("litestream" in summary["resources"]) == (replica != "none")
     assert "seaweedfs" not in summary["resources"]

@@ -78,6 +78,15 @@ OPTIONS = (
         choices=("s3", "file", "none"),
     ),
     Option(
+        "--submit-via",
+        "submit_via",
+        "who commits the harness's submits: worker (forwarded into a worker's group commit, "
+        "the one write path of an app that embeds SQLite) or client (the harness's own "
+        "transactions beside the workers')",
+        default="worker",
+        choices=("worker", "client"),
+    ),
+    Option(
         "--sync-interval",
         "sync_interval_s",
         "Litestream sync-interval in seconds",
@@ -159,6 +168,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
         if self.synchronous not in SYNCHRONOUS:
             raise ConfigError(f"sqlite: --synchronous must be one of {', '.join(SYNCHRONOUS)}")
         self.replica = options.get("replica") or "s3"
+        self.submit_via = options.get("submit_via") or "worker"
         self.sync_interval_s = float_option(options, "sync_interval_s", 1.0)
         if self.sync_interval_s <= 0:
             raise ConfigError("sqlite: --sync-interval must be > 0 seconds")
@@ -281,8 +291,9 @@ class SqliteDeployment(PooledWorkers, Deployment):
 
     def client(self) -> Client:
         if self._client is None:
+            workers = self._live_worker_pids if self.submit_via == "worker" else None
             self._client = SqliteClient(
-                self.db_path, self.synchronous, self.replica == "none", self._live_worker_pids
+                self.db_path, self.synchronous, self.replica == "none", workers
             )
         return self._client
 
@@ -612,6 +623,7 @@ class SqliteDeployment(PooledWorkers, Deployment):
             "synchronous": self.synchronous,
             "journal_mode": "WAL",
             "replica": self.replica,
+            "submit_via": self.submit_via,
             "sync_interval_s": self.sync_interval_s if self.replica != "none" else None,
             "monitor_interval_s": self.litestream.monitor_interval_s if self.litestream else None,
             "s3_endpoint": self.target.endpoint if self.target else None,
