@@ -21,8 +21,9 @@ its synchronous setting). Machine load changes the figures: note ``uptime`` besi
 ``workloads/cpu-probe.toml`` (4000 runs/s for 4 s) keeps one worker saturated for the whole
 window; the built-in ``capacity`` (1000 runs/s) does not on sqlite NORMAL, so its steps/s is the
 offered rate, not the capacity, and every process's idle polling lands on fewer steps. The
-``runs_per_submit_tx`` column (sqlite) is how many runs the harness's submit transactions held
-on average: each transaction pays a commit, at FULL an fsync, on the harness's CPU. The
+``runs_per_submit_tx`` column (sqlite) is how many runs the harness's submit batches held on
+average; a batch a worker did not take (``--submit-via client``, or no answer) is a
+transaction of the harness's own, with a commit (at FULL an fsync) on its CPU. The
 ``ls_compacted_mib`` column is what Litestream compacted inside the drive (its log; 0 also
 when there is no Litestream): its level-1 compaction runs every 30 s, so a short drive may or
 may not hold one, and the figures of Litestream and SeaweedFS move with it. They also fall as
@@ -97,7 +98,7 @@ def per_step(summary: dict[str, Any]) -> dict[str, float]:
         summary["resources"].get("harness", {}).get("peak_rss_hwm_bytes", 0) / 2**20
     )
     txs = (summary.get("backend_metrics") or {}).get("submit_transactions")
-    if txs:  # the harness's own submit transactions (sqlite): each pays a commit, FULL an fsync
+    if txs:  # the harness's submit batches (sqlite): a worker's transaction or its own
         out["runs_per_submit_tx"] = summary["runs"]["accepted"] / txs
     return out
 

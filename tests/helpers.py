@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from backends.base import ExecutionSettings, RunContext, RunSpec
 from backends.history import HistoryWriter, read_history
@@ -67,3 +68,21 @@ def start_bench(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def numbered_runs(n: int, prefix: str) -> list[RunSpec]:
+    """``n`` runs ``<prefix>0000``... with the first smoke run's plan (for store-level tests)."""
+    base = smoke_runs()[0]
+    return [RunSpec(f"{prefix}{i:04d}", i, "t0", 0.0, False, base.plan) for i in range(n)]
+
+
+def submit_together(sub: Any, runs: list[RunSpec]) -> None:
+    """Every run submitted at once through ``sub.submit_async``; ``sub`` is closed after."""
+
+    async def go() -> None:
+        await asyncio.gather(*(sub.submit_async(r) for r in runs))
+
+    try:
+        asyncio.run(go())
+    finally:
+        sub.close()

@@ -21,12 +21,11 @@ from backends.durable.groupcommit import Checkpoint, GroupCommitter
 from backends.errors import Indeterminate
 from backends.sqlite import forward
 from backends.sqlite.store import SqliteStateView, SqliteStore, SqliteSubmitter, create_schema
-from tests.helpers import smoke_runs
+from tests.helpers import numbered_runs, submit_together
 
 
 def _runs(n: int, prefix: str = "f") -> list[RunSpec]:
-    base = smoke_runs()[0]
-    return [RunSpec(f"{prefix}{i:04d}", i, "t0", 0.0, False, base.plan) for i in range(n)]
+    return numbered_runs(n, prefix)
 
 
 def _stored(db: Path) -> dict[str, str]:
@@ -75,14 +74,7 @@ def test_forwarded_submits_share_the_workers_transactions(worker) -> None:
     db, store, committer = worker
     sub = SqliteSubmitter(db, "FULL", workers=lambda: [os.getpid()])
     runs = _runs(200)
-
-    async def go() -> None:
-        await asyncio.gather(*(sub.submit_async(r) for r in runs))
-
-    try:
-        asyncio.run(go())
-    finally:
-        sub.close()
+    submit_together(sub, runs)
     assert sub.direct == 0 and sub.forward is not None and sub.forward.sent == sub.batches
     assert committer.submitted_runs == 200  # the worker committed every one
     assert set(_stored(db)) == {r.run_id for r in runs}

@@ -13,7 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends.common.net import ephemeral_low, free_port_pair, free_ports, port_in_use
+from backends.common.net import (
+    SERVICE_FLOOR,
+    ephemeral_low,
+    free_port_pair,
+    free_ports,
+    port_in_use,
+)
 from backends.common.process import ManagedProcess
 from backends.common.prometheus import parse_prometheus
 from backends.errors import BackendError
@@ -96,7 +102,7 @@ def test_seaweedfs_uses_only_our_ports_and_stops(tmp_path: Path) -> None:
         assert sw.s3_port in ports and sw.metrics_port in ports
         assert ports <= set(sw.ports.values()), f"unexpected ports {ports - set(sw.ports.values())}"
         assert all(p < 55000 for p in sw.ports.values())
-        if ephemeral_low() - 15000 >= 1000:  # none where outgoing connections take theirs
+        if ephemeral_low() - SERVICE_FLOOR >= 1000:  # none where outgoing connections take theirs
             assert all(p < ephemeral_low() for p in sw.ports.values()), sw.ports
         remote = {c.raddr.ip for c in psutil.Process(pid).net_connections(kind="inet") if c.raddr}
         assert remote <= {"127.0.0.1"}, f"talks to {remote}"  # no telemetry, loopback only
@@ -137,12 +143,12 @@ def test_picked_ports_stay_out_of_the_ephemeral_range_and_under_their_limit() ->
     low = ephemeral_low()
     ports = free_ports(50)
     assert len(set(ports)) == 50 and all(not port_in_use(p) for p in ports)
-    if low - 15000 >= 1000:
+    if low - SERVICE_FLOOR >= 1000:
         assert all(p < low for p in ports), ports
     assert all(p < 20000 for p in free_ports(20, below=20000))
     p, g = free_port_pair(10000)
     assert g == p + 10000 and not port_in_use(p) and not port_in_use(g)
-    if low - 10000 - 15000 >= 1000:
+    if low - 10000 - SERVICE_FLOOR >= 1000:
         assert g < low
 
 

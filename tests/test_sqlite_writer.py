@@ -17,12 +17,11 @@ from backends.durable.groupcommit import Checkpoint
 from backends.sqlite.store import SqliteStateView, SqliteStore, SqliteSubmitter, create_schema
 from backends.workflow import expected_payload
 from bench import checkers
-from tests.helpers import smoke_runs
+from tests.helpers import numbered_runs, submit_together
 
 
 def _runs(n: int) -> list[RunSpec]:
-    base = smoke_runs()[0]
-    return [RunSpec(f"w{i:04d}", i, "t0", 0.0, False, base.plan) for i in range(n)]
+    return numbered_runs(n, "w")
 
 
 def test_concurrent_submits_share_transactions_and_all_commit(tmp_path: Path) -> None:
@@ -30,14 +29,7 @@ def test_concurrent_submits_share_transactions_and_all_commit(tmp_path: Path) ->
     create_schema(db, "FULL")
     sub = SqliteSubmitter(db, "FULL")
     runs = _runs(300)
-
-    async def go() -> None:
-        await asyncio.gather(*(sub.submit_async(r) for r in runs))
-
-    try:
-        asyncio.run(go())
-    finally:
-        sub.close()
+    submit_together(sub, runs)
     assert sub.batches < len(runs)  # grouped: fewer transactions than runs
     stored = {r.run_id for r in SqliteStateView(db).runs()}
     assert stored == {r.run_id for r in runs}  # and every acked run is in the file

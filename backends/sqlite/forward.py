@@ -12,9 +12,9 @@ committed. The answer is the run-accepted ack, as the harness's own commit was.
 
 When no worker answers (none running, killed, paused past ``REPLY_TIMEOUT_S``), the harness
 commits the batch itself, as before, and passes that worker over for ``PASS_OVER_S`` (a paused
-worker would otherwise hold every batch for the whole timeout). The insert ignores a run that exists, so a batch that the
-worker did commit before it stopped answering is not written twice, and the harness's ack
-still follows a commit that holds every run of the batch.
+worker would otherwise hold every batch for the whole timeout). The insert ignores a run that
+exists, so a batch that the worker did commit before it stopped answering is not written
+twice, and the harness's ack still follows a commit that holds every run of the batch.
 
 Wire format (loopback, one socket per worker in the abstract namespace, named by its pid):
 a request is a 4-byte big-endian length and the runs, each ``run_id \\x1f seq \\x1f tenant \\x1f
@@ -66,7 +66,7 @@ def decode(body: bytes) -> list[dict[str, Any]]:
                 "tenant": tenant,
                 "n_steps": int(n_steps),
                 "plan": plan,
-            }  # fmt: skip
+            }
         )
     return rows
 
