@@ -6,7 +6,8 @@ then one Python loop drives ``SqliteStore`` directly: it inserts the workload's 
 runs per transaction, with the runs still to insert riding in the same transactions (as
 forwarded submits do). Each output is the workload's payload (``backends.common.payload``).
 No executor, no history, no harness, no retries: this is a ceiling for the engine, not a
-workload run, and nothing checks the result. It answers "how close to the raw commit rate can
+workload run, and no checker reads it (``tests/test_step_ceiling.py`` checks that it makes the
+engine's writes: every run completed, every output stored). It answers "how close to the raw commit rate can
 any engine on this store get here?" by putting the deployment's CPU per step beside it.
 
     python scripts/step_ceiling.py --synchronous NORMAL --seconds 8
