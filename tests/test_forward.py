@@ -216,3 +216,104 @@ def test_a_silent_worker_costs_one_timeout_then_is_passed_over(tmp_path: Path) -
         silent.close()
     assert first >= forward.REPLY_TIMEOUT_S and second < forward.REPLY_TIMEOUT_S / 2
     assert sub.direct == 2 and set(_stored(db)) == {"f0000", "f0001"}
+
+
+# -- another user's process: the abstract namespace has no file permissions ----------------------
+
+NOBODY = 65534
+as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+
+
+def _forked_as_nobody(body) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """``body(w)`` in a forked child running as user nobody (``w``: a pipe's write end);
+    returns (child pid, the pipe's read end). The child's exit code is ``body``'s result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # only sockets and os calls here: no lock another thread may hold
+        code = 99
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            code = body(w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _exit_code(pid: int) -> int:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)  # our own child
+    os.waitpid(pid, 0)
+    raise AssertionError("the child did not finish")
+
+
+@as_root
+def test_a_worker_takes_no_submits_from_another_user(worker) -> None:
+    db, _, committer = worker
+    request = forward.encode(_runs(1, "x"))
+
+    def intruder(_w: int) -> int:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(forward.address(os.getppid()))
+        try:
+            s.sendall(request)
+            answer = s.recv(64)
+        except ConnectionError:  # hung up on with the request unread
+            return 0
+        return 0 if answer == b"" else 3  # 3: answered
+
+    pid, r = _forked_as_nobody(intruder)
+    os.close(r)
+    assert _exit_code(pid) == 0
+    assert committer.submitted_runs == 0 and "x0000" not in _stored(db)
+    # and the harness, our user, is still served
+    sub = SqliteSubmitter(db, "FULL", workers=lambda: [os.getpid()])
+    try:
+        sub.submit(_runs(1, "y")[0])
+    finally:
+        sub.close()
+    assert sub.direct == 0 and committer.submitted_runs == 1
+
+
+@as_root
+def test_the_harness_forwards_nothing_to_another_users_socket(tmp_path: Path) -> None:
+    """Another user binds the name a worker's socket would have and answers "ok" to all: the
+    harness must not send it a batch (that ack would be for runs never committed)."""
+    db = tmp_path / "u.db"
+    create_schema(db, "FULL")
+    fake_pid = 2**22 + os.getpid() + 3
+
+    def squatter(w: int) -> int:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.bind(forward.address(fake_pid))
+        s.listen()
+        os.write(w, b"r")
+        conn, _ = s.accept()
+        got = conn.recv(1 << 16)
+        if got:
+            conn.sendall(b"\0\0\0\x02ok")
+        while conn.recv(1 << 16):
+            pass
+        return 3 if got else 0  # 3: it was sent a batch
+
+    pid, r = _forked_as_nobody(squatter)
+    assert os.read(r, 1) == b"r"
+    os.close(r)
+    sub = SqliteSubmitter(db, "FULL", workers=lambda: [fake_pid])
+    try:
+        sub.submit(_runs(1)[0])
+    finally:
+        sub.close()
+    assert _exit_code(pid) == 0
+    assert sub.direct == 1 and sub.forward is not None and sub.forward.sent == 0
+    assert set(_stored(db)) == {"f0000"}

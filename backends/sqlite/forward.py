@@ -19,7 +19,10 @@ twice, and the harness's ack still follows a commit that holds every run of the 
 Wire format (loopback, one socket per worker in the abstract namespace, named by its pid):
 a request is a 4-byte big-endian length and the runs, each ``run_id \\x1f seq \\x1f tenant \\x1f
 n_steps \\x1f plan_json`` and separated by ``\\x1e`` (plans are JSON: they hold neither byte);
-the answer is a 4-byte length and ``ok`` or ``error: <why>``.
+the answer is a 4-byte length and ``ok`` or ``error: <why>``. An abstract socket has no file
+permissions (any process on the host can connect to it or bind a free name), so each side
+checks the other's user (``SO_PEERCRED``): a worker serves only its own user's processes, and
+the harness forwards only to a socket of its own user.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from backends.base import RunSpec
 REPLY_TIMEOUT_S = 1.0  # a worker that takes longer (paused, stuck) is passed over ...
 PASS_OVER_S = 5.0  # ... for this long
 _LEN = struct.Struct(">I")
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _FIELD, _RUN = "\x1f", "\x1e"
 
 
@@ -81,6 +85,9 @@ async def serve(submit: Submit) -> asyncio.AbstractServer:
     transaction holding the rows committed (it raises if that transaction failed)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if peer_uid(writer.get_extra_info("socket")) != os.getuid():
+            writer.close()  # not our user: nothing it sends goes into the database
+            return
         try:
             while True:
                 (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
@@ -155,6 +162,8 @@ class ForwardLink:
             s.settimeout(REPLY_TIMEOUT_S)
             try:
                 s.connect(address(pid))
+                if peer_uid(s) != os.getuid():  # another user's socket under that name
+                    raise ConnectionRefusedError(f"{address(pid)!r} is not our user's")
             except OSError:
                 s.close()
                 continue
@@ -170,6 +179,12 @@ class ForwardLink:
             with contextlib.suppress(OSError):
                 self._sock.close()
             self._sock = None
+
+
+def peer_uid(sock: Any) -> int:
+    """The user id of the process at the other end of a connected Unix socket."""
+    _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+    return uid
 
 
 def _recv(sock: socket.socket, n: int) -> bytes:
