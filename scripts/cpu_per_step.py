@@ -21,9 +21,10 @@ its synchronous setting). Machine load changes the figures: note ``uptime`` besi
 ``workloads/cpu-probe.toml`` (4000 runs/s for 4 s) keeps one worker saturated for the whole
 window; the built-in ``capacity`` (1000 runs/s) does not on sqlite NORMAL, so its steps/s is the
 offered rate, not the capacity, and every process's idle polling lands on fewer steps. The
-``runs_per_submit_tx`` column (sqlite) is how many runs the harness's submit batches held on
-average; a batch a worker did not take (``--submit-via client``, or no answer) is a
-transaction of the harness's own, with a commit (at FULL an fsync) on its CPU. The
+``runs_per_submit_tx`` column (sqlite, postgres) is how many runs the harness's submit
+batches held on average; on sqlite a batch a worker did not take (``--submit-via client``, or
+no answer) is a transaction of the harness's own, with a commit (at FULL an fsync) on its CPU;
+on postgres every batch is one transaction of the harness's. The
 ``ls_compacted_mib`` column is what Litestream compacted inside the drive (its log; 0 also
 when there is no Litestream): its level-1 compaction runs every 30 s, so a short drive may or
 may not hold one, and the figures of Litestream and SeaweedFS move with it. They also fall as

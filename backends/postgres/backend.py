@@ -424,6 +424,8 @@ class PostgresDeployment(PostgresFaults, PooledWorkers, Deployment):
         }
         if end["cpu_s"] is not None and start["cpu_s"] is not None:
             m["server_cpu_s"] = end["cpu_s"] - start["cpu_s"]  # exited backends included
+        if self._client is not None:  # the harness's submits: how many transactions they took
+            m["submit_transactions"] = self._client.submitter.batches
         if self.power is not None:
             m["lazyfs"] = self.power.describe()
         if self.standby is not None:

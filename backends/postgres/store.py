@@ -54,6 +54,8 @@ SYNC_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MIN_VERSION = 13
 POOL_MIN, POOL_MAX = 2, 8  # per worker process; the harness's submitter opens all 8 at once
+SUBMIT_BATCH = 256  # runs in one submit transaction at most
+SUBMIT_FLUSHERS = 2  # submit transactions in flight: the next batch gathers meanwhile
 PREPARE_THRESHOLD = 1  # prepare a statement on its second execution on a connection
 CONNECT_TIMEOUT_S = 10
 MARKER = "durabench workflow state"  # COMMENT on the schema and tables durabench created
@@ -424,7 +426,12 @@ class _PostgresRunsView(StateView):
 
 class PostgresSubmitter:
     """Harness-side run submission: an async pool on the harness's event loop (opened on the
-    first submit, because the pool belongs to the loop it runs on)."""
+    first submit, because the pool belongs to the loop it runs on).
+
+    Submits that arrive while earlier ones are committing are committed together, in one
+    transaction (``SUBMIT_BATCH`` runs at most, ``SUBMIT_FLUSHERS`` transactions in flight):
+    a transaction and a pool checkout per run were most of the harness's CPU on postgres
+    (44 µs per step at capacity). A lone submit is still its own transaction, as before."""
 
     def __init__(self, dsn: str, schema: str, synchronous_commit: str) -> None:
         self.dsn, self.schema, self.synchronous_commit = dsn, schema, synchronous_commit
@@ -432,6 +439,10 @@ class PostgresSubmitter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Task[None] | None = None
         self._stale = False
+        self._queue: list[tuple[RunSpec, asyncio.Future[None]]] = []
+        self._flushers = 0  # transactions in flight
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self.batches = 0  # transactions committed or tried
 
     def retarget(self, dsn: str) -> None:
         """Connect to another server from the next submit on (after a failover); may be
@@ -440,8 +451,8 @@ class PostgresSubmitter:
         self._stale = True
 
     async def submit(self, run: RunSpec) -> None:
-        """The **run accepted** ack: the INSERT is its own autocommit transaction, committed
-        (with this session's synchronous_commit) when ``execute`` returns."""
+        """The **run accepted** ack: returns once a transaction holding the run's INSERT
+        committed (with this session's synchronous_commit)."""
         loop = asyncio.get_running_loop()
         if self._stale and self._pool is not None and self._loop is loop:
             old, self._pool = self._pool, None
@@ -451,15 +462,58 @@ class PostgresSubmitter:
             self._pool = _pool(self.dsn, self.schema, self.synchronous_commit, "submit")
             self._loop, self._ready = loop, loop.create_task(_open(self._pool, self.dsn))
         await asyncio.shield(self._ready)  # type: ignore[arg-type]
-        args = {"run_id": run.run_id, "seq": run.seq, "tenant": run.tenant, "now": time.time()}
-        args |= {"plan": run.plan_json, "n_steps": run.n_steps}
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.append((run, fut))
+        if self._flushers < SUBMIT_FLUSHERS:
+            self._flushers += 1
+            task = loop.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await fut
+
+    async def _flush(self) -> None:
+        """Commit queued submits, a batch a transaction, until none is left (each batch on
+        the pool of the moment: a failover's retarget replaces it)."""
         try:
-            async with self._pool.connection() as conn:
-                await conn.execute(INSERT_RUN, args)
+            while self._queue:
+                batch = self._queue[:SUBMIT_BATCH]
+                del self._queue[:SUBMIT_BATCH]
+                error = await self._commit(self._pool, [run for run, _ in batch])
+                for _, fut in batch:
+                    if fut.done():  # its submit was cancelled
+                        continue
+                    if error is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(error)
+        finally:
+            self._flushers -= 1
+
+    async def _commit(
+        self, pool: AsyncConnectionPool | None, runs: list[RunSpec]
+    ) -> Exception | None:
+        """None once a transaction holding every run committed; else what each submit of the
+        batch raises (a batch is committed or rolled back whole)."""
+        self.batches += 1
+        now = time.time()
+        rows = [
+            {"run_id": r.run_id, "seq": r.seq, "tenant": r.tenant, "now": now,
+             "plan": r.plan_json, "n_steps": r.n_steps}
+            for r in runs
+        ]  # fmt: skip
+        what = runs[0].run_id if len(runs) == 1 else f"{len(runs)} runs ({runs[0].run_id}..)"
+        if pool is None:  # closed meanwhile: never sent
+            return BackendError(f"postgres: submitter closed before {what} was sent")
+        try:
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(INSERT_RUN, rows)
         except PoolTimeout as e:  # never sent: not accepted
-            raise BackendError(f"postgres: no connection to submit {run.run_id}: {e}") from None
-        except psycopg.OperationalError as e:  # lost mid-statement: it may have committed
-            raise Indeterminate(f"postgres: submit of {run.run_id}: {e}") from None
+            return BackendError(f"postgres: no connection to submit {what}: {e}")
+        except psycopg.OperationalError as e:  # lost mid-transaction: it may have committed
+            return Indeterminate(f"postgres: submit of {what}: {e}")
+        except Exception as e:  # noqa: BLE001 - rolled back: every submit of the batch learns it
+            return e
+        return None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
