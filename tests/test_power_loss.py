@@ -81,7 +81,24 @@ def test_power_loss_known_answers(backend: str, opts: list[str], loses: bool, tm
         summary["checks"]["integrity"]["valid"] is False
         and not promise_of(backend, manifest).intact
     )
-    assert out.returncode == 0 or damaged_allowed, out.stderr[-3000:]
+    # exit 1 also for DBOS whose workers outlive a Postgres power loss (they are application
+    # processes elsewhere): a workflow a worker dequeued just before the server died (the claim
+    # committed, ENQUEUED -> PENDING under that executor) whose start then failed on the dead
+    # connection stays PENDING under a live executor; DBOS recovers PENDING workflows only when
+    # an executor starts. Seen twice in CI (r000020 here, acked 6 ms after the cut began). The
+    # verdict must say exactly that: stuck runs, no conflicting completion, nothing lost
+    once = summary["checks"]["exactly_once"]
+    stranded_allowed = (
+        backend == "dbos"
+        and manifest["backend_config"]["database"] == "postgres"
+        and once["valid"] is False
+        and once.get("stuck_count", 0) >= 1
+        and not once.get("conflicting_completions")
+        and summary["checks"]["write_loss"]["valid"] is True
+        and summary["checks"]["integrity"]["valid"] is True
+        and summary["checks"]["step_payloads"]["valid"] is True
+    )
+    assert out.returncode == 0 or damaged_allowed or stranded_allowed, out.stderr[-3000:]
     assert manifest["lazyfs"] is True
     assert len(summary["backend_metrics"]["lazyfs"]["losses"]) == 1, "the drop happened once"
 
