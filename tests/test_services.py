@@ -121,10 +121,18 @@ def test_seaweedfs_starts_again_when_a_port_is_taken_before_it_binds(
     """The race seen in CI: a port free at our check was taken before weed bound it, and weed
     died. Blinding our check to the held port stages that race; the start must still succeed,
     on another port, and leave the failed attempt in the log."""
-    sw = SeaweedFS(tmp_path / "work", tmp_path / "logs")
+    held = socket.socket()
+    for _ in range(5):  # the port was free when picked; a service of a parallel test may take it
+        sw = SeaweedFS(tmp_path / "work", tmp_path / "logs")
+        try:
+            held.bind(("127.0.0.1", sw.ports["volume.port"]))
+            break
+        except OSError:
+            continue
+    else:
+        pytest.fail("no picked volume port could be held")
     monkeypatch.setattr(objectstore, "port_in_use", lambda port, host="127.0.0.1": False)
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", sw.ports["volume.port"]))
+    with held:
         held.listen()
         taken = sw.ports["volume.port"]
         try:
