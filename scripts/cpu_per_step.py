@@ -99,7 +99,7 @@ def per_step(summary: dict[str, Any]) -> dict[str, float]:
         summary["resources"].get("harness", {}).get("peak_rss_hwm_bytes", 0) / 2**20
     )
     txs = (summary.get("backend_metrics") or {}).get("submit_transactions")
-    if txs:  # the harness's submit batches (sqlite): a worker's transaction or its own
+    if txs:  # the harness's submit batches (sqlite: a worker's transaction or its own)
         out["runs_per_submit_tx"] = summary["runs"]["accepted"] / txs
     return out
 

@@ -33,8 +33,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backends.base import RetryPolicy, RunContext, get  # noqa: E402
@@ -46,11 +44,6 @@ from bench.workload.loader import resolve_workload  # noqa: E402
 from bench.workload.schedule import build_schedule  # noqa: E402
 
 WORKER = "ceiling-0"
-
-
-def _cpu_s(p: psutil.Process) -> float:
-    t = p.cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def _self_cpu_s() -> float:
@@ -176,42 +169,39 @@ def main() -> int:
         try:
             dep.start()
             dep.workers.stop()  # its worker processes would claim the runs this loop inserts
-            procs = {
-                role: psutil.Process(p.pid)
-                for role, p in dep.processes().items()
-                if role in ("litestream", "seaweedfs") and p.pid is not None
-            }
+            # the same CPU figure ``bench run`` records per role (the process tree's)
+            procs = {r: p for r, p in dep.processes().items() if r in ("litestream", "seaweedfs")}
             store = SqliteStore(dep.db_path, dep.synchronous, autocheckpoint=False)
-            before = {role: _cpu_s(p) for role, p in procs.items()}
+            before = {role: p.sample().cpu_s for role, p in procs.items()}
             me0 = _self_cpu_s()
             load0 = os.getloadavg()
             out = asyncio.run(
                 drive(store, runs, a.seconds, a.batch, a.backlog, a.concurrency, a.seed)
             )
             me = _self_cpu_s() - me0
-            after = {role: _cpu_s(p) for role, p in procs.items()}
+            after = {role: p.sample().cpu_s for role, p in procs.items()}
             # Litestream uploads the last second's frames after the drive: their CPU counts too
             caught_up_s = time.perf_counter()
             if dep.litestream is not None:
                 dep.litestream.wait_caught_up(60.0)
             caught_up_s = time.perf_counter() - caught_up_s
-            settled = {role: _cpu_s(p) for role, p in procs.items()}
+            settled = {role: p.sample().cpu_s for role, p in procs.items()}
             store.conn.close()
         finally:
             dep.stop()
     n = max(out["steps"], 1)
-    cpu = {"store_loop": me * 1e6 / n}
-    cpu.update({role: (after[role] - before[role]) * 1e6 / n for role in procs})
-    cpu["total"] = sum(cpu.values())
-    # with the replica caught up (what a drive of this length leaves to the drain)
-    settled_cpu = {"store_loop": me * 1e6 / n}
-    settled_cpu.update({role: (settled[role] - before[role]) * 1e6 / n for role in procs})
-    settled_cpu["total"] = sum(settled_cpu.values())
+
+    def per_step(end: dict[str, float]) -> dict[str, float]:
+        cpu = {"store_loop": me, **{role: end[role] - before[role] for role in procs}}
+        us = {k: round(v * 1e6 / n, 1) for k, v in cpu.items()}
+        return {**us, "total": round(sum(cpu.values()) * 1e6 / n, 1)}
+
     result: dict[str, Any] = {
         "synchronous": a.synchronous,
         "steps_per_s": out["steps"] / out["seconds"],
-        "cpu_us_per_step": {k: round(v, 1) for k, v in cpu.items()},
-        "cpu_us_per_step_replica_caught_up": {k: round(v, 1) for k, v in settled_cpu.items()},
+        "cpu_us_per_step": per_step(after),
+        # with the replica caught up (what a drive of this length leaves to the drain)
+        "cpu_us_per_step_replica_caught_up": per_step(settled),
         "replica_catch_up_s": round(caught_up_s, 2),
         "steps_per_transaction": out["steps"] / max(out["transactions"], 1),
         **out,
